@@ -1,0 +1,403 @@
+"""Typed, frozen configuration read from TOML. Every error names the key at fault."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import ipaddress
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from . import platform
+from .durations import parse_duration
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+KeyType = Literal["ecdsa-p256", "rsa-2048", "rsa-4096"]
+KEY_TYPES: tuple[KeyType, ...] = ("ecdsa-p256", "rsa-2048", "rsa-4096")
+CONFIG_ENV = "JOIN_AGENT_CONFIG"
+
+DEFAULT_EXCLUDE_INTERFACES = (
+    "lo*", "docker*", "cni*", "cilium*", "flannel*", "veth*", "lxc*", "kube-ipvs*",
+    "cali*", "tunl*", "vxlan*", "br-*", "virbr*", "weave*",
+)  # fmt: skip
+
+_PIN = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    server: str
+    name: str
+    ca_bundle: Path | None
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str  # "" = the hostname, lowercased
+    addresses: tuple[IPAddress, ...]  # () = discovered
+    exclude_interfaces: tuple[str, ...]
+    key: KeyType
+
+
+@dataclass(frozen=True)
+class CfsslConfig:
+    urls: tuple[str, ...]
+    profile: str
+    label: str
+    auth_key_file: Path
+    ca_pins: tuple[str, ...]
+    insecure_skip_ca_pin: bool
+
+
+@dataclass(frozen=True)
+class KubernetesSignerConfig:
+    bootstrap_token_file: Path
+    ca_pins: tuple[str, ...]
+    discovery_file: str
+    serving: bool
+    csr_timeout: dt.timedelta
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    pki_dir: Path
+    kubeconfig: Path
+    ca_file: Path
+    state_dir: Path
+
+
+@dataclass(frozen=True)
+class RenewalConfig:
+    retry_min: dt.timedelta
+    retry_max: dt.timedelta
+    splay: dt.timedelta
+    clock_skew: dt.timedelta
+
+
+@dataclass(frozen=True)
+class KubeletConfig:
+    manage: bool
+    command: tuple[str, ...]
+    stop_grace: dt.timedelta
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    cluster: ClusterConfig
+    node: NodeConfig
+    signer_kind: Literal["cfssl", "kubernetes"]
+    cfssl: CfsslConfig
+    kubernetes: KubernetesSignerConfig
+    paths: PathsConfig
+    renewal: RenewalConfig
+    kubelet: KubeletConfig
+    metrics_listen: str
+
+
+def config_path(flag: str | None, environ: Mapping[str, str]) -> Path:
+    """--config wins, then $JOIN_AGENT_CONFIG, then the platform default."""
+    if flag:
+        return Path(flag)
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    return platform.current().config_file
+
+
+def load(path: Path) -> Config:
+    """Read and validate the config file at ``path``."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} does not exist: write one (see examples/config.toml) "
+            f"or point --config or ${CONFIG_ENV} at it"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    return parse(doc, source=path)
+
+
+def parse(doc: Mapping[str, Any], source: Path = Path("<config>")) -> Config:
+    """Build a Config from a parsed TOML document (pure: no I/O)."""
+    defaults = platform.current()
+    r = _Reader(doc, source)
+    r.only_tables("cluster", "node", "signer", "paths", "renewal", "kubelet", "metrics")
+
+    cluster = r.table("cluster", {"server", "name", "ca_bundle"})
+    server = r.url(cluster, "cluster.server", required=True, schemes=("https",))
+    node = r.table("node", {"name", "addresses", "exclude_interfaces", "key"})
+    signer = r.table("signer", {"kind", "cfssl", "kubernetes"})
+    kind = r.choice(signer, "signer.kind", ("cfssl", "kubernetes"), "cfssl")
+    cf = r.table("signer.cfssl", {
+        "urls", "profile", "label", "auth_key_file", "ca_pins", "insecure_skip_ca_pin",
+    }, parent=signer, key="cfssl")  # fmt: skip
+    kb = r.table("signer.kubernetes", {
+        "bootstrap_token_file", "ca_pins", "discovery_file", "serving", "csr_timeout",
+    }, parent=signer, key="kubernetes")  # fmt: skip
+    paths = r.table("paths", {"pki_dir", "kubeconfig", "ca_file", "state_dir"})
+    renewal = r.table("renewal", {"retry_min", "retry_max", "splay", "clock_skew"})
+    kubelet = r.table("kubelet", {"manage", "command", "stop_grace"})
+    metrics = r.table("metrics", {"listen"})
+
+    cfssl = CfsslConfig(
+        urls=tuple(r.url_list(cf, "signer.cfssl.urls", required=(kind == "cfssl"))),
+        profile=r.string(cf, "signer.cfssl.profile", "kubelet"),
+        label=r.string(cf, "signer.cfssl.label", ""),
+        auth_key_file=r.path(
+            cf, "signer.cfssl.auth_key_file", Path("/etc/join-agent/cfssl-auth-key")
+        ),
+        ca_pins=r.pins(cf, "signer.cfssl.ca_pins"),
+        insecure_skip_ca_pin=r.boolean(cf, "signer.cfssl.insecure_skip_ca_pin", False),
+    )
+    if kind == "cfssl" and not cfssl.ca_pins and not cfssl.insecure_skip_ca_pin:
+        raise ConfigError(
+            f"{source}: signer.cfssl.ca_pins is empty: add the CA's pin "
+            "(`join-agent pin ca.pem` prints it) or set insecure_skip_ca_pin = true "
+            "to trust the first CA that answers"
+        )
+    if kind == "cfssl" and not cfssl.profile:
+        raise ConfigError(
+            f"{source}: signer.cfssl.profile is empty: CFSSL would silently use its default "
+            "profile; name the profile that issues kubelet client certificates"
+        )
+    kubernetes = KubernetesSignerConfig(
+        bootstrap_token_file=r.path(
+            kb, "signer.kubernetes.bootstrap_token_file", Path("/etc/join-agent/bootstrap-token")
+        ),
+        ca_pins=r.pins(kb, "signer.kubernetes.ca_pins"),
+        discovery_file=r.string(kb, "signer.kubernetes.discovery_file", ""),
+        serving=r.boolean(kb, "signer.kubernetes.serving", False),
+        csr_timeout=r.duration(kb, "signer.kubernetes.csr_timeout", "15m"),
+    )
+    retry_min = r.duration(renewal, "renewal.retry_min", "10s")
+    retry_max = r.duration(renewal, "renewal.retry_max", "5m")
+    if retry_max < retry_min:
+        raise ConfigError(f"{source}: renewal.retry_max must not be smaller than retry_min")
+    command = r.string_list(kubelet, "kubelet.command", list(defaults.kubelet_command))
+    manage = r.boolean(kubelet, "kubelet.manage", defaults.manage_kubelet)
+    if manage and not command:
+        raise ConfigError(f"{source}: kubelet.command is empty while kubelet.manage is true")
+    return Config(
+        source=source,
+        cluster=ClusterConfig(
+            server=server,
+            name=r.string(cluster, "cluster.name", "kubernetes") or "kubernetes",
+            ca_bundle=r.optional_path(cluster, "cluster.ca_bundle"),
+        ),
+        node=NodeConfig(
+            name=r.string(node, "node.name", "").strip().lower(),
+            addresses=r.addresses(node, "node.addresses"),
+            exclude_interfaces=tuple(
+                r.string_list(node, "node.exclude_interfaces", list(DEFAULT_EXCLUDE_INTERFACES))
+            ),
+            key=r.choice(node, "node.key", KEY_TYPES, "ecdsa-p256"),
+        ),
+        signer_kind=kind,
+        cfssl=cfssl,
+        kubernetes=kubernetes,
+        paths=PathsConfig(
+            pki_dir=r.path(paths, "paths.pki_dir", defaults.pki_dir),
+            kubeconfig=r.path(paths, "paths.kubeconfig", defaults.kubeconfig),
+            ca_file=r.path(paths, "paths.ca_file", defaults.ca_file),
+            state_dir=r.path(paths, "paths.state_dir", defaults.state_dir),
+        ),
+        renewal=RenewalConfig(
+            retry_min=retry_min,
+            retry_max=retry_max,
+            splay=r.duration(renewal, "renewal.splay", "0s"),
+            clock_skew=r.duration(renewal, "renewal.clock_skew", "2m"),
+        ),
+        kubelet=KubeletConfig(
+            manage=manage,
+            command=tuple(command),
+            stop_grace=r.duration(kubelet, "kubelet.stop_grace", "30s"),
+        ),
+        metrics_listen=r.string(metrics, "metrics.listen", ""),
+    )
+
+
+class _Reader:
+    """Typed getters that turn any mistake into a ConfigError naming the key."""
+
+    def __init__(self, doc: Mapping[str, Any], source: Path) -> None:
+        self.doc = doc
+        self.source = source
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {key} {problem}")
+
+    def only_tables(self, *names: str) -> None:
+        for name in self.doc:
+            if name not in names:
+                raise self.fail(name, f"is not a known section (known: {', '.join(names)})")
+
+    def table(
+        self,
+        name: str,
+        keys: set[str],
+        parent: Mapping[str, Any] | None = None,
+        key: str | None = None,
+    ) -> Mapping[str, Any]:
+        container = self.doc if parent is None else parent
+        value = container.get(key or name, {})
+        if not isinstance(value, dict):
+            raise self.fail(name, "must be a table ([" + name + "])")
+        for k in value:
+            if k not in keys:
+                hint = f"; did you mean {_closest(k, keys)}?" if _closest(k, keys) else ""
+                raise self.fail(f"{name}.{k}", f"is not a known key{hint}")
+        return value
+
+    def _get(self, t: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+        value = t.get(key.rsplit(".", 1)[1])
+        if value is not None and (
+            not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)
+        ):
+            names = (
+                kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            )
+            raise self.fail(
+                key, f"must be a {_toml_name(names)}, not {_toml_name(type(value).__name__)}"
+            )
+        return value
+
+    def string(self, t: Mapping[str, Any], key: str, default: str) -> str:
+        value = self._get(t, key, str)
+        return default if value is None else str(value)
+
+    def boolean(self, t: Mapping[str, Any], key: str, default: bool) -> bool:
+        value = self._get(t, key, bool)
+        return default if value is None else bool(value)
+
+    def choice(self, t: Mapping[str, Any], key: str, choices: tuple[Any, ...], default: str) -> Any:
+        value = self.string(t, key, default)
+        if value not in choices:
+            raise self.fail(key, f"is {value!r}; it must be one of: {', '.join(choices)}")
+        return value
+
+    def string_list(self, t: Mapping[str, Any], key: str, default: list[str]) -> list[str]:
+        value = self._get(t, key, list)
+        if value is None:
+            return default
+        if not all(isinstance(v, str) for v in value):
+            raise self.fail(key, "must be a list of strings")
+        return list(value)
+
+    def path(self, t: Mapping[str, Any], key: str, default: Path) -> Path:
+        value = self.string(t, key, "")
+        if not value:
+            return default
+        if not value.startswith("/"):
+            raise self.fail(key, f"must be an absolute path, not {value!r}")
+        return Path(value)
+
+    def optional_path(self, t: Mapping[str, Any], key: str) -> Path | None:
+        value = self.string(t, key, "")
+        return self.path(t, key, Path("/")) if value else None
+
+    def duration(self, t: Mapping[str, Any], key: str, default: str) -> dt.timedelta:
+        value = self._get(t, key, (str, int, float))
+        if value is None:
+            value = default
+        if isinstance(value, int | float):
+            if value < 0:
+                raise self.fail(key, "must not be negative")
+            return dt.timedelta(seconds=value)
+        try:
+            return parse_duration(value)
+        except ValueError as e:
+            raise self.fail(key, str(e)) from None
+
+    def url(
+        self, t: Mapping[str, Any], key: str, *, required: bool, schemes: tuple[str, ...]
+    ) -> str:
+        value = self.string(t, key, "")
+        if not value:
+            if required:
+                raise self.fail(key, 'is required (e.g. "https://10.0.0.5:6443")')
+            return ""
+        return self._check_url(key, value, schemes)
+
+    def _check_url(self, key: str, value: str, schemes: tuple[str, ...]) -> str:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise self.fail(key, f"has an invalid URL {value!r}") from None
+        if parts.scheme not in schemes or not parts.hostname:
+            raise self.fail(
+                key, f"has {value!r}; it must be a {' or '.join(schemes)} URL with a host"
+            )
+        if parts.username or parts.password:
+            raise self.fail(key, "must not carry credentials in the URL")
+        return value.rstrip("/")
+
+    def url_list(self, t: Mapping[str, Any], key: str, *, required: bool) -> list[str]:
+        values = self.string_list(t, key, [])
+        if not values and required:
+            raise self.fail(
+                key, 'is required: list the CFSSL servers, e.g. ["http://10.0.0.5:8888"]'
+            )
+        return [self._check_url(key, v, ("http", "https")) for v in values]
+
+    def pins(self, t: Mapping[str, Any], key: str) -> tuple[str, ...]:
+        values = self.string_list(t, key, [])
+        pins = []
+        for v in values:
+            pin = v.strip().lower()
+            if not _PIN.match(pin):
+                raise self.fail(
+                    key,
+                    f'has {v!r}; a pin is "sha256:" and 64 hex digits '
+                    "(`join-agent pin ca.pem` prints it)",
+                )
+            pins.append(pin)
+        return tuple(pins)
+
+    def addresses(self, t: Mapping[str, Any], key: str) -> tuple[IPAddress, ...]:
+        out: list[IPAddress] = []
+        for v in self.string_list(t, key, []):
+            try:
+                out.append(ipaddress.ip_address(v.strip()))
+            except ValueError:
+                raise self.fail(key, f"has {v!r}, which is not an IP address") from None
+        return tuple(dict.fromkeys(out))
+
+
+def _toml_name(python_name: str) -> str:
+    return (
+        python_name.replace("str", "string")
+        .replace("bool", "boolean")
+        .replace("list", "array")
+        .replace("dict", "table")
+        .replace("int", "integer")
+    )
+
+
+def _closest(word: str, candidates: set[str]) -> str | None:
+    found = difflib.get_close_matches(word, sorted(candidates), n=1)
+    return found[0] if found else None
+
+
+def environ() -> Mapping[str, str]:
+    """The process environment (an edge; decisions take the mapping as a parameter)."""
+    return os.environ

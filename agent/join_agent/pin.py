@@ -1,0 +1,78 @@
+"""``join-agent pin``: the SPKI pin of a CA from a file or a CFSSL server."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from cryptography import x509
+
+from . import compat, kubeconfig, pki
+from .errors import CAResponseError, ConfigError
+
+
+def certificates_from_file(path: Path) -> list[x509.Certificate]:
+    """CA certificates in a PEM bundle, a DER certificate, or a kubeconfig's CA data."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        try:
+            return compat.load_pem_certificates(data)
+        except ValueError:
+            raise ConfigError(f"{path} holds a damaged PEM certificate") from None
+    try:
+        return [x509.load_der_x509_certificate(data)]
+    except ValueError:
+        pass
+    try:
+        doc = kubeconfig.parse(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        doc = {}
+    for item in doc.get("clusters") or []:
+        ca = (
+            (item.get("cluster") or {}).get("certificate-authority-data")
+            if isinstance(item, dict)
+            else None
+        )
+        if isinstance(ca, str):
+            try:
+                return compat.load_pem_certificates(base64.b64decode(ca))
+            except ValueError:
+                break
+    raise ConfigError(
+        f"{path} is not a PEM or DER certificate, nor a kubeconfig with certificate-authority-data"
+    )
+
+
+def certificates_from_cfssl(url: str) -> list[x509.Certificate]:
+    """The CA a CFSSL server announces at ``info`` (unauthenticated: compare out of band)."""
+    from . import transport
+    from .signers.cfssl import INFO, unwrap
+
+    limits = transport.Limits(deadline=10.0)
+    with transport.make_client(
+        verify=transport.system_trust() if url.startswith("https:") else False, limits=limits
+    ) as client:
+        response = transport.post(
+            client, url.rstrip("/") + INFO, b"{}", limits, what=f"the CA at {url}"
+        )
+    result = unwrap(response, url, INFO, "")
+    pem = result.get("certificate")
+    if not isinstance(pem, str):
+        raise CAResponseError(f"the CA at {url} sent no certificate from {INFO}")
+    try:
+        certs = compat.load_pem_certificates(pem.encode())
+    except ValueError:
+        certs = []
+    if not certs:
+        raise CAResponseError(f"the CA at {url} sent no readable certificate from {INFO}")
+    return certs
+
+
+def render(certs: list[x509.Certificate]) -> str:
+    """One pin for one certificate (for scripts); pin and subject per line for a bundle."""
+    if len(certs) == 1:
+        return pki.spki_pin(certs[0]) + "\n"
+    return "".join(f"{pki.spki_pin(c)}  {c.subject.rfc4514_string()}\n" for c in certs)

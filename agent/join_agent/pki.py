@@ -1,0 +1,199 @@
+"""Keys, CSRs, SPKI pins and the verification of issued certificates (pure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv6Address
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from . import compat
+from .config import IPAddress, KeyType
+from .durations import format_duration
+from .errors import CertificateRejected
+from .identity import Identity
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+NODES_GROUP = "system:nodes"
+
+
+def generate_key(kind: KeyType) -> PrivateKey:
+    """A fresh private key of the configured type; it never leaves this node."""
+    if kind == "ecdsa-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    bits = {"rsa-2048": 2048, "rsa-4096": 4096}[kind]
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def key_pem(key: PrivateKey) -> bytes:
+    """The key as the kubelet writes it: SEC1 "EC PRIVATE KEY" or PKCS#1 "RSA PRIVATE KEY"."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+def subject_for(identity: Identity) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, NODES_GROUP),
+            x509.NameAttribute(NameOID.COMMON_NAME, identity.common_name),
+        ]
+    )
+
+
+def build_csr(key: PrivateKey, identity: Identity) -> x509.CertificateSigningRequest:
+    """CN=system:node:<name>, O=system:nodes, SANs = the node's DNS names and addresses."""
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in identity.dns_names]
+    sans += [x509.IPAddress(a) for a in identity.addresses]
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject_for(identity))
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(key, hashes.SHA256())
+
+
+def spki_der(cert_or_key: x509.Certificate | x509.CertificateSigningRequest) -> bytes:
+    return cert_or_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def spki_pin(cert: x509.Certificate) -> str:
+    """kubeadm's ``sha256:<hex>`` pin: SHA-256 over the DER SubjectPublicKeyInfo."""
+    return "sha256:" + hashlib.sha256(spki_der(cert)).hexdigest()
+
+
+def matches_pin(cert: x509.Certificate, pins: Iterable[str]) -> bool:
+    return spki_pin(cert) in set(pins)
+
+
+def hosts_for(identity: Identity) -> list[str]:
+    """The SAN list as CFSSL's ``hosts`` field takes it: names, then addresses."""
+    return list(identity.dns_names) + [str(a) for a in identity.addresses]
+
+
+def check_issued(
+    cert: x509.Certificate,
+    *,
+    key: PrivateKey,
+    identity: Identity,
+    ca: x509.Certificate | None,
+    now: dt.datetime,
+    clock_skew: dt.timedelta,
+) -> None:
+    """Raise CertificateRejected unless ``cert`` is exactly what we asked for.
+
+    ``ca`` given: the certificate must be signed by it (CFSSL; the caller pinned ``ca``).
+    A CA may fall back to another profile or override the subject, so nothing the
+    request said is taken on trust.
+    """
+    who = f"the certificate the CA issued for {identity.name!r}"
+    if ca is not None and not compat.signed_by(cert, ca):
+        raise CertificateRejected(
+            f"{who} is not signed by the pinned CA ({_name(ca.subject)}) but by "
+            f"{_name(cert.issuer)}: refusing it"
+        )
+    ours = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if spki_der(cert) != ours:
+        raise CertificateRejected(f"{who} carries a public key that is not ours: refusing it")
+    cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    orgs = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    if cns != [identity.common_name] or orgs != [NODES_GROUP]:
+        raise CertificateRejected(
+            f"{who} has subject {_name(cert.subject)}, not "
+            f"CN={identity.common_name}, O={NODES_GROUP}: refusing it"
+        )
+    _check_sans(cert, identity, who)
+    _check_usages(cert, who)
+    _check_validity(cert, now, clock_skew, who)
+
+
+def _check_sans(cert: x509.Certificate, identity: Identity, who: str) -> None:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = x509.SubjectAlternativeName([])
+    dns = set(san.get_values_for_type(x509.DNSName))
+    ips: set[IPAddress] = set()
+    other: list[x509.GeneralName] = []
+    for g in san:
+        if isinstance(g, x509.IPAddress) and isinstance(g.value, IPv4Address | IPv6Address):
+            ips.add(g.value)
+        elif not isinstance(g, x509.DNSName):
+            other.append(g)  # IP networks, emails, URIs: nothing we asked for
+    want_dns, want_ips = set(identity.dns_names), set(identity.addresses)
+    if dns == want_dns and ips == want_ips and not other:
+        return
+    extra = sorted(dns - want_dns) + [str(a) for a in _sorted_ips(ips - want_ips)]
+    extra += [str(g.value) for g in other]
+    missing = sorted(want_dns - dns) + [str(a) for a in _sorted_ips(want_ips - ips)]
+    parts = []
+    if extra:
+        parts.append("extra " + ", ".join(extra))
+    if missing:
+        parts.append("missing " + ", ".join(missing))
+    raise CertificateRejected(
+        f"{who} has other SANs than requested ({'; '.join(parts)}): refusing it "
+        "(does the CA's profile override hosts?)"
+    )
+
+
+def _check_usages(cert: x509.Certificate, who: str) -> None:
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        if bc.ca:
+            raise CertificateRejected(f"{who} is a CA certificate (CA:TRUE): refusing it")
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        eku = x509.ExtendedKeyUsage([])
+    if ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
+        raise CertificateRejected(
+            f"{who} lacks the client-auth extended key usage: the CA probably signed it "
+            "with another profile (CFSSL falls back to its default profile for an unknown "
+            "name): check signer.cfssl.profile"
+        )
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not ku.digital_signature:
+        raise CertificateRejected(
+            f"{who} lacks the digital-signature key usage, so TLS client auth fails: "
+            "check the CA profile's usages"
+        )
+
+
+def _check_validity(cert: x509.Certificate, now: dt.datetime, skew: dt.timedelta, who: str) -> None:
+    nb, na = compat.not_valid_before(cert), compat.not_valid_after(cert)
+    if na <= nb:
+        raise CertificateRejected(f"{who} has an empty validity period: refusing it")
+    if now + skew < nb:
+        raise CertificateRejected(
+            f"{who} is not valid until {nb:%Y-%m-%d %H:%M:%S}Z, but this node's clock reads "
+            f"{now:%Y-%m-%d %H:%M:%S}Z ({format_duration(nb - now)} early): "
+            "check the clocks of this node and the CA (NTP)"
+        )
+    if now - skew >= na:
+        raise CertificateRejected(
+            f"{who} expired at {na:%Y-%m-%d %H:%M:%S}Z, and this node's clock reads "
+            f"{now:%Y-%m-%d %H:%M:%S}Z: check the CA profile's expiry and both clocks (NTP)"
+        )
+
+
+def _sorted_ips(ips: set[IPAddress]) -> list[IPAddress]:
+    return sorted(ips, key=lambda a: (a.version, int(a)))
+
+
+def _name(name: x509.Name) -> str:
+    return name.rfc4514_string() or "(empty name)"

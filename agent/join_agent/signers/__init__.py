@@ -1,0 +1,42 @@
+"""Certificate signers behind one small interface (see ``base``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from .. import credentials, log, trust
+from ..config import Config
+from ..errors import ConfigError
+from ..transport import Limits
+from .base import Signer
+
+
+@dataclass(frozen=True)
+class SignerSetup:
+    signer: Signer
+    record_tofu_pin: bool  # the CA is accepted on first use; record its pin after success
+
+
+def build(
+    cfg: Config, environ: Mapping[str, str], client: httpx.Client, limits: Limits | None = None
+) -> SignerSetup:
+    """The configured signer with its secret and pins loaded."""
+    if cfg.signer_kind != "cfssl":
+        raise ConfigError(
+            f"{cfg.source}: signer.kind = {cfg.signer_kind!r} is not supported by this "
+            'version of join-agent yet; use "cfssl"'
+        )
+    from .cfssl import CfsslSigner
+
+    key = credentials.cfssl_auth_key(cfg.cfssl.auth_key_file, environ)
+    log.register_secret(key)
+    pins = trust.effective_pins(
+        cfg.cfssl.ca_pins, cfg.cfssl.insecure_skip_ca_pin, cfg.paths.state_dir
+    )
+    return SignerSetup(
+        signer=CfsslSigner(cfg.cfssl, key, client, pins=pins, limits=limits),
+        record_tofu_pin=pins is None,
+    )

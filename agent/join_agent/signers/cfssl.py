@@ -1,0 +1,223 @@
+"""CFSSL's remote API: ``info`` for the CA, ``authsign`` with an HMAC token.
+
+Wire format (verified against cfssl 1.2.0): both endpoints take a JSON POST and answer
+with the envelope ``{"success", "result", "errors": [{"code", "message"}], "messages"}``.
+``authsign``'s token is HMAC-SHA256 over the exact request bytes, both base64-encoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import httpx
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from .. import compat, pki
+from ..config import CfsslConfig
+from ..errors import CAResponseError, TransportError, TrustError
+from ..identity import Identity
+from ..transport import Limits, Response, post
+from .base import Issued
+
+log = structlog.get_logger("join_agent.cfssl")
+
+INFO = "/api/v1/cfssl/info"
+AUTHSIGN = "/api/v1/cfssl/authsign"
+
+T = TypeVar("T")
+
+
+class CfsslSigner:
+    """Signs through one of several CFSSL servers, tried in order."""
+
+    name = "cfssl"
+
+    def __init__(
+        self,
+        cfg: CfsslConfig,
+        auth_key: bytes,
+        client: httpx.Client,
+        *,
+        pins: Sequence[str] | None,
+        limits: Limits | None = None,
+    ) -> None:
+        """``pins=None`` accepts any CA (trust on first use); the caller records its pin."""
+        self.cfg = cfg
+        self._key = auth_key
+        self.client = client
+        self.pins = None if pins is None else tuple(pins)
+        self.limits = limits or Limits()
+
+    def sign(self, csr: x509.CertificateSigningRequest, identity: Identity) -> Issued:
+        return self._each_url(lambda url: self._sign_at(url, csr, identity))
+
+    def fetch_ca(self) -> tuple[x509.Certificate, tuple[x509.Certificate, ...], str]:
+        """The pinned CA (issuing CA, bundle, URL) from the first server that answers."""
+        return self._each_url(lambda url: (*self._ca_at(url), url))
+
+    def _each_url(self, attempt: Callable[[str], T]) -> T:
+        # Like cloud-init's data sources: try each in order, log each failure, and raise
+        # one error naming all of them. Only "unreachable" moves on: a CA that answers
+        # and refuses, or fails its pin, would do the same at the next URL or is an attack.
+        tried: list[str] = []
+        for url in self.cfg.urls:
+            try:
+                return attempt(url)
+            except TransportError as e:
+                log.warning("ca_unavailable", url=url, error=str(e))
+                tried.append(f"{url} ({_strip_what(str(e), url)})")
+        raise TransportError(
+            f"no CFSSL server answered: {'; '.join(tried)}; check that the CA is running and "
+            "reachable from this node"
+        )
+
+    def _ca_at(self, url: str) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
+        request: dict[str, str] = {"profile": self.cfg.profile}
+        if self.cfg.label:
+            request["label"] = self.cfg.label
+        result = self._call(url, INFO, json.dumps(request).encode())
+        pem = _field(result, "certificate", url, INFO)
+        try:
+            bundle = compat.load_pem_certificates(pem.encode())
+        except ValueError:
+            bundle = []
+        if not bundle:
+            raise CAResponseError(f"the CA at {url} sent no readable CA certificate from {INFO}")
+        ca = bundle[0]
+        self._check_pin(ca, bundle, url)
+        return ca, tuple(bundle)
+
+    def _check_pin(
+        self, ca: x509.Certificate, bundle: Sequence[x509.Certificate], url: str
+    ) -> None:
+        if self.pins is None:
+            log.warning(
+                "ca_not_pinned",
+                url=url,
+                pin=pki.spki_pin(ca),
+                msg="insecure_skip_ca_pin is set: trusting this CA on first use; "
+                "put its pin into signer.cfssl.ca_pins",
+            )
+            return
+        # The issuing CA may be an intermediate under a pinned root: accept a chain
+        # inside the bundle that leads from the issuing CA to a pinned certificate.
+        current = ca
+        seen = 0
+        while seen <= len(bundle):
+            if pki.matches_pin(current, self.pins):
+                return
+            parent = next(
+                (c for c in bundle if c is not current and compat.signed_by(current, c)), None
+            )
+            if parent is None:
+                break
+            current, seen = parent, seen + 1
+        raise TrustError(
+            f"the CA at {url} ({ca.subject.rfc4514_string()}) has pin {pki.spki_pin(ca)}, "
+            "which is not in signer.cfssl.ca_pins: refusing it (if the CA really changed, "
+            "add its pin after checking it out of band)"
+        )
+
+    def _sign_at(self, url: str, csr: x509.CertificateSigningRequest, identity: Identity) -> Issued:
+        ca, bundle = self._ca_at(url)
+        inner = json.dumps(
+            {
+                "certificate_request": csr.public_bytes(serialization.Encoding.PEM).decode(),
+                "profile": self.cfg.profile,
+                "label": self.cfg.label,
+                "hosts": pki.hosts_for(identity),
+            }
+        ).encode()
+        token = hmac.new(self._key, inner, hashlib.sha256).digest()
+        body = json.dumps(
+            {
+                "token": base64.b64encode(token).decode(),
+                "request": base64.b64encode(inner).decode(),
+            }
+        ).encode()
+        result = self._call(url, AUTHSIGN, body)
+        pem = _field(result, "certificate", url, AUTHSIGN)
+        try:
+            certs = compat.load_pem_certificates(pem.encode())
+        except ValueError:
+            certs = []
+        if not certs:
+            raise CAResponseError(f"the CA at {url} sent no readable certificate from {AUTHSIGN}")
+        return Issued(certificate=certs[0], ca=ca, ca_bundle=bundle, verify_with=ca, source=url)
+
+    def _call(self, url: str, path: str, body: bytes) -> dict[str, Any]:
+        what = f"the CA at {url}"
+        response = post(self.client, url + path, body, self.limits, what=what)
+        return unwrap(response, url, path, self.cfg.profile)
+
+
+def unwrap(response: Response, url: str, path: str, profile: str) -> dict[str, Any]:
+    """Unwrap CFSSL's envelope; turn its errors into one sentence for a person."""
+    status = response.status
+    if 300 <= status < 400:
+        target = _clean(response.headers.get("location", "?"))
+        raise TransportError(
+            f"the CA at {url} answered {path} with a redirect to {target}; join-agent "
+            "follows no redirects: put the final URL into signer.cfssl.urls"
+        )
+    try:
+        doc = json.loads(response.body)
+    except (ValueError, UnicodeDecodeError):
+        doc = None
+    if not isinstance(doc, dict) or not isinstance(doc.get("success"), bool):
+        if status >= 500 or status == 404:
+            raise TransportError(f"the CA at {url} answered {path} with HTTP {status}")
+        raise CAResponseError(
+            f"the CA at {url} answered {path} with HTTP {status} and no CFSSL response: "
+            "is this a CFSSL server?"
+        )
+    if doc["success"] and status == 200:
+        result = doc.get("result")
+        if not isinstance(result, dict):
+            raise CAResponseError(f"the CA at {url} sent a malformed result from {path}")
+        return result
+    errors = doc.get("errors")
+    first = errors[0] if isinstance(errors, list) and errors else {}
+    message = _clean(first.get("message", "")) if isinstance(first, dict) else ""
+    code = first.get("code") if isinstance(first, dict) else None
+    if status >= 500:
+        raise TransportError(f"the CA at {url} failed ({message or f'HTTP {status}'})")
+    if message == "invalid token":
+        raise CAResponseError(
+            f"the CA at {url} rejected our auth key (invalid token): check "
+            "signer.cfssl.auth_key_file against the profile's auth_key on the CA"
+        )
+    if message == "no authentication provider":
+        raise CAResponseError(
+            f"the CA at {url} has no auth_key for profile {profile!r}, so it refuses "
+            "authenticated requests: give that profile an auth_key on the CA"
+        )
+    detail = f"{message} (code {code})" if isinstance(code, int) else message or "no reason given"
+    raise CAResponseError(f"the CA at {url} refused {path}: {detail}")
+
+
+def _field(result: dict[str, Any], name: str, url: str, path: str) -> str:
+    value = result.get(name)
+    if not isinstance(value, str) or not value:
+        raise CAResponseError(f"the CA at {url} sent no {name!r} string in its answer to {path}")
+    return value
+
+
+def _clean(text: object) -> str:
+    """A peer's text, made safe for one log line: printable, short."""
+    s = "".join(ch if ch.isprintable() else "?" for ch in str(text))
+    return s[:200] + ("…" if len(s) > 200 else "")
+
+
+def _strip_what(message: str, url: str) -> str:
+    for prefix in (f"cannot connect to the CA at {url}: ", f"the CA at {url} "):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message

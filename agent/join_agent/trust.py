@@ -1,0 +1,46 @@
+"""Which CA pins to trust: the configured ones, or the one recorded on first use."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from . import store
+from .errors import StoreError
+
+_PIN = re.compile(r"^sha256:[0-9a-f]{64}$")
+TOFU_FILE = "ca-pin"
+
+
+def recorded_pin(state_dir: Path) -> str | None:
+    """The pin recorded by trust on first use, or None before the first join."""
+    path = state_dir / TOFU_FILE
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StoreError(f"cannot read the recorded CA pin {path}: {e.strerror}") from None
+    if not _PIN.match(text):
+        raise StoreError(
+            f"the recorded CA pin {path} is damaged: remove it only if you trust the CA "
+            "that answers now, or put the right pin into signer.cfssl.ca_pins"
+        )
+    return text
+
+
+def effective_pins(
+    configured: tuple[str, ...], insecure_skip: bool, state_dir: Path
+) -> tuple[str, ...] | None:
+    """Pins to check, or None for "accept any CA once and record it"."""
+    if configured:
+        return configured
+    if not insecure_skip:  # config validation makes this unreachable; fail closed anyway
+        return ()
+    pin = recorded_pin(state_dir)
+    return None if pin is None else (pin,)
+
+
+def record_pin(state_dir: Path, pin: str) -> None:
+    """Record the first CA's pin; it is never replaced automatically afterwards."""
+    store.atomic_write(state_dir / TOFU_FILE, (pin + "\n").encode(), 0o644)
