@@ -37,7 +37,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def seed_config(auth_key_hex: str, expiry: str = "8760h", backdate: str | None = None) -> dict[str, Any]:
+def seed_config(
+    auth_key_hex: str, expiry: str = "8760h", backdate: str | None = None
+) -> dict[str, Any]:
     def profile(usages: list[str]) -> dict[str, Any]:
         p: dict[str, Any] = {"auth_key": "node-key", "expiry": expiry, "usages": usages}
         if backdate:
@@ -106,7 +108,10 @@ class CfsslCA:
             check=True,
         ).stdout
         spki = subprocess.run(
-            ["openssl", "pkey", "-pubin", "-outform", "der"], input=der, capture_output=True, check=True
+            ["openssl", "pkey", "-pubin", "-outform", "der"],
+            input=der,
+            capture_output=True,
+            check=True,
         ).stdout
         return "sha256:" + hashlib.sha256(spki).hexdigest()
 
@@ -139,9 +144,10 @@ class CfsslCA:
         raise RuntimeError("cfssl serve did not answer within 15 s")
 
     def answers(self) -> bool:
-        req = urllib.request.Request(self.url + "/api/v1/cfssl/info", data=b"{}", method="POST")
+        url = self.url + "/api/v1/cfssl/info"
+        req = urllib.request.Request(url, data=b"{}", method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=1) as r:  # noqa: S310 - loopback only
+            with urllib.request.urlopen(req, timeout=1) as r:  # noqa: S310 - loopback
                 return bool(r.status == 200)
         except (urllib.error.URLError, OSError):
             return False
