@@ -36,7 +36,10 @@ def build(
     pins = trust.effective_pins(
         cfg.cfssl.ca_pins, cfg.cfssl.insecure_skip_ca_pin, cfg.paths.state_dir
     )
+    origin = "signer.cfssl.ca_pins"
+    if not cfg.cfssl.ca_pins:
+        origin = f"the pin recorded on first use ({cfg.paths.state_dir / trust.TOFU_FILE})"
     return SignerSetup(
-        signer=CfsslSigner(cfg.cfssl, key, client, pins=pins, limits=limits),
+        signer=CfsslSigner(cfg.cfssl, key, client, pins=pins, pins_origin=origin, limits=limits),
         record_tofu_pin=pins is None,
     )

@@ -46,10 +46,12 @@ class CfsslSigner:
         client: httpx.Client,
         *,
         pins: Sequence[str] | None,
+        pins_origin: str = "signer.cfssl.ca_pins",
         limits: Limits | None = None,
     ) -> None:
         """``pins=None`` accepts any CA (trust on first use); the caller records its pin."""
         self.cfg = cfg
+        self.pins_origin = pins_origin
         self._key = auth_key
         self.client = client
         self.pins = None if pins is None else tuple(pins)
@@ -121,8 +123,8 @@ class CfsslSigner:
             current, seen = parent, seen + 1
         raise TrustError(
             f"the CA at {url} ({ca.subject.rfc4514_string()}) has pin {pki.spki_pin(ca)}, "
-            "which is not in signer.cfssl.ca_pins: refusing it (if the CA really changed, "
-            "add its pin after checking it out of band)"
+            f"which is not in {self.pins_origin}: refusing it (if the CA really changed, "
+            "add its pin to signer.cfssl.ca_pins after checking it out of band)"
         )
 
     def _sign_at(self, url: str, csr: x509.CertificateSigningRequest, identity: Identity) -> Issued:

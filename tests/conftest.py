@@ -1,0 +1,158 @@
+"""Shared fixtures: the real CFSSL CA, a node's sandbox, the real kubectl."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab.cfssl_ca import CfsslCA
+
+IN_CI = os.environ.get("CI") == "true"
+KUBECTL_DEFAULT = Path("/var/cache/join-agent-ci/kubernetes-client/usr/bin/kubectl")
+
+
+def need(what: str, reason: str) -> None:
+    """Skip for a missing prerequisite outside CI; in CI the install step owes it: fail."""
+    if IN_CI:
+        pytest.fail(f"{what} missing in CI: {reason}")
+    pytest.skip(f"{what} missing: {reason}")
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> str:
+    path = os.environ.get("JOIN_AGENT_KUBECTL") or str(KUBECTL_DEFAULT)
+    if not Path(path).is_file():
+        need("kubectl 1.20.2", "run `bash .ci/install-tools` (Debian's kubernetes-client)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CfsslCA]:
+    if not shutil.which("cfssl"):
+        need("cfssl", "apt-get install golang-cfssl")
+    authority = CfsslCA(tmp_path_factory.mktemp("ca"))
+    authority.start()
+    try:
+        yield authority
+    finally:
+        authority.stop()
+
+
+@dataclass
+class Node:
+    """One node's sandbox: its config and every path join-agent writes."""
+
+    root: Path
+    ca: CfsslCA
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def current(self) -> Path:
+        return self.pki / "kubelet-client-current.pem"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "etc" / "kubelet.conf"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.root / "etc" / "ca.crt"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def auth_key(self) -> Path:
+        return self.root / "cfssl-auth-key"
+
+    def write_config(self, **sections: dict[str, Any]) -> Path:
+        """Write config.toml: the defaults below, with ``sections`` merged over them."""
+        doc: dict[str, dict[str, Any]] = {
+            "cluster": {"server": "https://127.0.0.1:6443", "name": "lab"},
+            "node": {"name": "worker-1", "addresses": ["192.0.2.10", "fd00::10"]},
+            "signer": {"kind": "cfssl"},
+            "signer.cfssl": {
+                "urls": [self.ca.url],
+                "profile": "kubelet",
+                "auth_key_file": str(self.auth_key),
+                "ca_pins": [self.ca.pin],
+            },
+            "paths": {
+                "pki_dir": str(self.pki),
+                "kubeconfig": str(self.kubeconfig),
+                "ca_file": str(self.ca_file),
+                "state_dir": str(self.state),
+            },
+        }
+        for name, values in sections.items():
+            doc.setdefault(name.replace("__", "."), {}).update(values)
+        self.config.write_text("".join(_toml_table(k, v) for k, v in doc.items()))
+        return self.config
+
+    def run(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real CLI as its own process, as an operator or cloud-init would."""
+        full_env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+        full_env.update(env or {})
+        return subprocess.run(
+            [sys.executable, "-m", "join_agent", "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=120,
+            check=False,
+        )
+
+    def tree(self) -> dict[str, bytes | str]:
+        """Every file and link under the node's root except its config: to prove "nothing changed"."""
+        out: dict[str, bytes | str] = {}
+        for p in sorted(self.root.rglob("*")):
+            rel = str(p.relative_to(self.root))
+            if p in (self.config, self.auth_key) or rel.startswith("state/lock"):
+                continue
+            if p.is_symlink():
+                out[rel] = "-> " + os.readlink(p)
+            elif p.is_file():
+                out[rel] = p.read_bytes()
+        return out
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return str(v)
+
+
+def _toml_table(name: str, values: dict[str, Any]) -> str:
+    return f"[{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items()) + "\n"
+
+
+@pytest.fixture
+def node(tmp_path: Path, ca: CfsslCA) -> Node:
+    n = Node(root=tmp_path / "node", ca=ca)
+    n.root.mkdir()
+    ca.write_auth_key(n.auth_key)
+    n.write_config()
+    return n

@@ -1,0 +1,285 @@
+"""`join-agent join` against a real `cfssl serve` (Debian's golang-cfssl), as a real process."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.conftest import Node
+from tests.lab.cfssl_ca import CfsslCA, free_port, running_ca
+
+pytestmark = pytest.mark.integration
+
+
+def leaf_of(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def credential_files(node: Node) -> list[str]:
+    return sorted(p.name for p in node.pki.glob("*")) if node.pki.exists() else []
+
+
+def assert_nothing_written(node: Node) -> None:
+    assert credential_files(node) == []
+    assert not node.kubeconfig.exists()
+    assert not node.ca_file.exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "key_class"),
+    [("ecdsa-p256", ec.EllipticCurvePrivateKey), ("rsa-2048", rsa.RSAPrivateKey)],
+)
+def test_join_writes_credentials_that_kubectl_and_openssl_accept(
+    node: Node, ca: CfsslCA, kubectl: str, key: str, key_class: type
+) -> None:
+    node.write_config(node={"key": key})
+    r = node.run("join")
+    assert r.returncode == 0, r.stderr
+    assert "joined as system:node:worker-1" in r.stdout
+
+    # The versioned pair, 0600, behind a relative symlink (the kubelet's own layout).
+    target = os.readlink(node.current)
+    assert target.startswith("kubelet-client-2") and "/" not in target
+    pair = node.pki / target
+    assert stat.S_IMODE(pair.stat().st_mode) == 0o600
+    from cryptography.hazmat.primitives import serialization
+
+    private = serialization.load_pem_private_key(pair.read_bytes(), password=None)
+    assert isinstance(private, key_class)
+
+    cert = leaf_of(pair)
+    assert (
+        cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "system:node:worker-1"
+    )
+    assert [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)] == [
+        "system:nodes"
+    ]
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["worker-1"]
+    assert sorted(str(a) for a in san.get_values_for_type(x509.IPAddress)) == [
+        "192.0.2.10",
+        "fd00::10",
+    ]
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in eku
+
+    # openssl, not our code, agrees the leaf chains to the CA and is fit for client auth.
+    v = subprocess.run(
+        ["openssl", "verify", "-purpose", "sslclient", "-CAfile", str(ca.ca_pem), str(pair)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert v.returncode == 0, v.stdout + v.stderr
+
+    assert node.ca_file.read_bytes().strip() == ca.ca_pem.read_bytes().strip()
+    assert stat.S_IMODE(node.kubeconfig.stat().st_mode) == 0o600
+
+    # The real kubectl reads the kubeconfig: raw view shows our server, CA and paths...
+    view = subprocess.run(
+        [kubectl, "--kubeconfig", str(node.kubeconfig), "config", "view", "--raw", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    doc = json.loads(view.stdout)
+    assert doc["current-context"] == "system:node:worker-1@lab"
+    cluster = doc["clusters"][0]["cluster"]
+    assert cluster["server"] == "https://127.0.0.1:6443"
+    assert (
+        base64.b64decode(cluster["certificate-authority-data"]).strip()
+        == ca.ca_pem.read_bytes().strip()
+    )
+    user = doc["users"][0]
+    assert user["name"] == "system:node:worker-1"
+    assert user["user"]["client-certificate"] == str(node.current)
+    assert user["user"]["client-key"] == str(node.current)
+    # ...and flattening makes kubectl read the certificate and key through the symlink.
+    flat = subprocess.run(
+        [
+            kubectl,
+            "--kubeconfig",
+            str(node.kubeconfig),
+            "config",
+            "view",
+            "--raw",
+            "--flatten",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    flat_user = json.loads(flat.stdout)["users"][0]["user"]
+    assert base64.b64decode(flat_user["client-certificate-data"]) == pair.read_bytes()
+
+
+def test_status_reports_the_joined_node(node: Node) -> None:
+    before = node.run("status", "--json")
+    assert before.returncode == 2
+    assert json.loads(before.stdout)["state"] == "not-joined"
+    assert node.run("join").returncode == 0
+    r = node.run("status", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["state"] == "valid"
+    assert doc["node"] == "worker-1"
+    assert doc["certificate"]["sans"] == {"dns": ["worker-1"], "ip": ["192.0.2.10", "fd00::10"]}
+    assert doc["certificate"]["issuer"] == "CN=join-agent test CA"
+    assert doc["certificate"]["seconds_left"] > 364 * 86400
+    assert doc["kubeconfig"]["server"] == "https://127.0.0.1:6443"
+    text = node.run("status")
+    assert text.returncode == 0
+    assert "days left" in text.stdout and "worker-1" in text.stdout
+
+
+def test_wrong_pin_is_refused_and_nothing_is_written(node: Node) -> None:
+    node.write_config(signer__cfssl={"ca_pins": ["sha256:" + "ab" * 32]})
+    r = node.run("join")
+    assert r.returncode != 0
+    assert "not in signer.cfssl.ca_pins" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert_nothing_written(node)
+
+
+def test_wrong_auth_key_gets_one_sentence(node: Node, ca: CfsslCA) -> None:
+    ca.write_auth_key(node.auth_key, "00" * 16)
+    r = node.run("join")
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"join-agent: the CA at {ca.url} rejected our auth key (invalid token): check "
+        "signer.cfssl.auth_key_file against the profile's auth_key on the CA"
+    )
+    assert_nothing_written(node)
+
+
+def test_first_url_dead_second_alive(node: Node, ca: CfsslCA) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    node.write_config(signer__cfssl={"urls": [dead, ca.url]})
+    r = node.run("join")
+    assert r.returncode == 0, r.stderr
+    assert dead in r.stderr  # the failover is logged
+    assert node.current.exists()
+
+
+def test_ca_down_names_every_url_tried(node: Node) -> None:
+    dead = [f"http://127.0.0.1:{free_port()}", f"http://[::1]:{free_port()}"]
+    node.write_config(signer__cfssl={"urls": dead})
+    r = node.run("join")
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("join-agent: no CFSSL server answered: ")
+    for url in dead:
+        assert url in last
+    assert_nothing_written(node)
+
+
+def test_unknown_profile_is_refused_because_the_cert_lacks_client_auth(node: Node) -> None:
+    # CFSSL silently signs with its default profile (server auth only here).
+    node.write_config(signer__cfssl={"profile": "no-such-profile"})
+    r = node.run("join")
+    assert r.returncode != 0
+    assert "lacks the client-auth extended key usage" in r.stderr
+    assert_nothing_written(node)
+
+
+def test_second_join_rotates_and_a_failed_join_changes_nothing(node: Node, ca: CfsslCA) -> None:
+    assert node.run("join").returncode == 0
+    first = os.readlink(node.current)
+    kubeconfig = node.kubeconfig.read_bytes()
+    r = node.run("join")
+    assert r.returncode == 0, r.stderr
+    second = os.readlink(node.current)
+    assert second != first
+    assert (node.pki / first).exists(), "the previous version is kept for rollback"
+    assert leaf_of(node.pki / first).serial_number != leaf_of(node.pki / second).serial_number
+    assert node.kubeconfig.read_bytes() == kubeconfig  # it points at the symlink
+
+    before = node.tree()
+    ca.write_auth_key(node.auth_key, "11" * 16)
+    assert node.run("join").returncode != 0
+    assert node.tree() == before
+
+
+def test_expired_certificate_is_refused(tmp_path: Path) -> None:
+    # A profile shorter than CFSSL's default 5-minute backdate issues an expired certificate.
+    with running_ca(tmp_path / "ca", expiry="2m") as short:
+        n = Node(root=tmp_path / "node", ca=short)
+        n.root.mkdir()
+        short.write_auth_key(n.auth_key)
+        n.write_config()
+        r = n.run("join")
+    assert r.returncode != 0
+    assert "expired at" in r.stderr and "check the CA profile's expiry" in r.stderr
+    assert_nothing_written(n)
+
+
+def test_secrets_stay_out_of_every_output(node: Node, ca: CfsslCA) -> None:
+    runs = [node.run("--debug", "join"), node.run("--debug", "status", "--json")]
+    ca.write_auth_key(node.auth_key, "22" * 16)
+    runs.append(node.run("--debug", "join"))
+    for r in runs:
+        for secret in (ca.auth_key_hex, "22" * 16):
+            assert secret not in r.stdout
+            assert secret not in r.stderr
+    assert "PRIVATE KEY" not in "".join(r.stdout + r.stderr for r in runs)
+
+
+def test_auth_key_readable_by_others_is_refused(node: Node) -> None:
+    node.auth_key.chmod(0o644)
+    r = node.run("join")
+    assert r.returncode != 0
+    assert "readable by group or others (mode 0644)" in r.stderr
+    assert_nothing_written(node)
+
+
+def test_systemd_credential_wins_over_the_configured_file(
+    node: Node, ca: CfsslCA, tmp_path: Path
+) -> None:
+    ca.write_auth_key(node.auth_key, "33" * 16)  # wrong: must not be used
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    ca.write_auth_key(creds / "cfssl-auth-key")
+    r = node.run("join", env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert r.returncode == 0, r.stderr
+
+
+def test_pin_verb_matches_openssl_from_file_and_from_the_ca(node: Node, ca: CfsslCA) -> None:
+    from_file = node.run("pin", str(ca.ca_pem))
+    assert from_file.returncode == 0
+    assert from_file.stdout.strip() == ca.pin
+    from_url = node.run("pin", ca.url)
+    assert from_url.returncode == 0
+    assert from_url.stdout.strip() == ca.pin
+    assert "compare it" in from_url.stderr
+
+
+def test_trust_on_first_use_records_the_pin_and_refuses_another_ca(
+    node: Node, ca: CfsslCA, tmp_path: Path
+) -> None:
+    node.write_config(signer__cfssl={"ca_pins": [], "insecure_skip_ca_pin": True})
+    r = node.run("join")
+    assert r.returncode == 0, r.stderr
+    assert "ca_not_pinned" in r.stderr  # the loud warning
+    assert (node.state / "ca-pin").read_text().strip() == ca.pin
+    with running_ca(tmp_path / "other-ca", cn="impostor CA") as other:
+        other.write_auth_key(node.auth_key)
+        node.write_config(
+            signer__cfssl={"urls": [other.url], "ca_pins": [], "insecure_skip_ca_pin": True}
+        )
+        before = node.tree()
+        r = node.run("join")
+    assert r.returncode != 0
+    assert f"which is not in the pin recorded on first use ({node.state / 'ca-pin'})" in r.stderr
+    assert node.tree() == before

@@ -1,0 +1,168 @@
+"""The HTTP rules of DESIGN.md §6, against a stand-in server on 127.0.0.1.
+
+The stand-in is a plain socket server that misbehaves on cue (a real CFSSL never
+dribbles or redirects); the client side is the real httpx through our gateway.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from join_agent import transport
+from join_agent.errors import TransportError
+
+Handler = Callable[[socket.socket], None]
+
+
+@pytest.fixture
+def standin() -> Iterator[Callable[[Handler], str]]:
+    """Start a one-handler-per-connection server; returns its base URL."""
+    servers: list[socket.socket] = []
+
+    def start(handler: Handler) -> str:
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        servers.append(srv)
+
+        def loop() -> None:
+            while True:
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    return
+                with conn:
+                    _read_request(conn)
+                    try:
+                        handler(conn)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=loop, daemon=True).start()
+        return f"http://127.0.0.1:{srv.getsockname()[1]}"
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def _read_request(conn: socket.socket) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    while len(body) < length:
+        body += conn.recv(65536)
+
+
+def _post(url: str, limits: transport.Limits) -> transport.Response:
+    with transport.make_client(limits=limits) as client:
+        return transport.post(client, url + "/api/v1/cfssl/info", b"{}", limits, what="the CA")
+
+
+def test_a_normal_answer_comes_back_whole(standin: Callable[[Handler], str]) -> None:
+    body = b'{"success": true}'
+    url = standin(
+        lambda c: c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    )
+    r = _post(url, transport.Limits())
+    assert r.status == 200
+    assert r.body == body
+
+
+def test_declared_oversized_body_is_refused(standin: Callable[[Handler], str]) -> None:
+    url = standin(
+        lambda c: c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 104857600\r\n\r\n" + b"x" * 1000)
+    )
+    with pytest.raises(TransportError, match="more than the 4096-byte limit"):
+        _post(url, transport.Limits(max_body=4096))
+
+
+def test_chunked_oversized_body_is_cut_at_the_cap(standin: Callable[[Handler], str]) -> None:
+    def send(c: socket.socket) -> None:
+        c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"y" * 1024
+        for _ in range(64):
+            c.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        c.sendall(b"0\r\n\r\n")
+
+    with pytest.raises(TransportError, match="larger than the 4096-byte limit"):
+        _post(standin(send), transport.Limits(max_body=4096))
+
+
+def test_gzip_bomb_is_cut_after_decoding(standin: Callable[[Handler], str]) -> None:
+    import gzip
+
+    bomb = gzip.compress(b"\0" * (8 << 20))  # 8 MiB of zeros, a few KiB on the wire
+
+    def send(c: socket.socket) -> None:
+        c.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(bomb), bomb)
+        )
+
+    with pytest.raises(TransportError, match="larger than the 65536-byte limit"):
+        _post(standin(send), transport.Limits(max_body=65536))
+
+
+def test_dribbled_body_hits_the_total_deadline(standin: Callable[[Handler], str]) -> None:
+    def send(c: socket.socket) -> None:
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        for _ in range(1000):
+            c.sendall(b"x")
+            time.sleep(0.1)
+
+    start = time.monotonic()
+    with pytest.raises(TransportError, match=r"did not answer within 1s"):
+        _post(standin(send), transport.Limits(deadline=1.0))
+    # Not a speed goal: proof that the per-chunk read timeout did not keep it alive
+    # for the 100 s the dribble would take.
+    assert time.monotonic() - start < 30
+
+
+def test_redirects_are_not_followed(standin: Callable[[Handler], str]) -> None:
+    followed = threading.Event()
+    target = standin(lambda c: followed.set())
+    url = standin(
+        lambda c: c.sendall(
+            b"HTTP/1.1 307 Temporary Redirect\r\nLocation: %s/x\r\nContent-Length: 0\r\n\r\n"
+            % target.encode()
+        )
+    )
+    r = _post(url, transport.Limits())
+    assert r.status == 307
+    assert not followed.wait(0.5)
+
+
+def test_connection_reset_mid_body_is_a_transport_error(standin: Callable[[Handler], str]) -> None:
+    def send(c: socket.socket) -> None:
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"z" * 100)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+    with pytest.raises(TransportError, match="broke"):
+        _post(standin(send), transport.Limits())
+
+
+def test_environment_proxies_are_ignored(
+    standin: Callable[[Handler], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = b"{}"
+    url = standin(lambda c: c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n" + body))
+    # A proxy that does not exist: if httpx honoured it, the request would fail.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert _post(url, transport.Limits()).body == body
