@@ -178,7 +178,7 @@ def test_a_pin_mismatch_is_fatal_even_with_more_urls() -> None:
         calls.append(str(request.url))
         return _ok({"certificate": CA_PEM})
 
-    with pytest.raises(TrustError, match="which is not in signer.cfssl.ca_pins"):
+    with pytest.raises(TrustError, match=r"which is not in signer\.cfssl\.ca_pins"):
         _signer(handler, urls=("http://a:1", "http://b:2"), pins=("sha256:" + "0" * 64,)).sign(
             _csr(), IDENTITY
         )
