@@ -122,7 +122,7 @@ class Node:
         )
 
     def tree(self) -> dict[str, bytes | str]:
-        """Every file and link under the node's root except its config: to prove "nothing changed"."""
+        """Every file and link under the node's root but its inputs: proves "nothing changed"."""
         out: dict[str, bytes | str] = {}
         for p in sorted(self.root.rglob("*")):
             rel = str(p.relative_to(self.root))

@@ -6,6 +6,7 @@ dribbles or redirects); the client side is the real httpx through our gateway.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -39,10 +40,8 @@ def standin() -> Iterator[Callable[[Handler], str]]:
                     return
                 with conn:
                     _read_request(conn)
-                    try:
+                    with contextlib.suppress(OSError):
                         handler(conn)
-                    except OSError:
-                        pass
 
         threading.Thread(target=loop, daemon=True).start()
         return f"http://127.0.0.1:{srv.getsockname()[1]}"
