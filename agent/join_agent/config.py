@@ -15,7 +15,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from . import platform
-from .durations import parse_duration
+from .durations import parse_duration, seconds_to_timedelta
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -275,8 +275,10 @@ class _Reader:
             names = (
                 kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
             )
+            want = _toml_name(names)
+            article = "an" if want[0] in "aeiou" else "a"
             raise self.fail(
-                key, f"must be a {_toml_name(names)}, not {_toml_name(type(value).__name__)}"
+                key, f"must be {article} {want}, not {_toml_name(type(value).__name__)}"
             )
         return value
 
@@ -318,11 +320,11 @@ class _Reader:
         value = self._get(t, key, (str, int, float))
         if value is None:
             value = default
-        if isinstance(value, int | float):
-            if value < 0:
-                raise self.fail(key, "must not be negative")
-            return dt.timedelta(seconds=value)
         try:
+            if isinstance(value, int | float):
+                if value < 0:
+                    raise self.fail(key, "must not be negative")
+                return seconds_to_timedelta(float(value), value)
             return parse_duration(value)
         except ValueError as e:
             raise self.fail(key, str(e)) from None
@@ -338,6 +340,9 @@ class _Reader:
         return self._check_url(key, value, schemes)
 
     def _check_url(self, key: str, value: str, schemes: tuple[str, ...]) -> str:
+        # Credentials in a URL are checked first so that no later message can echo them.
+        if "@" in urlsplit(value).netloc:
+            raise self.fail(key, "must not carry credentials in the URL")
         try:
             parts = urlsplit(value)
             parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -347,8 +352,6 @@ class _Reader:
             raise self.fail(
                 key, f"has {value!r}; it must be a {' or '.join(schemes)} URL with a host"
             )
-        if parts.username or parts.password:
-            raise self.fail(key, "must not carry credentials in the URL")
         return value.rstrip("/")
 
     def url_list(self, t: Mapping[str, Any], key: str, *, required: bool) -> list[str]:

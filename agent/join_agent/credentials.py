@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 CFSSL_AUTH_KEY = "cfssl-auth-key"
 BOOTSTRAP_TOKEN = "bootstrap-token"  # noqa: S105 - a credential name, not a secret
 _MAX_SECRET = 4096
+_HEX = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
 
 
 @dataclass(frozen=True)
@@ -77,10 +79,7 @@ def read_secret(credential: str, configured: Path, key: str, environ: Mapping[st
 def cfssl_auth_key(configured: Path, environ: Mapping[str, str]) -> bytes:
     """The CFSSL auth key as bytes, from its hex form as in CFSSL's ``auth_keys``."""
     secret = read_secret(CFSSL_AUTH_KEY, configured, "signer.cfssl.auth_key_file", environ)
-    try:
-        key = bytes.fromhex(secret.value)
-    except ValueError:
-        key = b""
+    key = bytes.fromhex(secret.value) if _HEX.match(secret.value) else b""
     if not key:
         raise ConfigError(
             f"signer.cfssl.auth_key_file {secret.origin} does not hold a hex key "

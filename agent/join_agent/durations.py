@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 
 _UNITS = {
@@ -37,7 +38,17 @@ def parse_duration(text: str) -> dt.timedelta:
             )
         seconds += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
-    return dt.timedelta(seconds=seconds)
+    return seconds_to_timedelta(seconds, text)
+
+
+def seconds_to_timedelta(seconds: float, text: object) -> dt.timedelta:
+    """A timedelta, or ValueError for what no timedelta holds (inf, nan, 1e300)."""
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{text!r} is not a usable duration")
+    try:
+        return dt.timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{text!r} is too large for a duration") from None
 
 
 def format_duration(value: dt.timedelta) -> str:

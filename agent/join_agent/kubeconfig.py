@@ -59,6 +59,8 @@ def write(path: Path, text: str) -> bool:
     data = text.encode()
     try:
         if path.read_bytes() == data:
+            if path.stat().st_mode & 0o777 != 0o600:
+                path.chmod(0o600)  # someone widened it; the content is still ours
             return False
     except OSError:
         pass

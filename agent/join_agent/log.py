@@ -14,19 +14,21 @@ from typing import Any, TextIO
 import structlog
 
 _SECRETS: set[str] = set()
-_SECRET_FIELDS = frozenset({"token", "auth_key", "key", "private_key", "password", "secret"})
+_SECRET_WORDS = ("token", "auth_key", "private_key", "password", "secret")
 REDACTED = "[redacted]"
 
 
 def register_secret(value: str | bytes) -> None:
     """Make sure ``value`` (and its hex form, for binary keys) never appears in a log."""
     if isinstance(value, bytes):
-        _SECRETS.add(value.hex())
+        # bytes.fromhex() accepts either case, so an operator may have written either.
+        _SECRETS.update((value.hex(), value.hex().upper()))
         try:
             text = value.decode("ascii")
         except UnicodeDecodeError:
             return
         value = text
+    # Shorter strings would redact ordinary words; no usable key or token is that short.
     if len(value) >= 6:
         _SECRETS.add(value)
 
@@ -38,22 +40,31 @@ def _scrub_text(text: str) -> str:
     return text
 
 
-def _scrub(value: Any) -> Any:
+def _secret_field(name: object) -> bool:
+    return isinstance(name, str) and (name == "key" or any(w in name for w in _SECRET_WORDS))
+
+
+def _scrub(value: Any) -> Any:  # noqa: PLR0911 - one return per kind of value
     if isinstance(value, str):
         return _scrub_text(value)
+    if isinstance(value, bytes | bytearray):
+        raw = bytes(value)
+        if any(s in raw.hex() for s in _SECRETS):
+            return REDACTED
+        return _scrub_text(raw.decode("ascii", "replace"))
     if isinstance(value, bool | int | float) or value is None:
         return value
     if isinstance(value, list | tuple):
         return [_scrub(v) for v in value]
     if isinstance(value, dict):
-        return {k: REDACTED if k in _SECRET_FIELDS else _scrub(v) for k, v in value.items()}
+        return {k: REDACTED if _secret_field(k) else _scrub(v) for k, v in value.items()}
     return _scrub_text(str(value))
 
 
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: replace secret values and secret-named fields."""
     for k, v in list(event.items()):
-        event[k] = REDACTED if k in _SECRET_FIELDS else _scrub(v)
+        event[k] = REDACTED if _secret_field(k) else _scrub(v)
     return event
 
 

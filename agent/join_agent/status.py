@@ -88,8 +88,13 @@ def snapshot(cfg: Config, credentials: Path) -> Snapshot:
 def assess(snap: Snapshot, *, server: str, now: dt.datetime) -> Report:
     """Judge a snapshot at ``now`` (pure)."""
     problems: list[str] = []
-    doc: dict[str, Any] = {"schema": SCHEMA, "checked_at": _iso(now)}
-    cert_doc: dict[str, Any] = {"path": str(snap.credentials), "present": snap.pair is not None}
+    doc: dict[str, Any] = {"schema": SCHEMA, "checked_at": _iso(now), "node": None}
+    # Every key is always there (null when unknown): scripts index without guarding.
+    cert_doc: dict[str, Any] = {
+        "path": str(snap.credentials),
+        "present": snap.pair is not None,
+        **dict.fromkeys(_CERT_KEYS),
+    }
     state = "valid"
     if snap.pair_error:
         state = "mismatched" if "does not match" in snap.pair_error else "unreadable"
@@ -118,6 +123,7 @@ def assess(snap: Snapshot, *, server: str, now: dt.datetime) -> Report:
     kc_doc: dict[str, Any] = {
         "path": str(snap.kubeconfig_path),
         "present": snap.kubeconfig is not None,
+        **dict.fromkeys(_KUBECONFIG_KEYS),
     }
     if snap.kubeconfig_error:
         problems.append(snap.kubeconfig_error)
@@ -236,6 +242,10 @@ def _named(items: object, name: object, inner: str) -> dict[str, Any]:
     return {}
 
 
+_CERT_KEYS = (
+    "node", "subject", "issuer", "serial", "sans", "not_before", "not_after", "seconds_left",
+)  # fmt: skip
+_KUBECONFIG_KEYS = ("current_context", "server", "user", "client_certificate", "client_key")
 _ORDER = ("valid", "not-yet-valid", "mismatched", "expired", "not-joined", "unreadable")
 
 

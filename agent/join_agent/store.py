@@ -26,6 +26,9 @@ from . import compat
 from .errors import LockedError, StoreError
 
 KEEP_PREVIOUS = 3
+_KEY_BLOCK = re.compile(
+    rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.+?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL
+)
 _TMP_PREFIX = ".join-agent-tmp-"
 
 
@@ -98,13 +101,15 @@ def parse_pair(path: Path, data: bytes) -> Pair:
         raise StoreError(f"{path} does not hold a readable certificate and key") from None
     if not chain:
         raise StoreError(f"{path} holds no certificate")
+    key_pem = _KEY_BLOCK.search(data)
+    if key_pem is None:
+        raise StoreError(f"{path} holds no private key")
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     ours = key.public_key().public_bytes(serialization.Encoding.DER, spki)
     theirs = chain[0].public_key().public_bytes(serialization.Encoding.DER, spki)
     if ours != theirs:
         raise StoreError(f"{path} holds a key that does not match its certificate")
-    key_pem = data[data.index(b"-----BEGIN", data.rindex(b"-----END CERTIFICATE-----")) :]
-    return Pair(path=path, chain=tuple(chain), key_pem=key_pem)
+    return Pair(path=path, chain=tuple(chain), key_pem=key_pem.group(0) + b"\n")
 
 
 class PairStore:
@@ -116,7 +121,7 @@ class PairStore:
         self.current = directory / f"{prefix}-current.pem"
         self._pending = directory / f"{_TMP_PREFIX}{prefix}-current.pem"
         self._versioned = re.compile(
-            re.escape(prefix) + r"-\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d(-\d+)?\.pem$"
+            re.escape(prefix) + r"-(\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d)(?:-(\d+))?\.pem$"
         )
 
     def load_current(self) -> Pair | None:
@@ -167,7 +172,8 @@ class PairStore:
                 self._pending.unlink()
                 done.append(f"dropped an unfinished switch to {target.name}")
             fsync_dir(self.directory)
-        for stray in self.directory.glob(f"{_TMP_PREFIX}*"):
+        # Only this store's temp files: another store (kubelet-server) may share the folder.
+        for stray in self.directory.glob(f"{_TMP_PREFIX}{self.prefix}-*"):
             if stray != self._pending:
                 stray.unlink()
                 done.append(f"removed the partial file {stray.name}")
@@ -176,12 +182,12 @@ class PairStore:
     def versions(self) -> list[Path]:
         """Versioned files, oldest first."""
         try:
-            names = sorted(
-                p.name for p in self.directory.iterdir() if self._versioned.match(p.name)
-            )
+            found = [(self._versioned.match(p.name), p) for p in self.directory.iterdir()]
         except FileNotFoundError:
             return []
-        return [self.directory / n for n in names]
+        # Same-second versions carry a counter: "-2" is older than "-10", and none is 0.
+        ordered = sorted((m.group(1), int(m.group(2) or 0), p) for m, p in found if m)
+        return [p for _, _, p in ordered]
 
     def prune(self, keep: int = KEEP_PREVIOUS) -> None:
         """Keep the current version and ``keep`` earlier ones, for rollback."""

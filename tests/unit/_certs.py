@@ -1,0 +1,173 @@
+"""A small certificate factory for unit tests, built on `cryptography` directly.
+
+Only APIs that cryptography 38 (Debian bookworm) has: aware datetimes go into the
+builders (they convert to UTC themselves), nothing reads ``*_utc`` properties.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from join_agent.identity import Identity
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+
+# A fixed "now" for every decision under test: nothing here reads the clock.
+NOW = dt.datetime(2024, 6, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+NODE = "node-1"
+ADDRESSES: tuple[IPv4Address | IPv6Address, ...] = (
+    ip_address("10.0.0.7"),
+    ip_address("fd00::7"),
+)
+DEFAULT_KU = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=True,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+NO_DIGITAL_SIGNATURE_KU = x509.KeyUsage(
+    digital_signature=False,
+    content_commitment=False,
+    key_encipherment=True,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+_CA_KU = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
+def ec_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def identity(
+    name: str = NODE, addresses: Sequence[IPv4Address | IPv6Address] = ADDRESSES
+) -> Identity:
+    return Identity(name=name, dns_names=(name,), addresses=tuple(addresses))
+
+
+def name(cn: str, *orgs: str) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+    return x509.Name(attrs)
+
+
+def node_subject(node: str = NODE, orgs: Sequence[str] = ("system:nodes",)) -> x509.Name:
+    return name(f"system:node:{node}", *orgs)
+
+
+def key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass(frozen=True)
+class CA:
+    """A self-signed CA that issues leaves with whatever flaw a test asks for."""
+
+    key: PrivateKey
+    cert: x509.Certificate
+
+    @classmethod
+    def create(
+        cls,
+        key: PrivateKey | None = None,
+        common_name: str = "Test Cluster CA",
+        not_before: dt.datetime = NOW - dt.timedelta(days=365),
+        not_after: dt.datetime = NOW + dt.timedelta(days=3650),
+    ) -> CA:
+        key = key or ec_key()
+        subject = name(common_name)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(_CA_KU, critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(key=key, cert=cert)
+
+    def issue(
+        self,
+        public_key: PublicKey,
+        *,
+        subject: x509.Name | None = None,
+        dns: Sequence[str] = (NODE,),
+        ips: Sequence[IPv4Address | IPv6Address] = ADDRESSES,
+        other_sans: Sequence[x509.GeneralName] = (),
+        with_san: bool = True,
+        eku: Sequence[x509.ObjectIdentifier] | None = (ExtendedKeyUsageOID.CLIENT_AUTH,),
+        key_usage: x509.KeyUsage | None = DEFAULT_KU,
+        is_ca: bool | None = False,
+        not_before: dt.datetime = NOW - dt.timedelta(minutes=5),
+        not_after: dt.datetime = NOW + dt.timedelta(days=365),
+        issuer_name: x509.Name | None = None,
+        signing_key: PrivateKey | None = None,
+    ) -> x509.Certificate:
+        """A leaf; ``None`` for an extension leaves it out."""
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject if subject is not None else node_subject())
+            .issuer_name(issuer_name if issuer_name is not None else self.cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+        )
+        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+        sans += [x509.IPAddress(a) for a in ips]
+        sans += list(other_sans)
+        if with_san and sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        if eku is not None:
+            builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
+        if key_usage is not None:
+            builder = builder.add_extension(key_usage, critical=True)
+        if is_ca is not None:
+            builder = builder.add_extension(
+                x509.BasicConstraints(ca=is_ca, path_length=None), critical=True
+            )
+        return builder.sign(signing_key or self.key, hashes.SHA256())
