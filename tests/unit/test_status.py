@@ -256,7 +256,11 @@ def test_render_json_when_not_joined(ca: CA, node_key: Any) -> None:
             ]
         ),
     }
-    assert doc["kubeconfig"] == {"path": str(KC_PATH), "present": False}
+    assert doc["kubeconfig"] == {
+        "path": str(KC_PATH),
+        "present": False,
+        **dict.fromkeys(["current_context", "server", "user", "client_certificate", "client_key"]),
+    }
     assert doc["ca_file"] == {"path": str(CA_FILE), "present": False, "subjects": []}
     assert len(doc["problems"]) == 2
 
