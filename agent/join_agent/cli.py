@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from . import log
 
-    log.setup(debug=args.debug)
+    log.setup(debug=args.debug, quiet=args.verb != "run")
     try:
         if args.verb == "join":
             return _join(args)
@@ -83,10 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str, debug: bool) -> None:
-    import structlog
+    from . import log
 
     if debug:
-        structlog.get_logger("join_agent").exception("failed")
+        log.get_logger("join_agent").exception("failed")
     print(f"join-agent: {message}", file=sys.stderr)
 
 

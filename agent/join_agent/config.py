@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import ipaddress
 import os
 import re
@@ -397,6 +396,8 @@ def _toml_name(python_name: str) -> str:
 
 
 def _closest(word: str, candidates: set[str]) -> str | None:
+    import difflib  # only on this error path: it costs start-up time
+
     found = difflib.get_close_matches(word, sorted(candidates), n=1)
     return found[0] if found else None
 

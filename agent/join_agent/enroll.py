@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -15,9 +14,10 @@ from . import compat, kubeconfig, pki, store, trust
 from .config import Config
 from .errors import ConfigError
 from .identity import Identity
+from .log import get_logger
 from .signers.base import Signer
 
-log = structlog.get_logger("join_agent.enroll")
+log = get_logger("join_agent.enroll")
 
 CLIENT_PREFIX = "kubelet-client"
 

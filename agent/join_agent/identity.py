@@ -10,10 +10,13 @@ import re
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .config import IPAddress, NodeConfig
 from .errors import IdentityError
-from .netlink import InterfaceAddress
+
+if TYPE_CHECKING:  # netlink is imported only when addresses are discovered
+    from .netlink import InterfaceAddress
 
 _DNS1123_SUBDOMAIN = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"

@@ -1,4 +1,4 @@
-"""structlog setup: JSON lines off a TTY (journald, SMF logs), console lines on one.
+"""Logging through structlog: JSON lines off a TTY (journald, SMF logs), console lines on one.
 
 Secrets never reach a log line: every known secret value is replaced wherever it shows
 up, and fields whose names say "secret" are dropped to a marker.
@@ -10,8 +10,6 @@ import logging
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
-
-import structlog
 
 _SECRETS: set[str] = set()
 _SECRET_WORDS = ("token", "auth_key", "private_key", "password", "secret")
@@ -68,9 +66,30 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
     return event
 
 
-def setup(*, debug: bool = False, stream: TextIO | None = None) -> None:
-    """Configure structlog once per process; logs go to stderr, command output to stdout."""
-    out = stream or sys.stderr
+class _Settings:
+    level = logging.INFO
+    stream: TextIO | None = None
+    configured = False
+
+
+def setup(*, debug: bool = False, quiet: bool = False, stream: TextIO | None = None) -> None:
+    """Choose where and how much to log; logs go to stderr, command output to stdout.
+
+    structlog itself is configured (and imported: ≈ 37 ms, a fifth of a whole ``join``)
+    only when the first line is actually logged. ``quiet`` is for one-shot verbs, which
+    report on stdout and log only warnings unless ``debug``.
+    """
+    _Settings.level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    _Settings.stream = stream
+    _Settings.configured = False
+
+
+def _configure() -> None:
+    if _Settings.configured:
+        return
+    import structlog
+
+    out = _Settings.stream or sys.stderr
     renderer: Any
     if out.isatty():
         renderer = structlog.dev.ConsoleRenderer(colors=False)
@@ -85,9 +104,45 @@ def setup(*, debug: bool = False, stream: TextIO | None = None) -> None:
             redact,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.DEBUG if debug else logging.INFO
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(_Settings.level),
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=True,
     )
+    _Settings.configured = True
+
+
+class Logger:
+    """A structlog logger that imports structlog only for a line that will be written."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def bind(self, **context: Any) -> Any:
+        """A real structlog BoundLogger carrying ``context``."""
+        _configure()
+        import structlog
+
+        return structlog.get_logger(self.name).bind(**context)
+
+    def _log(self, level: int, method: str, event: str, context: dict[str, Any]) -> None:
+        if level >= _Settings.level:
+            getattr(self.bind(), method)(event, **context)
+
+    def debug(self, event: str, **context: Any) -> None:
+        self._log(logging.DEBUG, "debug", event, context)
+
+    def info(self, event: str, **context: Any) -> None:
+        self._log(logging.INFO, "info", event, context)
+
+    def warning(self, event: str, **context: Any) -> None:
+        self._log(logging.WARNING, "warning", event, context)
+
+    def error(self, event: str, **context: Any) -> None:
+        self._log(logging.ERROR, "error", event, context)
+
+    def exception(self, event: str, **context: Any) -> None:
+        self._log(logging.ERROR, "exception", event, context)
+
+
+def get_logger(name: str) -> Logger:
+    return Logger(name)

@@ -73,7 +73,7 @@ def assert_no_secret(stream: io.StringIO) -> list[dict[str, Any]]:
 
 
 def test_json_lines_with_level_and_utc_timestamp(out: io.StringIO) -> None:
-    structlog.get_logger("t").info("joined", node="node-1")
+    log.get_logger("t").info("joined", node="node-1")
     [event] = assert_no_secret(out)
     assert event["event"] == "joined"
     assert event["node"] == "node-1"
@@ -82,7 +82,7 @@ def test_json_lines_with_level_and_utc_timestamp(out: io.StringIO) -> None:
 
 
 def test_debug_is_off_unless_asked(out: io.StringIO) -> None:
-    structlog.get_logger("t").debug("noise")
+    log.get_logger("t").debug("noise")
     assert out.getvalue() == ""
 
 
@@ -103,7 +103,7 @@ def test_debug_is_off_unless_asked(out: io.StringIO) -> None:
     ],
 )
 def test_secrets_never_reach_a_line(out: io.StringIO, message: str, fields: dict[str, Any]) -> None:
-    structlog.get_logger("t").info(message, **fields)
+    log.get_logger("t").info(message, **fields)
     [event] = assert_no_secret(out)
     assert "unregistered" not in out.getvalue()
     assert log.REDACTED in out.getvalue()
@@ -111,7 +111,7 @@ def test_secrets_never_reach_a_line(out: io.StringIO, message: str, fields: dict
 
 
 def test_a_field_named_token_is_redacted_whatever_its_value(out: io.StringIO) -> None:
-    structlog.get_logger("t").info("fetched", token="abc")
+    log.get_logger("t").info("fetched", token="abc")
     [event] = assert_no_secret(out)
     assert event["token"] == log.REDACTED
 
@@ -123,19 +123,19 @@ def test_secrets_in_a_traceback_are_redacted(out: io.StringIO) -> None:
     try:
         fail()
     except ValueError:
-        structlog.get_logger("t").exception("enrollment failed")
+        log.get_logger("t").exception("enrollment failed")
     [event] = assert_no_secret(out)
     assert "ValueError: server refused token [redacted]" in event["exception"]
 
 
 def test_bound_context_is_redacted(out: io.StringIO) -> None:
-    structlog.get_logger("t").bind(signer=f"cfssl key={KEY.hex()}").info("ready")
+    log.get_logger("t").bind(signer=f"cfssl key={KEY.hex()}").info("ready")
     [event] = assert_no_secret(out)
     assert event["signer"] == f"cfssl key={log.REDACTED}"
 
 
 def test_other_values_pass_unchanged(out: io.StringIO) -> None:
-    structlog.get_logger("t").info("renewed", serial="abcdef01", days=30, ok=True, ratio=0.5)
+    log.get_logger("t").info("renewed", serial="abcdef01", days=30, ok=True, ratio=0.5)
     [event] = assert_no_secret(out)
     assert (event["serial"], event["days"], event["ok"], event["ratio"]) == (
         "abcdef01",
@@ -146,10 +146,10 @@ def test_other_values_pass_unchanged(out: io.StringIO) -> None:
 
 
 def test_a_binary_secret_logged_as_bytes_is_redacted(out: io.StringIO) -> None:
-    structlog.get_logger("t").info("signing", key_material=KEY)
+    log.get_logger("t").info("signing", key_material=KEY)
     assert_no_secret(out)
 
 
 def test_uppercase_hex_of_a_binary_secret_is_redacted(out: io.StringIO) -> None:
-    structlog.get_logger("t").info(f"auth key file holds {KEY.hex().upper()}")
+    log.get_logger("t").info(f"auth key file holds {KEY.hex().upper()}")
     assert KEY.hex().upper() not in out.getvalue()

@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import httpx
-import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -23,10 +22,11 @@ from .. import compat, pki
 from ..config import CfsslConfig
 from ..errors import CAResponseError, TransportError, TrustError
 from ..identity import Identity
+from ..log import get_logger
 from ..transport import Limits, Response, post
 from .base import Issued
 
-log = structlog.get_logger("join_agent.cfssl")
+log = get_logger("join_agent.cfssl")
 
 INFO = "/api/v1/cfssl/info"
 AUTHSIGN = "/api/v1/cfssl/authsign"
