@@ -6,11 +6,15 @@ import argparse
 import datetime as dt
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import JoinAgentError
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 def _common(defaults: bool) -> argparse.ArgumentParser:
@@ -68,29 +72,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     log.setup(debug=args.debug, quiet=args.verb != "run")
     try:
-        if args.verb == "join":
-            return _join(args)
-        if args.verb == "status":
-            return _status(args)
-        if args.verb == "pin":
-            return _pin(args)
+        return _VERBS[args.verb](args)
     except JoinAgentError as e:
-        _fail(str(e), args.debug)
-        return e.exit_code
+        return _fail(str(e), args.debug, e.exit_code)
     except KeyboardInterrupt:
         return 130
-    return 2  # pragma: no cover - argparse rejects unknown verbs
+    except OSError as e:
+        where = f" {e.filename}" if e.filename else ""
+        return _fail(f"cannot access{where}: {e.strerror or e}", args.debug)
+    except Exception as e:  # noqa: BLE001 - last resort: a sentence, never a traceback
+        return _fail(
+            f"unexpected error ({type(e).__name__}: {log.scrub(str(e))[:200]}); please report it",
+            args.debug,
+        )
 
 
-def _fail(message: str, debug: bool) -> None:
+def _fail(message: str, debug: bool, code: int = 1) -> int:
+    """Print the one sentence; the traceback goes to the log only with --debug."""
     from . import log
 
     if debug:
         log.get_logger("join_agent").exception("failed")
     print(f"join-agent: {message}", file=sys.stderr)
+    return code
 
 
-def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _config(args: argparse.Namespace) -> Config:
     from . import config
 
     return config.load(config.config_path(args.config, os.environ))
@@ -153,6 +160,13 @@ def _pin(args: argparse.Namespace) -> int:
         certs = pin.certificates_from_file(Path(source))
     sys.stdout.write(pin.render(certs))
     return 0
+
+
+_VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "join": _join,
+    "status": _status,
+    "pin": _pin,
+}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,6 +31,11 @@ def register_secret(value: str | bytes) -> None:
         _SECRETS.add(value)
 
 
+def scrub(text: str) -> str:
+    """``text`` with every registered secret replaced."""
+    return _scrub_text(text)
+
+
 def _scrub_text(text: str) -> str:
     for s in _SECRETS:
         if s in text:
