@@ -1,0 +1,33 @@
+"""The shipped example config is valid and says what DESIGN.md §4 says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from join_agent import config
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "config.toml"
+
+
+def test_example_config_loads_with_the_documented_values() -> None:
+    cfg = config.load(EXAMPLE)
+    assert cfg.signer_kind == "cfssl"
+    assert cfg.cluster.server == "https://10.0.0.5:6443"
+    assert cfg.cfssl.urls == ("http://10.0.0.5:8888",)
+    assert cfg.cfssl.profile == "kubelet"
+    assert cfg.cfssl.auth_key_file == Path("/etc/join-agent/cfssl-auth-key")
+    assert len(cfg.cfssl.ca_pins) == 1
+    assert not cfg.cfssl.insecure_skip_ca_pin
+    assert cfg.node.key == "ecdsa-p256"
+    assert cfg.node.exclude_interfaces == config.DEFAULT_EXCLUDE_INTERFACES
+    assert cfg.paths.kubeconfig == Path("/etc/kubernetes/kubelet.conf")
+    assert cfg.paths.pki_dir == Path("/var/lib/kubelet/pki")
+
+
+def test_commented_exclude_list_matches_the_default() -> None:
+    # The example shows the default list in a comment; it must not drift from the code.
+    text = EXAMPLE.read_text()
+    start = text.index("# exclude_interfaces = [")
+    block = text[start : text.index("]", start) + 1]
+    names = [w.strip(' "#\n') for w in block.split("[", 1)[1].rstrip("]").split(",")]
+    assert tuple(n for n in names if n) == config.DEFAULT_EXCLUDE_INTERFACES
