@@ -8,7 +8,7 @@ from pathlib import Path
 from cryptography import x509
 
 from . import compat, kubeconfig, pki
-from .errors import CAResponseError, ConfigError
+from .errors import ConfigError
 
 
 def certificates_from_file(path: Path) -> list[x509.Certificate]:
@@ -49,26 +49,13 @@ def certificates_from_file(path: Path) -> list[x509.Certificate]:
 def certificates_from_cfssl(url: str) -> list[x509.Certificate]:
     """The CA a CFSSL server announces at ``info`` (unauthenticated: compare out of band)."""
     from . import transport
-    from .signers.cfssl import INFO, unwrap
+    from .signers.cfssl import fetch_info
 
     limits = transport.Limits(deadline=10.0)
     with transport.make_client(
         verify=transport.system_trust() if url.startswith("https:") else False, limits=limits
     ) as client:
-        response = transport.post(
-            client, url.rstrip("/") + INFO, b"{}", limits, what=f"the CA at {url}"
-        )
-    result = unwrap(response, url, INFO, "")
-    pem = result.get("certificate")
-    if not isinstance(pem, str):
-        raise CAResponseError(f"the CA at {url} sent no certificate from {INFO}")
-    try:
-        certs = compat.load_pem_certificates(pem.encode())
-    except ValueError:
-        certs = []
-    if not certs:
-        raise CAResponseError(f"the CA at {url} sent no readable certificate from {INFO}")
-    return certs
+        return fetch_info(client, url.rstrip("/"), limits)
 
 
 def render(certs: list[x509.Certificate]) -> str:

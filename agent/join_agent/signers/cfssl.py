@@ -81,17 +81,7 @@ class CfsslSigner:
         )
 
     def _ca_at(self, url: str) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
-        request: dict[str, str] = {"profile": self.cfg.profile}
-        if self.cfg.label:
-            request["label"] = self.cfg.label
-        result = self._call(url, INFO, json.dumps(request).encode())
-        pem = _field(result, "certificate", url, INFO)
-        try:
-            bundle = compat.load_pem_certificates(pem.encode())
-        except ValueError:
-            bundle = []
-        if not bundle:
-            raise CAResponseError(f"the CA at {url} sent no readable CA certificate from {INFO}")
+        bundle = fetch_info(self.client, url, self.limits, self.cfg.profile, self.cfg.label)
         ca = bundle[0]
         self._check_pin(ca, bundle, url)
         return ca, tuple(bundle)
@@ -144,20 +134,36 @@ class CfsslSigner:
                 "request": base64.b64encode(inner).decode(),
             }
         ).encode()
-        result = self._call(url, AUTHSIGN, body)
-        pem = _field(result, "certificate", url, AUTHSIGN)
-        try:
-            certs = compat.load_pem_certificates(pem.encode())
-        except ValueError:
-            certs = []
-        if not certs:
-            raise CAResponseError(f"the CA at {url} sent no readable certificate from {AUTHSIGN}")
+        response = post(self.client, url + AUTHSIGN, body, self.limits, what=f"the CA at {url}")
+        certs = certificates(unwrap(response, url, AUTHSIGN, self.cfg.profile), url, AUTHSIGN)
         return Issued(certificate=certs[0], ca=ca, ca_bundle=bundle, verify_with=ca, source=url)
 
-    def _call(self, url: str, path: str, body: bytes) -> dict[str, Any]:
-        what = f"the CA at {url}"
-        response = post(self.client, url + path, body, self.limits, what=what)
-        return unwrap(response, url, path, self.cfg.profile)
+
+def fetch_info(
+    client: httpx.Client, url: str, limits: Limits, profile: str = "", label: str = ""
+) -> list[x509.Certificate]:
+    """The CA bundle a CFSSL server announces at ``info`` (not yet checked against a pin)."""
+    request: dict[str, str] = {}
+    if profile:
+        request["profile"] = profile
+    if label:
+        request["label"] = label
+    response = post(
+        client, url + INFO, json.dumps(request).encode(), limits, what=f"the CA at {url}"
+    )
+    return certificates(unwrap(response, url, INFO, profile), url, INFO)
+
+
+def certificates(result: dict[str, Any], url: str, path: str) -> list[x509.Certificate]:
+    """The non-empty list of certificates in a result's ``certificate`` PEM."""
+    pem = _field(result, "certificate", url, path)
+    try:
+        certs = compat.load_pem_certificates(pem.encode())
+    except ValueError:
+        certs = []
+    if not certs:
+        raise CAResponseError(f"the CA at {url} sent no readable certificate from {path}")
+    return certs
 
 
 def unwrap(response: Response, url: str, path: str, profile: str) -> dict[str, Any]:
