@@ -63,6 +63,23 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE_OR_URL",
         help="a PEM/DER certificate, a kubeconfig, or a CFSSL server URL (http[s]://host:port)",
     )
+    verbs.add_parser(
+        "run",
+        parents=[common],
+        help="the daemon: keep the credentials renewed and the kubelet running (foreground)",
+    )
+    verbs.add_parser(
+        "renew",
+        parents=[common],
+        help="renew now: asks the running daemon, or enrolls itself when none runs",
+    )
+    rs = verbs.add_parser(
+        "reset", parents=[common], help="remove what join wrote (credentials, kubeconfig, CA)"
+    )
+    rs.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    # The daemon's short-lived child (see worker.py): not for people, so not in --help.
+    wk = verbs.add_parser("worker", parents=[common])
+    wk.add_argument("mode", choices=("enroll", "inspect"))
     return p
 
 
@@ -108,39 +125,62 @@ def _now() -> dt.datetime:
 
 
 def _join(args: argparse.Namespace) -> int:
-    from . import enroll, identity, signers, store, transport
+    from . import compat, pki, worker
 
     cfg = _config(args)
-    node = identity.resolve(cfg.node)
-    https = any(u.startswith("https:") for u in cfg.cfssl.urls)
-    limits = transport.Limits()
-    with transport.make_client(
-        verify=transport.system_trust() if https else False, limits=limits
-    ) as client:
-        setup = signers.build(cfg, os.environ, client, limits)
-        with store.state_lock(cfg.paths.state_dir):
-            enroll.client_store(cfg).recover()
-            done = enroll.enroll(
-                cfg, setup.signer, node, now=_now, record_tofu_pin=setup.record_tofu_pin
-            )
-    from . import compat, pki
-
-    print(f"joined as system:node:{node.name} ({', '.join(pki.hosts_for(node))})")
+    done = worker.enroll_once(cfg, os.environ)
     until = compat.not_valid_after(done.certificate)
+    print(f"joined as system:node:{done.identity.name} ({', '.join(pki.hosts_for(done.identity))})")
     print(f"certificate: {done.version}, valid until {until:%Y-%m-%d %H:%M:%S}Z")
     print(f"kubeconfig:  {cfg.paths.kubeconfig}")
     return 0
 
 
-def _status(args: argparse.Namespace) -> int:
-    from . import enroll, status
+def _run(args: argparse.Namespace) -> int:
+    from . import daemon
+
+    return daemon.main(_config(args), os.environ)
+
+
+def _renew(args: argparse.Namespace) -> int:
+    from . import renew
 
     cfg = _config(args)
-    report = status.assess(
-        status.snapshot(cfg, enroll.client_store(cfg).current),
-        server=cfg.cluster.server,
-        now=_now(),
-    )
+    ok, message = renew.renew(cfg, os.environ)
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
+def _reset(args: argparse.Namespace) -> int:
+    from . import reset
+
+    cfg = _config(args)
+    if not args.force:
+        if not sys.stdin.isatty():
+            return _fail(
+                "reset removes this node's credentials and kubeconfig: rerun with --force "
+                "to confirm",
+                args.debug,
+            )
+        answer = input(f"Remove the credentials, kubeconfig and CA file of {cfg.source}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            return 1
+    for path in reset.reset(cfg):
+        print(f"removed {path}")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from . import worker
+
+    sys.stdout.write(worker.dumps(worker.run(_config(args), args.mode, os.environ)))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from . import status
+
+    report = status.gather(_config(args), _now())
     sys.stdout.write(status.render_json(report) if args.json else status.render_text(report))
     return report.exit_code
 
@@ -149,7 +189,7 @@ def _pin(args: argparse.Namespace) -> int:
     from . import pin
 
     source: str = args.source
-    if source.startswith(("http://", "https://")):
+    if source.lower().startswith(("http://", "https://")):
         certs = pin.certificates_from_cfssl(source)
         print(
             f"join-agent: this pin came over the network from {source}: compare it with the "
@@ -164,6 +204,10 @@ def _pin(args: argparse.Namespace) -> int:
 
 _VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "join": _join,
+    "run": _run,
+    "renew": _renew,
+    "reset": _reset,
+    "worker": _worker,
     "status": _status,
     "pin": _pin,
 }

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 
 _PEM_CERT = re.compile(
@@ -17,6 +19,11 @@ _PEM_CERT = re.compile(
 def load_pem_certificates(data: bytes) -> list[x509.Certificate]:
     """Every certificate in a PEM bundle (``x509.load_pem_x509_certificates`` is 39+)."""
     return [x509.load_pem_x509_certificate(block) for block in _PEM_CERT.findall(data)]
+
+
+def pem(certs: Iterable[x509.Certificate]) -> bytes:
+    """Certificates as one PEM bundle."""
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
 def not_valid_before(cert: x509.Certificate) -> dt.datetime:

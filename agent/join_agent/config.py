@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from . import platform
 from .durations import parse_duration, seconds_to_timedelta
@@ -32,7 +32,7 @@ DEFAULT_EXCLUDE_INTERFACES = (
     "cali*", "tunl*", "vxlan*", "br-*", "virbr*", "weave*",
 )  # fmt: skip
 
-_PIN = re.compile(r"^sha256:[0-9a-f]{64}$")
+PIN_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,10 @@ class KubeletConfig:
     manage: bool
     command: tuple[str, ...]
     stop_grace: dt.timedelta
+    restart_min: dt.timedelta  # jittered floor of the restart backoff
+    restart_max: dt.timedelta  # its cap
+    stable_after: dt.timedelta  # a run this long resets the backoff
+    healthz_url: str  # probed by `status`; "" = do not probe
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,18 @@ def parse(doc: Mapping[str, Any], source: Path = Path("<config>")) -> Config:
     }, parent=signer, key="kubernetes")  # fmt: skip
     paths = r.table("paths", {"pki_dir", "kubeconfig", "ca_file", "state_dir"})
     renewal = r.table("renewal", {"retry_min", "retry_max", "splay", "clock_skew"})
-    kubelet = r.table("kubelet", {"manage", "command", "stop_grace"})
+    kubelet = r.table(
+        "kubelet",
+        {
+            "manage",
+            "command",
+            "stop_grace",
+            "restart_min",
+            "restart_max",
+            "stable_after",
+            "healthz_url",
+        },
+    )
     metrics = r.table("metrics", {"listen"})
 
     cfssl = CfsslConfig(
@@ -187,14 +202,34 @@ def parse(doc: Mapping[str, Any], source: Path = Path("<config>")) -> Config:
         serving=r.boolean(kb, "signer.kubernetes.serving", False),
         csr_timeout=r.duration(kb, "signer.kubernetes.csr_timeout", "15m"),
     )
+    clock_skew = r.duration(renewal, "renewal.clock_skew", "2m")
+    if clock_skew > dt.timedelta(hours=1):
+        raise ConfigError(
+            f"{source}: renewal.clock_skew must be at most 1h: a larger tolerance would "
+            "accept certificates that are not valid yet; fix the clocks instead (NTP)"
+        )
     retry_min = r.duration(renewal, "renewal.retry_min", "10s")
     retry_max = r.duration(renewal, "renewal.retry_max", "5m")
+    if retry_min <= dt.timedelta(0):
+        raise ConfigError(
+            f"{source}: renewal.retry_min must be more than 0: it is the floor that keeps "
+            "a failing renewal from retrying in a tight loop"
+        )
     if retry_max < retry_min:
         raise ConfigError(f"{source}: renewal.retry_max must not be smaller than retry_min")
     command = r.string_list(kubelet, "kubelet.command", list(defaults.kubelet_command))
     manage = r.boolean(kubelet, "kubelet.manage", defaults.manage_kubelet)
     if manage and not command:
         raise ConfigError(f"{source}: kubelet.command is empty while kubelet.manage is true")
+    _distinct_paths(
+        source,
+        {
+            "paths.pki_dir": r.path(paths, "paths.pki_dir", defaults.pki_dir),
+            "paths.kubeconfig": r.path(paths, "paths.kubeconfig", defaults.kubeconfig),
+            "paths.ca_file": r.path(paths, "paths.ca_file", defaults.ca_file),
+            "paths.state_dir": r.path(paths, "paths.state_dir", defaults.state_dir),
+        },
+    )
     return Config(
         source=source,
         cluster=ClusterConfig(
@@ -223,15 +258,30 @@ def parse(doc: Mapping[str, Any], source: Path = Path("<config>")) -> Config:
             retry_min=retry_min,
             retry_max=retry_max,
             splay=r.duration(renewal, "renewal.splay", "0s"),
-            clock_skew=r.duration(renewal, "renewal.clock_skew", "2m"),
+            clock_skew=clock_skew,
         ),
         kubelet=KubeletConfig(
             manage=manage,
             command=tuple(command),
             stop_grace=r.duration(kubelet, "kubelet.stop_grace", "30s"),
+            restart_min=r.duration(kubelet, "kubelet.restart_min", "1s"),
+            restart_max=r.duration(kubelet, "kubelet.restart_max", "1m"),
+            stable_after=r.duration(kubelet, "kubelet.stable_after", "30s"),
+            healthz_url=r.url(kubelet, "kubelet.healthz_url", required=False, schemes=("http",))
+            if "healthz_url" in kubelet
+            else "http://127.0.0.1:10248/healthz",
         ),
         metrics_listen=r.string(metrics, "metrics.listen", ""),
     )
+
+
+def _distinct_paths(source: Path, paths: dict[str, Path]) -> None:
+    """Each path must be its own: one file written as two things would lose one of them."""
+    seen: dict[Path, str] = {}
+    for key, path in paths.items():
+        if path in seen:
+            raise ConfigError(f"{source}: {key} and {seen[path]} are the same path ({path})")
+        seen[path] = key
 
 
 class _Reader:
@@ -344,14 +394,20 @@ class _Reader:
             raise self.fail(key, "must not carry credentials in the URL")
         try:
             parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError on a bad port
+            port = parts.port
         except ValueError:
             raise self.fail(key, f"has an invalid URL {value!r}") from None
-        if parts.scheme not in schemes or not parts.hostname:
-            raise self.fail(
-                key, f"has {value!r}; it must be a {' or '.join(schemes)} URL with a host"
-            )
-        return value.rstrip("/")
+        scheme = parts.scheme.lower()
+        if scheme not in schemes or not parts.hostname:
+            want = " or ".join(schemes)
+            article = "an" if want[0] in "aeiouh" else "a"
+            raise self.fail(key, f"has {value!r}; it must be {article} {want} URL with a host")
+        if parts.query or parts.fragment:
+            raise self.fail(key, f"has {value!r}; a base URL takes no query or fragment")
+        # One spelling from here on: HTTPS://Host is https://host for every later decision.
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        netloc = host if port is None else f"{host}:{port}"
+        return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
 
     def url_list(self, t: Mapping[str, Any], key: str, *, required: bool) -> list[str]:
         values = self.string_list(t, key, [])
@@ -366,7 +422,7 @@ class _Reader:
         pins = []
         for v in values:
             pin = v.strip().lower()
-            if not _PIN.match(pin):
+            if not PIN_PATTERN.match(pin):
                 raise self.fail(
                     key,
                     f'has {v!r}; a pin is "sha256:" and 64 hex digits '

@@ -57,6 +57,11 @@ def read_secret(credential: str, configured: Path, key: str, environ: Mapping[st
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ConfigError(f"{key} {path} is not a regular file")
+        if st.st_uid not in (0, os.geteuid()):
+            raise ConfigError(
+                f"{key} {path} is owned by uid {st.st_uid}, neither root nor this process: "
+                f"run `chown root {path}`"
+            )
         if st.st_mode & 0o077:
             raise ConfigError(
                 f"{key} {path} is readable by group or others "

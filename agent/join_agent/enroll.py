@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from . import compat, kubeconfig, pki, store, trust
+from . import compat, files, kubeconfig, pki, store, trust
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, JoinAgentError, TrustError
 from .identity import Identity
 from .log import get_logger
 from .signers.base import Signer
@@ -31,6 +30,7 @@ class Enrolled:
     version: Path
     ca_pin: str
     source: str
+    ca_changed: bool  # the issuing CA differs from the one in ca_file before
 
 
 def client_store(cfg: Config) -> store.PairStore:
@@ -44,43 +44,77 @@ def enroll(
     *,
     now: Callable[[], dt.datetime],
     record_tofu_pin: bool,
+    pins: tuple[str, ...] | None = None,
 ) -> Enrolled:
-    """Obtain, verify and install one client certificate; nothing is written on failure."""
+    """Obtain, verify and install one client certificate.
+
+    Every write is staged first (the new version, ca_file, the kubeconfig, a pin recorded
+    on first use); only when all of them are on disk are they renamed into place, the
+    symlink switch last. A failure before that leaves the earlier files as they were.
+    """
     key = pki.generate_key(cfg.node.key)
     csr = pki.build_csr(key, identity)
     issued = signer.sign(csr, identity)
+    checked_at = now()
     pki.check_issued(
         issued.certificate,
         key=key,
         identity=identity,
         ca=issued.verify_with,
-        now=now(),
+        now=checked_at,
         clock_skew=cfg.renewal.clock_skew,
     )
     ca_pin = pki.spki_pin(issued.ca)
-    cluster_ca = _cluster_ca(cfg, issued.ca_bundle)
-    if record_tofu_pin:
-        trust.record_pin(cfg.paths.state_dir, ca_pin)
-        log.warning("ca_pin_recorded", pin=ca_pin, path=str(cfg.paths.state_dir / trust.TOFU_FILE))
-
+    previous = _read_bundle(cfg.paths.ca_file)
+    ca_changed = bool(previous) and pki.spki_pin(previous[0]) != ca_pin
+    trusted = (ca_pin,) if record_tofu_pin else pins
+    bundle = merge_bundles(issued.ca_bundle, previous, trusted, checked_at, cfg.renewal.clock_skew)
     pairs = client_store(cfg)
     chain = [issued.certificate]
     if issued.ca.issuer != issued.ca.subject:
         chain.append(issued.ca)  # an intermediate: the API server may need it to build a path
-    ca_pem = _pem(issued.ca_bundle)
-    if _read(cfg.paths.ca_file) != ca_pem:
-        store.atomic_write(cfg.paths.ca_file, ca_pem, 0o644)
-    kubeconfig.write(
-        cfg.paths.kubeconfig,
-        kubeconfig.render(
-            cluster=cfg.cluster.name,
-            server=cfg.cluster.server,
-            ca_pem=cluster_ca,
-            node_name=identity.name,
-            credentials=pairs.current,
-        ),
-    )
-    version = pairs.install(chain, pki.key_pem(key), now())
+    ca_pem = compat.pem(bundle)
+    kubeconfig_text = kubeconfig.render(
+        cluster=cfg.cluster.name,
+        server=cfg.cluster.server,
+        ca_pem=_cluster_ca(cfg, bundle),
+        node_name=identity.name,
+        credentials=pairs.current,
+    ).encode()
+
+    updates: list[tuple[Path, bytes, int]] = [
+        (cfg.paths.ca_file, ca_pem, 0o644),
+        (cfg.paths.kubeconfig, kubeconfig_text, 0o600),
+    ]
+    if record_tofu_pin:
+        updates.append((cfg.paths.state_dir / trust.TOFU_FILE, (ca_pin + "\n").encode(), 0o644))
+    staged: list[tuple[Path, Path]] = []
+    version = None
+    try:
+        version = pairs.write_version(chain, pki.key_pem(key), checked_at)
+        for path, data, mode in updates:
+            if files.unchanged(path, data, mode):
+                continue
+            staged.append((files.stage(path, data, mode), path))
+    except JoinAgentError:
+        for tmp, _ in staged:
+            files.discard(tmp)
+        if version is not None:
+            files.discard(version)
+        raise
+    if ca_changed:
+        log.warning(
+            "ca_changed",
+            old=pki.spki_pin(previous[0]),
+            new=ca_pin,
+            msg="the CA matches a pin: trusting old and new together",
+        )
+    for tmp, path in staged:
+        files.commit(tmp, path)
+    pairs.switch(version)
+    pairs.prune()
+    if record_tofu_pin:
+        log.warning("ca_pin_recorded", pin=ca_pin, path=str(cfg.paths.state_dir / trust.TOFU_FILE))
     cert = issued.certificate
     log.info(
         "certificate_installed",
@@ -92,14 +126,45 @@ def enroll(
         ca=issued.source,
     )
     return Enrolled(
-        identity=identity, certificate=cert, version=version, ca_pin=ca_pin, source=issued.source
+        identity=identity,
+        certificate=cert,
+        version=version,
+        ca_pin=ca_pin,
+        source=issued.source,
+        ca_changed=ca_changed,
     )
+
+
+def merge_bundles(
+    current: tuple[x509.Certificate, ...],
+    previous: tuple[x509.Certificate, ...],
+    pins: tuple[str, ...] | None,
+    now: dt.datetime,
+    clock_skew: dt.timedelta,
+) -> tuple[x509.Certificate, ...]:
+    """The signer's trusted path first, then earlier CAs that a pin still vouches for.
+
+    The API server's certificate may still come from the old CA after ours comes from the
+    new one, so both stay trusted until the old one expires or loses its pin.
+    """
+    if pins is None:
+        return current
+    pool = (*current, *previous)
+
+    def vouched(c: x509.Certificate) -> bool:
+        try:
+            pki.trusted_path(c, pool, pins, now=now, clock_skew=clock_skew)
+        except TrustError:
+            return False
+        return True
+
+    return (*current, *(c for c in previous if c not in current and vouched(c)))
 
 
 def _cluster_ca(cfg: Config, bundle: tuple[x509.Certificate, ...]) -> bytes:
     """CA data for the kubeconfig: ``cluster.ca_bundle`` if set, else the signer's CA."""
     if cfg.cluster.ca_bundle is None:
-        return _pem(bundle)
+        return compat.pem(bundle)
     try:
         data = cfg.cluster.ca_bundle.read_bytes()
     except OSError as e:
@@ -112,11 +177,15 @@ def _cluster_ca(cfg: Config, bundle: tuple[x509.Certificate, ...]) -> bytes:
         certs = []
     if not certs:
         raise ConfigError(f"cluster.ca_bundle {cfg.cluster.ca_bundle} holds no PEM certificate")
-    return _pem(tuple(certs))
+    return compat.pem(certs)
 
 
-def _pem(certs: tuple[x509.Certificate, ...]) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+def _read_bundle(path: Path) -> tuple[x509.Certificate, ...]:
+    data = _read(path)
+    try:
+        return tuple(compat.load_pem_certificates(data)) if data else ()
+    except ValueError:
+        return ()  # a damaged ca_file is rewritten from the signer's pinned CA
 
 
 def _read(path: Path) -> bytes | None:

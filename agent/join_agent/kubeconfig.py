@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from . import store
+from . import files
 
 
 def render(
@@ -57,14 +57,9 @@ def render(
 def write(path: Path, text: str) -> bool:
     """Write the kubeconfig (mode 0600) unless it already says exactly this; True if written."""
     data = text.encode()
-    try:
-        if path.read_bytes() == data:
-            if path.stat().st_mode & 0o777 != 0o600:
-                path.chmod(0o600)  # someone widened it; the content is still ours
-            return False
-    except OSError:
-        pass
-    store.atomic_write(path, data, 0o600)
+    if files.unchanged(path, data, 0o600):
+        return False
+    files.atomic_write(path, data, 0o600)
     return True
 
 
@@ -77,3 +72,47 @@ def parse(text: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ValueError("not a kubeconfig (no top-level mapping)")
     return doc
+
+
+def facts(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the current context says: server, user, and the cert and key it points at."""
+    out: dict[str, Any] = {"current_context": doc.get("current-context")}
+    ctx = _named(doc.get("contexts"), out["current_context"], "context")
+    cluster = _named(doc.get("clusters"), ctx.get("cluster"), "cluster")
+    user = _named(doc.get("users"), ctx.get("user"), "user")
+    out["server"] = cluster.get("server")
+    out["user"] = ctx.get("user")
+    out["client_certificate"] = user.get("client-certificate")
+    out["client_key"] = user.get("client-key")
+    return out
+
+
+def ca_certificates(doc: dict[str, Any]) -> list[Any] | None:
+    """The certificates in the current cluster's certificate-authority-data, if any."""
+    import base64
+    import binascii
+
+    from . import compat
+
+    ctx = _named(doc.get("contexts"), doc.get("current-context"), "context")
+    data = _named(doc.get("clusters"), ctx.get("cluster"), "cluster").get(
+        "certificate-authority-data"
+    )
+    if not isinstance(data, str):
+        return None
+    try:
+        return list(compat.load_pem_certificates(base64.b64decode(data, validate=True)))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _named(items: object, name: object, inner: str) -> dict[str, Any]:
+    if isinstance(items, list):
+        for item in items:
+            if (
+                isinstance(item, dict)
+                and item.get("name") == name
+                and isinstance(item.get(inner), dict)
+            ):
+                return dict(item[inner])
+    return {}

@@ -7,6 +7,7 @@ up, and fields whose names say "secret" are dropped to a marker.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
@@ -37,9 +38,10 @@ def scrub(text: str) -> str:
 
 
 def _scrub_text(text: str) -> str:
-    for s in _SECRETS:
-        if s in text:
-            text = text.replace(s, REDACTED)
+    # Case-insensitive: a hex key is the same key in either case.
+    for s in sorted(_SECRETS, key=len, reverse=True):
+        if s.lower() in text.lower():
+            text = re.sub(re.escape(s), REDACTED, text, flags=re.IGNORECASE)
     return text
 
 

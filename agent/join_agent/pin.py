@@ -52,9 +52,7 @@ def certificates_from_cfssl(url: str) -> list[x509.Certificate]:
     from .signers.cfssl import fetch_info
 
     limits = transport.Limits(deadline=10.0)
-    with transport.make_client(
-        verify=transport.system_trust() if url.startswith("https:") else False, limits=limits
-    ) as client:
+    with transport.client_for([url], limits) as client:
         return fetch_info(client, url.rstrip("/"), limits)
 
 

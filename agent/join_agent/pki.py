@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv6Address
 
 from cryptography import x509
@@ -15,7 +15,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from . import compat
 from .config import IPAddress, KeyType
 from .durations import format_duration
-from .errors import CertificateRejected
+from .errors import CertificateRejected, TrustError
 from .identity import Identity
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -71,6 +71,64 @@ def spki_pin(cert: x509.Certificate) -> str:
 
 def matches_pin(cert: x509.Certificate, pins: Iterable[str]) -> bool:
     return spki_pin(cert) in set(pins)
+
+
+def trusted_path(
+    issuing: x509.Certificate,
+    bundle: Sequence[x509.Certificate],
+    pins: Iterable[str] | None,
+    *,
+    now: dt.datetime,
+    clock_skew: dt.timedelta,
+    origin: str = "signer.cfssl.ca_pins",
+) -> tuple[x509.Certificate, ...]:
+    """The chain from the issuing CA up to a pinned certificate, each one fit to be a CA.
+
+    Only this path is ever written as a trust anchor: anything else a CA's answer carries
+    is dropped. ``pins=None`` (trust on first use) trusts the issuing CA alone.
+    """
+    path = [issuing]
+    wanted = None if pins is None else set(pins)
+    while wanted is not None and spki_pin(path[-1]) not in wanted:
+        parent = next((c for c in bundle if c not in path and compat.signed_by(path[-1], c)), None)
+        if parent is None:
+            raise TrustError(
+                f"the CA {_name(issuing.subject)} has pin {spki_pin(issuing)}, which is not "
+                f"in {origin}, and no certificate it sent chains to one that is: refusing it "
+                "(if the CA really changed, add its pin to signer.cfssl.ca_pins after "
+                "checking it out of band)"
+            )
+        path.append(parent)
+    for depth, cert in enumerate(path):
+        _check_authority(cert, depth, now, clock_skew)
+    return tuple(path)
+
+
+def _check_authority(
+    cert: x509.Certificate, below: int, now: dt.datetime, skew: dt.timedelta
+) -> None:
+    """A certificate on the trusted path must be a CA allowed to sign what is below it."""
+    who = f"the CA certificate {_name(cert.subject)}"
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        bc = None
+    if bc is None or not bc.ca:
+        raise TrustError(f"{who} is not a CA (no CA:TRUE basic constraint): refusing it")
+    if bc.path_length is not None and below > bc.path_length:
+        raise TrustError(f"{who} may not have {below} CA(s) below it (pathlen {bc.path_length})")
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        ku = None
+    if ku is not None and not ku.key_cert_sign:
+        raise TrustError(f"{who} may not sign certificates (no keyCertSign): refusing it")
+    nb, na = compat.not_valid_before(cert), compat.not_valid_after(cert)
+    if now + skew < nb or now >= na:
+        raise TrustError(
+            f"{who} is valid only from {nb:%Y-%m-%d %H:%M}Z to {na:%Y-%m-%d %H:%M}Z, and "
+            f"this node's clock reads {now:%Y-%m-%d %H:%M}Z: check the CA and both clocks"
+        )
 
 
 def hosts_for(identity: Identity) -> list[str]:
@@ -184,7 +242,7 @@ def _check_validity(cert: x509.Certificate, now: dt.datetime, skew: dt.timedelta
             f"{now:%Y-%m-%d %H:%M:%S}Z ({format_duration(nb - now)} early): "
             "check the clocks of this node and the CA (NTP)"
         )
-    if now - skew >= na:
+    if now >= na:  # the skew excuses an early clock, never an expired certificate
         raise CertificateRejected(
             f"{who} expired at {na:%Y-%m-%d %H:%M:%S}Z, and this node's clock reads "
             f"{now:%Y-%m-%d %H:%M:%S}Z: check the CA profile's expiry and both clocks (NTP)"

@@ -1,24 +1,30 @@
-"""``join-agent status``: what the node's credentials look like now.
+"""``join-agent status``: what the node's credentials, kubelet and daemon look like now.
 
-Reading the files is a thin edge (``snapshot``); judging and rendering are pure.
-The JSON keys are an API: add keys, never rename or remove them.
+Two sources, one report. While the daemon runs and the files on disk are the ones it
+recorded (same inode, size, mtime), ``<state_dir>/status.json`` is read and no PEM is
+parsed, so the verb stays fast; otherwise the files are read and parsed here. Reading
+is a thin edge (``snapshot``, ``gather``); judging (``judge``, ``overlay``) and
+rendering are pure. The JSON keys are an API (docs/status.md): add keys, never rename.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
-from . import compat, kubeconfig, store
+from . import schedule, state
 from .config import Config
 from .durations import format_duration
 from .errors import StoreError
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from . import store
 
 SCHEMA = 1
 EXIT_HEALTHY, EXIT_DEGRADED, EXIT_BROKEN = 0, 1, 2
@@ -37,6 +43,9 @@ class Snapshot:
     ca_file: Path
     ca: tuple[x509.Certificate, ...]
     ca_error: str | None
+    # What the kubeconfig's CA data must be: cluster.ca_bundle's certificates when set,
+    # else ca_file's (None: not checked, e.g. a snapshot built by hand).
+    cluster_ca: tuple[x509.Certificate, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,9 @@ class Report:
 
 
 def snapshot(cfg: Config, credentials: Path) -> Snapshot:
+    """Read and parse the files on disk (loads cryptography: the slow path)."""
+    from . import compat, kubeconfig, store
+
     pair, pair_error = None, None
     try:
         pair = store.PairStore(
@@ -72,7 +84,14 @@ def snapshot(cfg: Config, credentials: Path) -> Snapshot:
         pass
     except (OSError, ValueError) as e:
         ca_error = f"cannot read the CA file {cfg.paths.ca_file}: {e}"
+    cluster_ca: tuple[x509.Certificate, ...] | None = ca
+    if cfg.cluster.ca_bundle is not None:
+        try:
+            cluster_ca = tuple(compat.load_pem_certificates(cfg.cluster.ca_bundle.read_bytes()))
+        except (OSError, ValueError):
+            cluster_ca = None  # config trouble, reported by join; nothing to compare here
     return Snapshot(
+        cluster_ca=cluster_ca,
         credentials=credentials,
         pair=pair,
         pair_error=pair_error,
@@ -85,78 +104,301 @@ def snapshot(cfg: Config, credentials: Path) -> Snapshot:
     )
 
 
-def assess(snap: Snapshot, *, server: str, now: dt.datetime) -> Report:
-    """Judge a snapshot at ``now`` (pure)."""
-    problems: list[str] = []
-    doc: dict[str, Any] = {"schema": SCHEMA, "checked_at": _iso(now), "node": None}
-    # Every key is always there (null when unknown): scripts index without guarding.
-    cert_doc: dict[str, Any] = {
-        "path": str(snap.credentials),
-        "present": snap.pair is not None,
-        **dict.fromkeys(_CERT_KEYS),
-    }
-    state = "valid"
-    if snap.pair_error:
-        state = "mismatched" if "does not match" in snap.pair_error else "unreadable"
-        problems.append(snap.pair_error)
-    elif snap.pair is None:
-        state = "not-joined"
-        problems.append(f"no certificate at {snap.credentials}: run `join-agent join`")
-    else:
-        cert = snap.pair.certificate
-        nb, na = compat.not_valid_before(cert), compat.not_valid_after(cert)
-        cert_doc.update(_describe(cert, now))
-        doc["node"] = cert_doc["node"]
-        if now >= na:
-            state = "expired"
-            problems.append(
-                f"the certificate expired {format_duration(now - na)} ago: run "
-                "`join-agent join` (or start the join-agent service)"
-            )
-        elif now < nb:
-            state = "not-yet-valid"
-            problems.append(
-                f"the certificate is valid only from {_iso(nb)}: check this node's clock"
-            )
-    doc["certificate"] = cert_doc
+def facts_of(snap: Snapshot) -> dict[str, Any]:
+    """The snapshot as plain facts: the same shape the daemon records in status.json."""
+    from . import compat, facts, kubeconfig
 
-    kc_doc: dict[str, Any] = {
+    f: dict[str, Any] = {
+        "credentials": str(snap.credentials),
+        "present": snap.pair is not None,
+        "error": snap.pair_error,
+        "issued_by_ca_file": None,
+    }
+    if snap.pair is not None:
+        f.update(facts.certificate(snap.pair.certificate))
+        if snap.ca:
+            leaf = snap.pair.certificate
+            f["issued_by_ca_file"] = any(compat.signed_by(leaf, c) for c in snap.ca)
+    kc: dict[str, Any] = {
         "path": str(snap.kubeconfig_path),
         "present": snap.kubeconfig is not None,
-        **dict.fromkeys(_KUBECONFIG_KEYS),
+        "error": snap.kubeconfig_error,
     }
-    if snap.kubeconfig_error:
-        problems.append(snap.kubeconfig_error)
-        state = _worse(state, "unreadable")
-    elif snap.kubeconfig is None:
-        problems.append(f"no kubeconfig at {snap.kubeconfig_path}: run `join-agent join`")
-        state = _worse(state, "not-joined")
-    else:
-        kc_doc.update(_kubeconfig_facts(snap.kubeconfig))
-        if kc_doc.get("client_certificate") != str(snap.credentials) or kc_doc.get(
-            "client_key"
-        ) != str(snap.credentials):
-            problems.append(f"the kubeconfig does not point at {snap.credentials}")
-            state = _worse(state, "mismatched")
-        if server and kc_doc.get("server") != server:
-            problems.append(
-                f"the kubeconfig names server {kc_doc.get('server')}, the config {server}"
-            )
-            state = _worse(state, "mismatched")
-    doc["kubeconfig"] = kc_doc
-    doc["ca_file"] = {
+    kc["ca_matches"] = None
+    if snap.kubeconfig is not None:
+        kc.update(kubeconfig.facts(snap.kubeconfig))
+        if snap.cluster_ca is not None:
+            embedded = kubeconfig.ca_certificates(snap.kubeconfig)
+            kc["ca_matches"] = embedded is not None and set(embedded) == set(snap.cluster_ca)
+    f["kubeconfig"] = kc
+    f["ca_file"] = {
         "path": str(snap.ca_file),
         "present": bool(snap.ca),
         "subjects": [c.subject.rfc4514_string() for c in snap.ca],
+        "error": snap.ca_error,
     }
-    if snap.ca_error:
-        problems.append(snap.ca_error)
-    code = EXIT_HEALTHY if state == "valid" else EXIT_BROKEN
+    f["ca"] = [facts.authority(c) for c in snap.ca]
+    return f
+
+
+def assess(snap: Snapshot, *, server: str, now: dt.datetime) -> Report:
+    """Judge a snapshot of the files at ``now`` (pure but for the conversion)."""
+    return judge(facts_of(snap), server=server, now=now)
+
+
+def judge(
+    f: dict[str, Any], *, server: str, now: dt.datetime, node_name: str | None = None
+) -> Report:
+    """Judge the credential facts at ``now`` (pure). ``node_name``: who this node should be."""
+    doc: dict[str, Any] = {"schema": SCHEMA, "checked_at": state.iso(now)}
+    verdict, problems, doc["certificate"] = _judge_certificate(f, now, node_name)
+    doc["node"] = doc["certificate"]["node"]
+    kc_verdict, kc_problems, doc["kubeconfig"] = _judge_kubeconfig(f, server)
+    verdict = _worse(verdict, kc_verdict)
+    problems += kc_problems
+    ca_file = f.get("ca_file") or {}
+    doc["ca_file"] = {k: ca_file.get(k) for k in ("path", "present", "subjects")}
+    doc["ca"] = list(f.get("ca") or [])
+    if ca_file.get("error"):
+        problems.append(ca_file["error"])
+    elif f.get("present") and not ca_file.get("present"):
+        problems.append(f"the CA file {ca_file.get('path')} is missing: run `join-agent join`")
+    code = EXIT_HEALTHY if verdict == "valid" else EXIT_BROKEN
     if code == EXIT_HEALTHY and problems:
         code = EXIT_DEGRADED
-    doc["state"] = state
+    doc["state"] = verdict
     doc["problems"] = problems
-    return Report(state=state, exit_code=code, problems=tuple(problems), doc=doc)
+    return Report(state=verdict, exit_code=code, problems=tuple(problems), doc=doc)
+
+
+def _judge_certificate(  # noqa: PLR0911 - one verdict per rule, checked in order
+    f: dict[str, Any], now: dt.datetime, node_name: str | None
+) -> tuple[str, list[str], dict[str, Any]]:
+    creds = f["credentials"]
+    # Every key is always there (null when unknown): scripts index without guarding.
+    doc: dict[str, Any] = {
+        "path": creds,
+        "present": bool(f.get("present")),
+        **dict.fromkeys(_CERT_KEYS),
+    }
+    if f.get("error"):
+        verdict = "mismatched" if "does not match" in f["error"] else "unreadable"
+        return verdict, [f["error"]], doc
+    if not f.get("present"):
+        return "not-joined", [f"no certificate at {creds}: run `join-agent join`"], doc
+    nb, na = state.parse_iso(f["not_before"]), state.parse_iso(f["not_after"])
+    doc.update({k: f.get(k) for k in _CERT_KEYS if k != "seconds_left"})
+    doc["seconds_left"] = int((na - now).total_seconds())
+    if f.get("issued_by_ca_file") is False:
+        return (
+            "mismatched",
+            [
+                f"the certificate was not issued by a CA in {f['ca_file']['path']} "
+                f"(issuer {f.get('issuer')}): run `join-agent join`"
+            ],
+            doc,
+        )
+    if node_name and doc["node"] != node_name:
+        return (
+            "mismatched",
+            [
+                f"the certificate is for node {doc['node']!r}, but this node is "
+                f"{node_name!r}: run `join-agent join`"
+            ],
+            doc,
+        )
+    if now >= na:
+        return (
+            "expired",
+            [
+                f"the certificate expired {format_duration(now - na)} ago: run "
+                "`join-agent join` (or start the join-agent service)"
+            ],
+            doc,
+        )
+    if now < nb:
+        return (
+            "not-yet-valid",
+            [f"the certificate is valid only from {state.iso(nb)}: check this node's clock"],
+            doc,
+        )
+    return "valid", [], doc
+
+
+def _judge_kubeconfig(f: dict[str, Any], server: str) -> tuple[str, list[str], dict[str, Any]]:
+    creds = f["credentials"]
+    kc = f.get("kubeconfig") or {}
+    doc: dict[str, Any] = {
+        "path": kc.get("path"),
+        "present": bool(kc.get("present")),
+        **{k: kc.get(k) for k in _KUBECONFIG_KEYS},
+    }
+    if kc.get("error"):
+        return "unreadable", [kc["error"]], doc
+    if not kc.get("present"):
+        return "not-joined", [f"no kubeconfig at {kc.get('path')}: run `join-agent join`"], doc
+    problems = []
+    if doc["client_certificate"] != creds or doc["client_key"] != creds:
+        problems.append(f"the kubeconfig does not point at {creds}")
+    if server and doc["server"] != server:
+        problems.append(f"the kubeconfig names server {doc['server']}, the config {server}")
+    if kc.get("ca_matches") is False:
+        problems.append(
+            "the kubeconfig's CA data differs from the cluster CA "
+            "(ca_file or cluster.ca_bundle): run `join-agent join`"
+        )
+    return ("mismatched" if problems else "valid"), problems, doc
+
+
+def renew_at(f: dict[str, Any]) -> dt.datetime | None:
+    """The certificate's renewal deadline, drawn as the daemon draws it (from the serial)."""
+    if not f.get("present") or not f.get("not_before"):
+        return None
+    draw = random.Random(str(f.get("serial"))).random()  # noqa: S311 - jitter, not a secret
+    return schedule.renewal_deadline(
+        state.parse_iso(f["not_before"]), state.parse_iso(f["not_after"]), draw
+    )
+
+
+def overlay(
+    report: Report,
+    *,
+    recorded: dict[str, Any] | None,
+    agent_running: bool,
+    manage_kubelet: bool,
+    healthz: str | None,
+    overdue_after: dt.timedelta,
+    now: dt.datetime,
+    facts: dict[str, Any],
+) -> Report:
+    """Add what the daemon knows (pure); anything it reports wrong makes a healthy node
+    "degraded" (exit 1), never better than the files say."""
+    doc = dict(report.doc)
+    problems = list(report.problems)
+    rec = recorded or {}
+    agent = rec.get("agent") or {}
+    doc["agent"] = {
+        "running": agent_running,
+        "pid": agent.get("pid") if agent_running else None,
+        "version": agent.get("version"),
+        "state": agent.get("state") if agent_running else "not running",
+        "started_at": agent.get("started_at") if agent_running else None,
+    }
+    doc["signer"] = rec.get("signer")
+    renewal = dict(rec.get("renewal") or {})
+    deadline = renew_at(facts)
+    renewal["renew_at"] = None if deadline is None else state.iso(deadline)
+    for key in ("next_attempt", "failures", "last_attempt", "last_success", "last_ok"):
+        renewal.setdefault(key, None)
+    doc["renewal"] = renewal
+    doc["last_error"] = rec.get("last_error")
+    kubelet: dict[str, Any] = {"managed": manage_kubelet}
+    for key in ("state", "pid", "restarts", "since", "last_exit", "next_start"):
+        kubelet[key] = (rec.get("kubelet") or {}).get(key) if agent_running else None
+    kubelet["healthz"] = healthz
+    doc["kubelet"] = kubelet
+
+    degraded: list[str] = []
+    if not agent_running:
+        degraded.append(
+            "join-agent run is not running, so nothing renews the certificate: "
+            "start the service (systemctl start join-agent)"
+        )
+    if report.state == "valid" and deadline is not None and now > deadline + overdue_after:
+        degraded.append(f"renewal is overdue (it was due {format_duration(now - deadline)} ago)")
+    if rec.get("renewal", {}).get("last_ok") is False and rec.get("last_error"):
+        err = rec["last_error"]
+        degraded.append(f"the last renewal failed at {err.get('at')}: {err.get('message')}")
+    if manage_kubelet and agent_running and report.state == "valid":
+        if kubelet["state"] != "running":
+            degraded.append(f"the kubelet is {kubelet['state'] or 'not started'}")
+        elif healthz is not None and healthz != "ok":
+            degraded.append(f"the kubelet's healthz check failed: {healthz}")
+    problems += degraded
+    code = report.exit_code
+    if code == EXIT_HEALTHY and degraded:
+        code = EXIT_DEGRADED
+    doc["problems"] = problems
+    doc["health"] = {EXIT_HEALTHY: "healthy", EXIT_DEGRADED: "degraded"}.get(code, "broken")
+    return Report(state=report.state, exit_code=code, problems=tuple(problems), doc=doc)
+
+
+def gather(cfg: Config, now: dt.datetime, *, probe: bool = True) -> Report:
+    """The whole status: recorded facts when they are fresh, the files otherwise."""
+    credentials = cfg.paths.pki_dir / "kubelet-client-current.pem"
+    recorded = state.read(cfg.paths.state_dir)
+    agent_running = state.running_agent(cfg.paths.state_dir) is not None
+    f = _fresh_facts(recorded, credentials, cfg) if agent_running else None
+    source = "daemon"
+    if f is None:
+        f = facts_of(snapshot(cfg, credentials))
+        source = "files"
+    base = judge(f, server=cfg.cluster.server, now=now, node_name=expected_node_name(cfg))
+    healthz = None
+    kubelet_state = ((recorded or {}).get("kubelet") or {}).get("state")
+    if probe and cfg.kubelet.manage and agent_running and kubelet_state == "running":
+        healthz = probe_healthz(cfg.kubelet.healthz_url)
+    report = overlay(
+        base,
+        recorded=recorded,
+        agent_running=agent_running,
+        manage_kubelet=cfg.kubelet.manage,
+        healthz=healthz,
+        overdue_after=max(cfg.renewal.retry_max, dt.timedelta(minutes=15)),
+        now=now,
+        facts=f,
+    )
+    report.doc["source"] = source
+    return report
+
+
+def expected_node_name(cfg: Config) -> str | None:
+    """The name this node would enroll as (config, else the hostname)."""
+    if cfg.node.name:
+        return cfg.node.name
+    import socket
+
+    return socket.gethostname().strip().lower() or None
+
+
+def _fresh_facts(
+    recorded: dict[str, Any] | None, credentials: Path, cfg: Config
+) -> dict[str, Any] | None:
+    """The daemon's recorded facts if every file is still the one it recorded."""
+    f = (recorded or {}).get("credentials")
+    if not isinstance(f, dict) or not f.get("present"):
+        return None
+    ids = f.get("ids") or {}
+    for name, path in (
+        ("credentials", credentials),
+        ("kubeconfig", cfg.paths.kubeconfig),
+        ("ca_file", cfg.paths.ca_file),
+    ):
+        if ids.get(name) != state.file_identity(path):
+            return None
+    return f
+
+
+def probe_healthz(url: str) -> str | None:
+    """GET the kubelet's healthz: "ok", or a short reason; None when not configured."""
+    if not url:
+        return None
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=2)
+    try:
+        conn.request("GET", parts.path or "/healthz")
+        r = conn.getresponse()
+        body = r.read(256).decode("ascii", "replace").strip()
+    except OSError as e:
+        return f"{url}: {e.strerror or e}"
+    except http.client.HTTPException as e:
+        return f"{url}: {type(e).__name__}"
+    finally:
+        conn.close()
+    return "ok" if r.status == 200 else f"{url}: HTTP {r.status} {body[:80]}"
 
 
 def render_json(report: Report) -> str:
@@ -164,82 +406,78 @@ def render_json(report: Report) -> str:
 
 
 def render_text(report: Report) -> str:
+    """What a person reads at a glance."""
     d = report.doc
     cert = d["certificate"]
-    lines = [f"state:        {report.state}"]
-    if "node" in d:
-        lines.append(f"node:         {d['node']}")
+    health = d.get("health")
+    lines = [f"State:        {report.state}" + (f", {health}" if health else "")]
+    if d.get("node"):
+        lines.append(f"Node:         {d['node']}")
     if cert.get("present"):
+        renewal = d.get("renewal") or {}
+        expires = f"Expires:      {cert['not_after'][:10]} ({_left(cert['seconds_left'])}"
+        if renewal.get("renew_at") and cert["seconds_left"] > 0:
+            expires += f", {_renews(renewal['renew_at'], d['checked_at'])}"
         lines += [
-            f"subject:      {cert['subject']}",
-            f"issuer:       {cert['issuer']}",
+            expires + ")",
+            f"Certificate:  {cert['path']}",
+            f"Subject:      {cert['subject']}",
+            f"Issuer:       {cert['issuer']}",
             f"SANs:         {', '.join(cert['sans']['dns'] + cert['sans']['ip']) or '(none)'}",
-            f"valid until:  {cert['not_after']} ({_left(cert['seconds_left'])})",
-            f"certificate:  {cert['path']}",
+            f"Serial:       {cert['serial']}",
         ]
+    for ca in d.get("ca") or []:
+        lines.append(f"CA:           {ca['subject']} {ca['pin']} (until {ca['not_after'][:10]})")
     kc = d["kubeconfig"]
     if kc.get("present"):
-        lines.append(f"kubeconfig:   {kc['path']} (server {kc.get('server', '?')})")
-    if d["ca_file"]["present"]:
-        lines.append(f"CA file:      {d['ca_file']['path']}")
-    lines += [f"problem:      {p}" for p in report.problems]
+        lines.append(f"Kubeconfig:   {kc['path']} (server {kc.get('server') or '?'})")
+    lines += _daemon_lines(d)
+    err = d.get("last_error")
+    if err:
+        lines.append(f"Last error:   {err.get('message')} (at {err.get('at')})")
+    lines += [f"Problem:      {p}" for p in report.problems]
     return "\n".join(lines) + "\n"
+
+
+def _daemon_lines(d: dict[str, Any]) -> list[str]:
+    lines = []
+    kubelet = d.get("kubelet")
+    if kubelet and kubelet.get("managed"):
+        parts = [kubelet.get("state") or "unknown"]
+        if kubelet.get("pid"):
+            parts.append(f"pid {kubelet['pid']}")
+        if kubelet.get("restarts") is not None:
+            parts.append(f"{kubelet['restarts']} restarts")
+        if kubelet.get("since"):
+            parts.append(f"since {kubelet['since']}")
+        if kubelet.get("healthz"):
+            parts.append(f"healthz {kubelet['healthz']}")
+        lines.append(f"Kubelet:      {', '.join(parts)}")
+    agent = d.get("agent")
+    if agent:
+        parts = ["running" if agent["running"] else "NOT RUNNING"]
+        if agent.get("pid"):
+            parts.append(f"pid {agent['pid']}")
+        if agent.get("version"):
+            parts.append(f"version {agent['version']}")
+        lines.append(f"Agent:        {', '.join(parts)}")
+    return lines
 
 
 def _left(seconds: int) -> str:
     if seconds <= 0:
         return f"EXPIRED {format_duration(dt.timedelta(seconds=-seconds))} ago"
-    return (
-        f"{seconds // 86400} days left"
-        if seconds >= 86400
-        else f"{format_duration(dt.timedelta(seconds=seconds))} left"
-    )
+    if seconds >= 86400:
+        return f"VALID: {seconds // 86400} days"
+    return f"VALID: {format_duration(dt.timedelta(seconds=seconds))}"
 
 
-def _describe(cert: x509.Certificate, now: dt.datetime) -> dict[str, Any]:
-    cn = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    name = str(cn[0]) if cn else ""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        dns = list(san.get_values_for_type(x509.DNSName))
-        ips = [str(a) for a in san.get_values_for_type(x509.IPAddress)]
-    except x509.ExtensionNotFound:
-        dns, ips = [], []
-    na = compat.not_valid_after(cert)
-    return {
-        "node": name.removeprefix("system:node:"),
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
-        "serial": f"{cert.serial_number:x}",
-        "sans": {"dns": dns, "ip": ips},
-        "not_before": _iso(compat.not_valid_before(cert)),
-        "not_after": _iso(na),
-        "seconds_left": int((na - now).total_seconds()),
-    }
-
-
-def _kubeconfig_facts(doc: dict[str, Any]) -> dict[str, Any]:
-    facts: dict[str, Any] = {"current_context": doc.get("current-context")}
-    ctx = _named(doc.get("contexts"), facts["current_context"], "context")
-    cluster = _named(doc.get("clusters"), ctx.get("cluster"), "cluster")
-    user = _named(doc.get("users"), ctx.get("user"), "user")
-    facts["server"] = cluster.get("server")
-    facts["user"] = ctx.get("user")
-    facts["client_certificate"] = user.get("client-certificate")
-    facts["client_key"] = user.get("client-key")
-    return facts
-
-
-def _named(items: object, name: object, inner: str) -> dict[str, Any]:
-    if isinstance(items, list):
-        for item in items:
-            if (
-                isinstance(item, dict)
-                and item.get("name") == name
-                and isinstance(item.get(inner), dict)
-            ):
-                return dict(item[inner])
-    return {}
+def _renews(renew_at: str, checked_at: str) -> str:
+    delta = state.parse_iso(renew_at) - state.parse_iso(checked_at)
+    if delta.total_seconds() <= 0:
+        return "renewal due"
+    days = int(delta.total_seconds() // 86400)
+    return f"renews in {days} days" if days >= 1 else f"renews in {format_duration(delta)}"
 
 
 _CERT_KEYS = (
@@ -251,7 +489,3 @@ _ORDER = ("valid", "not-yet-valid", "mismatched", "expired", "not-joined", "unre
 
 def _worse(a: str, b: str) -> str:
     return a if _ORDER.index(a) >= _ORDER.index(b) else b
-
-
-def _iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,4 +1,4 @@
-"""Crash-safe files: the one atomic writer, versioned PEMs behind a symlink, the lock.
+"""Versioned PEMs behind a symlink, switched crash-safely (writes go through ``files``).
 
 Layout as the kubelet's own certificate store: ``<prefix>-<timestamp>.pem`` holds the
 certificate chain and the key together, and ``<prefix>-current.pem`` is a symlink that is
@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
-import fcntl
 import os
 import re
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,56 +19,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from . import compat
-from .errors import LockedError, StoreError
+from .errors import StoreError
+from .files import TMP_PREFIX as _TMP_PREFIX
+from .files import atomic_write, ensure_dir, fsync_dir, state_lock, strerror
+
+__all__ = ["Pair", "PairStore", "atomic_write", "ensure_dir", "parse_pair", "state_lock"]
 
 KEEP_PREVIOUS = 3
 _KEY_BLOCK = re.compile(
     rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.+?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL
 )
-_TMP_PREFIX = ".join-agent-tmp-"
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data``: temp file in the same directory created with the
-    final mode, fsync, rename, fsync the directory. On failure the old file stays and
-    no temp file is left behind.
-    """
-    directory = path.parent
-    ensure_dir(directory)
-    tmp = directory / f"{_TMP_PREFIX}{path.name}.{os.getpid()}"
-    try:
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode
-        )
-        try:
-            os.fchmod(fd, mode)  # the umask must not widen or narrow what we asked for
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(directory)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise StoreError(f"cannot write {path}: {_strerror(e)}") from None
-
-
-def ensure_dir(directory: Path, mode: int = 0o755) -> None:
-    try:
-        directory.mkdir(mode=mode, parents=True, exist_ok=True)
-    except OSError as e:
-        raise StoreError(f"cannot create directory {directory}: {_strerror(e)}") from None
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -89,7 +45,7 @@ class Pair:
 
 
 def pair_pem(chain: list[x509.Certificate], key_pem: bytes) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain) + key_pem
+    return compat.pem(chain) + key_pem
 
 
 def parse_pair(path: Path, data: bytes) -> Pair:
@@ -131,16 +87,23 @@ class PairStore:
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise StoreError(f"cannot read {self.current}: {_strerror(e)}") from None
+            raise StoreError(f"cannot read {self.current}: {strerror(e)}") from None
         return parse_pair(self.current, data)
 
     def install(self, chain: list[x509.Certificate], key_pem: bytes, now: dt.datetime) -> Path:
         """Write a new version and switch ``current`` to it; returns the version's path."""
+        version = self.write_version(chain, key_pem, now)
+        self.switch(version)
+        self.prune()
+        return version
+
+    def write_version(
+        self, chain: list[x509.Certificate], key_pem: bytes, now: dt.datetime
+    ) -> Path:
+        """Write a new versioned file without switching to it (callers stage, then switch)."""
         ensure_dir(self.directory)
         version = self._new_version_path(now)
         atomic_write(version, pair_pem(chain, key_pem), 0o600)
-        self.switch(version)
-        self.prune()
         return version
 
     def switch(self, version: Path) -> None:
@@ -153,7 +116,7 @@ class PairStore:
         except OSError as e:
             with contextlib.suppress(OSError):
                 self._pending.unlink()
-            raise StoreError(f"cannot switch {self.current}: {_strerror(e)}") from None
+            raise StoreError(f"cannot switch {self.current}: {strerror(e)}") from None
 
     def recover(self) -> list[str]:
         """Repair what an interrupted write left; returns what it did, for the log.
@@ -194,7 +157,9 @@ class PairStore:
         current = self.current.resolve() if self.current.exists() else None
         older = [p for p in self.versions() if p.resolve() != current]
         for p in older[: max(0, len(older) - keep)]:
-            with contextlib.suppress(FileNotFoundError):
+            # Pruning is housekeeping: the new credentials are in place already, so a file
+            # that cannot be removed now is left for the next rotation.
+            with contextlib.suppress(OSError):
                 p.unlink()
 
     def _new_version_path(self, now: dt.datetime) -> Path:
@@ -205,36 +170,3 @@ class PairStore:
             path = self.directory / f"{self.prefix}-{stamp}-{n}.pem"
             n += 1
         return path
-
-
-@contextlib.contextmanager
-def state_lock(state_dir: Path, wait: float = 60.0) -> Iterator[None]:
-    """Hold ``<state_dir>/lock`` (flock) so ``join`` cannot race the service."""
-    ensure_dir(state_dir, 0o700)
-    path = state_dir / "lock"
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as e:
-        raise StoreError(f"cannot open the lock {path}: {_strerror(e)}") from None
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockedError(
-                        f"another join-agent holds {path} (still after {wait:g}s): wait for "
-                        "it to finish, or stop the join-agent service first"
-                    ) from None
-                time.sleep(0.2)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _strerror(e: OSError) -> str:
-    if e.errno == errno.ENOSPC:
-        return "no space left on the device"
-    return e.strerror or str(e)

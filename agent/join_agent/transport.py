@@ -1,15 +1,22 @@
-"""The one gateway for HTTP: deadlines that cover the body, a size cap, no redirects.
+"""The one gateway for HTTP: a deadline that covers the whole exchange, a size cap, no
+redirects, nothing taken from the environment.
 
-httpx's read timeout is per chunk, so a server dribbling one byte a second would never
-time out; the total deadline here is checked between chunks, and a stalled read is cut
-by the read timeout, which is never longer than the deadline.
+httpx's timeouts are per socket operation, so a server that dribbles its headers or
+body a byte at a time never times out. Each request therefore runs in a helper thread
+that is abandoned at the deadline (the process is short-lived: ``join`` or the daemon's
+worker child); inside it, every read is still bounded by httpx's read timeout and the
+body by the size cap. Responses must not be compressed: a small gzip body can inflate to
+gigabytes in memory before any cap could look at it, and CFSSL never compresses.
 """
 
 from __future__ import annotations
 
+import re
 import ssl
-import time
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -55,16 +62,45 @@ def system_trust() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+def client_for(urls: Sequence[str], limits: Limits | None = None) -> httpx.Client:
+    """A client for these peers: the system trust store when any of them is https."""
+    https = any(urlsplit(u).scheme.lower() == "https" for u in urls)
+    return make_client(verify=system_trust() if https else False, limits=limits)
+
+
 def post(client: httpx.Client, url: str, body: bytes, limits: Limits, *, what: str) -> Response:
     """POST ``body`` as JSON and return the whole answer, within ``limits``.
 
     ``what`` names the peer in errors ("the CA at http://…").
     """
-    start = time.monotonic()
+    outcome: list[Response | BaseException] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append(_post(client, url, body, limits, what))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread as is
+            outcome.append(e)
+
+    worker = threading.Thread(target=attempt, name="join-agent-http", daemon=True)
+    worker.start()
+    worker.join(limits.deadline)
+    if not outcome:
+        raise _deadline(what, limits)  # the thread is left to its read timeout
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _post(client: httpx.Client, url: str, body: bytes, limits: Limits, what: str) -> Response:
+    headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
     try:
-        with client.stream(
-            "POST", url, content=body, headers={"Content-Type": "application/json"}
-        ) as r:
+        with client.stream("POST", url, content=body, headers=headers) as r:
+            encoding = r.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                raise TransportError(
+                    f"{what} sent a compressed answer ({encoding[:20]}) although asked not to"
+                )
             declared = r.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limits.max_body:
                 raise TransportError(
@@ -73,24 +109,18 @@ def post(client: httpx.Client, url: str, body: bytes, limits: Limits, *, what: s
                 )
             chunks: list[bytes] = []
             size = 0
-            for chunk in r.iter_bytes():
+            for chunk in r.iter_bytes():  # identity-encoded (checked above): raw bytes
                 size += len(chunk)
                 if size > limits.max_body:
                     raise TransportError(
                         f"{what} sent an answer larger than the {limits.max_body}-byte limit"
                     )
-                if time.monotonic() - start > limits.deadline:
-                    raise _deadline(what, limits)
                 chunks.append(chunk)
-            if time.monotonic() - start > limits.deadline:
-                raise _deadline(what, limits)
             return Response(url=url, status=r.status_code, headers=r.headers, body=b"".join(chunks))
     except httpx.TimeoutException:
         raise _deadline(what, limits) from None
     except httpx.ConnectError as e:
         raise TransportError(f"cannot connect to {what}: {_reason(e)}") from None
-    except httpx.DecodingError:
-        raise TransportError(f"{what} sent an answer that cannot be decoded") from None
     except httpx.HTTPError as e:
         raise TransportError(f"the connection to {what} broke: {_reason(e)}") from None
 
@@ -106,4 +136,4 @@ def _reason(e: Exception) -> str:
     while inner.__context__ is not None and inner.__context__ is not inner:
         inner = inner.__context__
     text = str(inner) or type(inner).__name__
-    return text.replace("[Errno 111] ", "").replace("[Errno 104] ", "")[:200]
+    return re.sub(r"^\[Errno -?\d+\] ", "", text)[:200]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from . import store
+from .config import PIN_PATTERN
 from .errors import StoreError
 
-_PIN = re.compile(r"^sha256:[0-9a-f]{64}$")
 TOFU_FILE = "ca-pin"
 
 
@@ -21,7 +19,7 @@ def recorded_pin(state_dir: Path) -> str | None:
         return None
     except OSError as e:
         raise StoreError(f"cannot read the recorded CA pin {path}: {e.strerror}") from None
-    if not _PIN.match(text):
+    if not PIN_PATTERN.match(text):
         raise StoreError(
             f"the recorded CA pin {path} is damaged: remove it only if you trust the CA "
             "that answers now, or put the right pin into signer.cfssl.ca_pins"
@@ -39,8 +37,3 @@ def effective_pins(
         return ()
     pin = recorded_pin(state_dir)
     return None if pin is None else (pin,)
-
-
-def record_pin(state_dir: Path, pin: str) -> None:
-    """Record the first CA's pin; it is never replaced automatically afterwards."""
-    store.atomic_write(state_dir / TOFU_FILE, (pin + "\n").encode(), 0o644)

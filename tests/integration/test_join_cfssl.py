@@ -130,17 +130,26 @@ def test_status_reports_the_joined_node(node: Node) -> None:
     assert json.loads(before.stdout)["state"] == "not-joined"
     assert node.run("join").returncode == 0
     r = node.run("status", "--json")
-    assert r.returncode == 0, r.stdout + r.stderr
+    # Valid credentials, but no daemon renews them: degraded, and it says why.
+    assert r.returncode == 1, r.stdout + r.stderr
     doc = json.loads(r.stdout)
     assert doc["state"] == "valid"
+    assert doc["health"] == "degraded"
+    assert doc["agent"]["running"] is False
+    assert any("join-agent run is not running" in p for p in doc["problems"])
+    assert doc["source"] == "files"
+    assert doc["renewal"]["renew_at"] is not None
     assert doc["node"] == "worker-1"
     assert doc["certificate"]["sans"] == {"dns": ["worker-1"], "ip": ["192.0.2.10", "fd00::10"]}
     assert doc["certificate"]["issuer"] == "CN=join-agent test CA"
     assert doc["certificate"]["seconds_left"] > 364 * 86400
     assert doc["kubeconfig"]["server"] == "https://127.0.0.1:6443"
     text = node.run("status")
-    assert text.returncode == 0
-    assert "days left" in text.stdout and "worker-1" in text.stdout
+    assert text.returncode == 1
+    assert (
+        "(VALID: 364 days, renews in" in text.stdout or "(VALID: 365 days, renews in" in text.stdout
+    )
+    assert "Node:         worker-1" in text.stdout
 
 
 def test_wrong_pin_is_refused_and_nothing_is_written(node: Node) -> None:

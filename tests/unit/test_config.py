@@ -98,6 +98,10 @@ def test_defaults_are_those_of_the_design() -> None:
         manage=True,
         command=("/usr/bin/kubelet", "--config=/var/lib/kubelet/config.yaml"),
         stop_grace=30 * s,
+        restart_min=1 * s,
+        restart_max=60 * s,
+        stable_after=30 * s,
+        healthz_url="http://127.0.0.1:10248/healthz",
     )
     assert cfg.metrics_listen == ""
     assert cfg.node.exclude_interfaces == config.DEFAULT_EXCLUDE_INTERFACES
@@ -164,7 +168,13 @@ def test_unmanaged_kubelet_may_have_no_command() -> None:
     doc["kubelet"]["command"] = []
     cfg = config.parse(doc)
     assert cfg.kubelet == config.KubeletConfig(
-        manage=False, command=(), stop_grace=dt.timedelta(seconds=30)
+        manage=False,
+        command=(),
+        stop_grace=dt.timedelta(seconds=30),
+        restart_min=dt.timedelta(seconds=1),
+        restart_max=dt.timedelta(minutes=1),
+        stable_after=dt.timedelta(seconds=30),
+        healthz_url="http://127.0.0.1:10248/healthz",
     )
 
 
@@ -199,8 +209,8 @@ def test_unmanaged_kubelet_may_have_no_command() -> None:
         # the API server URL
         ("cluster.server", _DELETE, "cluster.server", "is required"),
         ("cluster.server", "", "cluster.server", "is required"),
-        ("cluster.server", "http://10.0.0.5:6443", "cluster.server", "must be a https URL"),
-        ("cluster.server", "10.0.0.5:6443", "cluster.server", "must be a https URL"),
+        ("cluster.server", "http://10.0.0.5:6443", "cluster.server", "must be an https URL"),
+        ("cluster.server", "10.0.0.5:6443", "cluster.server", "must be an https URL"),
         ("cluster.server", "https://", "cluster.server", "with a host"),
         ("cluster.server", "https://10.0.0.5:99999", "cluster.server", "invalid URL"),
         (

@@ -272,26 +272,26 @@ def test_render_json_is_stable(ca: CA, node_key: Any) -> None:
     assert text.endswith("}\n")
 
 
-def test_render_text_mentions_days_left(ca: CA, node_key: Any) -> None:
+def test_render_text_says_how_long_it_is_valid(ca: CA, node_key: Any) -> None:
     text = status.render_text(assess(healthy(ca, node_key, not_after=NOW + 30 * DAY)))
-    assert "state:        valid\n" in text
-    assert "node:         node-1\n" in text
-    assert "(30 days left)" in text
+    assert "State:        valid\n" in text
+    assert "Node:         node-1\n" in text
+    assert "(VALID: 30 days)" in text
     assert "SANs:         node-1, 10.0.0.7, fd00::7\n" in text
-    assert f"kubeconfig:   {KC_PATH} (server {SERVER})\n" in text
+    assert f"Kubeconfig:   {KC_PATH} (server {SERVER})\n" in text
 
 
 def test_render_text_under_a_day(ca: CA, node_key: Any) -> None:
     text = status.render_text(assess(healthy(ca, node_key, not_after=NOW + dt.timedelta(hours=5))))
-    assert "(5h 0m left)" in text
+    assert "(VALID: 5h 0m)" in text
 
 
 def test_render_text_when_expired(ca: CA, node_key: Any) -> None:
     report = assess(healthy(ca, node_key, not_before=NOW - 30 * DAY, not_after=NOW - 2 * DAY))
     text = status.render_text(report)
-    assert "state:        expired\n" in text
+    assert "State:        expired\n" in text
     assert "(EXPIRED 2d 0h ago)" in text
-    assert "problem:      the certificate expired 2d 0h ago" in text
+    assert "Problem:      the certificate expired 2d 0h ago" in text
 
 
 # -- snapshot: the thin edge, on real files --------------------------------------------

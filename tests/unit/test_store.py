@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from join_agent import store
+from join_agent import files, store
 from join_agent.errors import LockedError, StoreError
 
 from ._certs import CA, NOW, cert_pem, ec_key, key_pem
@@ -92,7 +92,7 @@ def test_atomic_write_keeps_the_old_file_when_it_fails(tmp_path: Path) -> None:
     """The temp file's name is taken by a directory: nothing is written, nothing is lost."""
     path = tmp_path / "status.json"
     path.write_bytes(b"old")
-    blocker = tmp_path / f"{store._TMP_PREFIX}status.json.{os.getpid()}"
+    blocker = tmp_path / f"{files.TMP_PREFIX}status.json.{os.getpid()}"
     blocker.mkdir()
     with pytest.raises(StoreError):
         store.atomic_write(path, b"new")
@@ -189,7 +189,7 @@ def test_prune_orders_same_second_versions_by_install(
 
 
 def pending_link(s: store.PairStore) -> Path:
-    return s.directory / f"{store._TMP_PREFIX}{s.prefix}-current.pem"
+    return s.directory / f"{files.TMP_PREFIX}{s.prefix}-current.pem"
 
 
 def interrupted_switch(
@@ -248,7 +248,7 @@ def test_recover_drops_a_switch_to_a_pair_that_does_not_match(
 def test_recover_removes_stray_temp_files(tmp_path: Path, ca: CA, node_key: Any) -> None:
     s = store.PairStore(tmp_path, "kubelet-client")
     first = s.install(leaf(ca, node_key), key_pem(node_key), NOW)
-    stray = tmp_path / f"{store._TMP_PREFIX}kubelet-client-2024-06-01-12-00-01.pem.4242"
+    stray = tmp_path / f"{files.TMP_PREFIX}kubelet-client-2024-06-01-12-00-01.pem.4242"
     stray.write_bytes(b"-----BEGIN CERT")
     done = s.recover()
     assert not stray.exists()

@@ -18,6 +18,7 @@ from .base import Signer
 class SignerSetup:
     signer: Signer
     record_tofu_pin: bool  # the CA is accepted on first use; record its pin after success
+    pins: tuple[str, ...] | None  # what the CA was checked against (None: first use)
 
 
 def build(
@@ -32,7 +33,7 @@ def build(
     from .cfssl import CfsslSigner
 
     key = credentials.cfssl_auth_key(cfg.cfssl.auth_key_file, environ)
-    log.register_secret(key)
+    log.register_secret(key)  # also covers both cases of its hex spelling
     pins = trust.effective_pins(
         cfg.cfssl.ca_pins, cfg.cfssl.insecure_skip_ca_pin, cfg.paths.state_dir
     )
@@ -40,6 +41,15 @@ def build(
     if not cfg.cfssl.ca_pins:
         origin = f"the pin recorded on first use ({cfg.paths.state_dir / trust.TOFU_FILE})"
     return SignerSetup(
-        signer=CfsslSigner(cfg.cfssl, key, client, pins=pins, pins_origin=origin, limits=limits),
+        signer=CfsslSigner(
+            cfg.cfssl,
+            key,
+            client,
+            pins=pins,
+            pins_origin=origin,
+            limits=limits,
+            clock_skew=cfg.renewal.clock_skew,
+        ),
         record_tofu_pin=pins is None,
+        pins=pins,
     )

@@ -8,6 +8,7 @@ with the envelope ``{"success", "result", "errors": [{"code", "message"}], "mess
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -48,10 +49,14 @@ class CfsslSigner:
         pins: Sequence[str] | None,
         pins_origin: str = "signer.cfssl.ca_pins",
         limits: Limits | None = None,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+        clock_skew: dt.timedelta = dt.timedelta(minutes=2),
     ) -> None:
         """``pins=None`` accepts any CA (trust on first use); the caller records its pin."""
         self.cfg = cfg
         self.pins_origin = pins_origin
+        self.now = now
+        self.clock_skew = clock_skew
         self._key = auth_key
         self.client = client
         self.pins = None if pins is None else tuple(pins)
@@ -83,12 +88,12 @@ class CfsslSigner:
     def _ca_at(self, url: str) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
         bundle = fetch_info(self.client, url, self.limits, self.cfg.profile, self.cfg.label)
         ca = bundle[0]
-        self._check_pin(ca, bundle, url)
-        return ca, tuple(bundle)
+        return ca, self._check_pin(ca, bundle, url)
 
     def _check_pin(
         self, ca: x509.Certificate, bundle: Sequence[x509.Certificate], url: str
-    ) -> None:
+    ) -> tuple[x509.Certificate, ...]:
+        """The trusted path from the issuing CA to a pin; nothing else is kept."""
         if self.pins is None:
             log.warning(
                 "ca_not_pinned",
@@ -97,25 +102,17 @@ class CfsslSigner:
                 msg="insecure_skip_ca_pin is set: trusting this CA on first use; "
                 "put its pin into signer.cfssl.ca_pins",
             )
-            return
-        # The issuing CA may be an intermediate under a pinned root: accept a chain
-        # inside the bundle that leads from the issuing CA to a pinned certificate.
-        current = ca
-        seen = 0
-        while seen <= len(bundle):
-            if pki.matches_pin(current, self.pins):
-                return
-            parent = next(
-                (c for c in bundle if c is not current and compat.signed_by(current, c)), None
+        try:
+            return pki.trusted_path(
+                ca,
+                bundle,
+                self.pins,
+                now=self.now(),
+                clock_skew=self.clock_skew,
+                origin=self.pins_origin,
             )
-            if parent is None:
-                break
-            current, seen = parent, seen + 1
-        raise TrustError(
-            f"the CA at {url} ({ca.subject.rfc4514_string()}) has pin {pki.spki_pin(ca)}, "
-            f"which is not in {self.pins_origin}: refusing it (if the CA really changed, "
-            "add its pin to signer.cfssl.ca_pins after checking it out of band)"
-        )
+        except TrustError as e:
+            raise TrustError(f"the CA at {url}: {e}") from None
 
     def _sign_at(self, url: str, csr: x509.CertificateSigningRequest, identity: Identity) -> Issued:
         ca, bundle = self._ca_at(url)

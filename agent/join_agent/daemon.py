@@ -1,0 +1,629 @@
+"""``join-agent run``: keep the node's credentials valid and its kubelet running.
+
+The resident loop stays on the standard library: every enrollment or inspection runs
+in a short-lived child (``join-agent worker …``) that loads cryptography and httpx and
+exits. The loop sleeps until the next event — a renewal time, a signal, a child
+exiting, a watchdog tick — never longer than schedule.MAX_SLEEP, and recomputes every
+time from the wall clock (suspend, NTP steps).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from . import __version__, config, schedule, state
+from .config import Config
+from .durations import format_duration
+from .errors import ConfigError, JoinAgentError
+from .kubelet import KubeletSupervisor
+from .log import get_logger
+from .notify import Notifier
+
+log = get_logger("join_agent.daemon")
+
+Clock = Callable[[], dt.datetime]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass
+class Worker:
+    """One running child: ``join-agent worker <mode>``."""
+
+    mode: str
+    proc: subprocess.Popen[bytes]
+    started: dt.datetime
+    output: bytearray = field(default_factory=bytearray)
+
+
+@dataclass
+class Renewal:
+    """Where the renewal cycle stands (all times wall-clock UTC)."""
+
+    failures: int = 0
+    last_attempt: dt.datetime | None = None
+    last_success: dt.datetime | None = None
+    last_error: dict[str, str] | None = None
+    last_ok: bool | None = None
+    requested: bool = False  # SIGUSR1 / `join-agent renew` / an identity change
+    reason: str = ""
+    splay_until: dt.datetime | None = None
+
+
+class Daemon:
+    """The loop. Everything it decides comes from schedule.py; it only acts."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        notifier: Notifier,
+        environ: Mapping[str, str],
+        clock: Clock = utcnow,
+        rng: random.Random | None = None,
+        kubelet_factory: Callable[[Config, str], KubeletSupervisor | None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.notifier = notifier
+        self.environ = dict(environ)
+        self.clock = clock
+        self.rng = rng or random.SystemRandom()
+        self.salt = self.rng.random()
+        self.kubelet_factory = kubelet_factory or _default_kubelet
+        self.kubelet: KubeletSupervisor | None = None
+        self.creds: dict[str, Any] | None = None
+        self.renewal = Renewal()
+        self.worker: Worker | None = None
+        self.pending_signals: list[int] = []
+        self.stopping = False
+        self.ready_sent = False
+        self.started_at = clock()
+        self.last_published: str = ""
+        self.last_status_line = ""
+        self.last_watchdog = 0.0
+        self.waiting_for = "the state of the credentials on disk"
+        self.selector = selectors.DefaultSelector()
+        self.metrics: Any = None
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the exit code."""
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        self.selector.register(wake_r, selectors.EVENT_READ, "signal")
+        previous_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD):
+            signal.signal(sig, self._on_signal)
+        state.write_agent_pidfile(self.cfg.paths.state_dir, os.getpid())
+        self._start_metrics()
+        log.info("starting", version=__version__, config=str(self.cfg.source), pid=os.getpid())
+        self.notifier.send("STATUS=starting: reading the credentials on disk")
+        self._spawn_worker("inspect")
+        try:
+            while True:
+                now = self.clock()
+                self._drain(wake_r)
+                self._handle_signals(now)
+                self._collect_worker(now)
+                if self.stopping and self._stopped(now):
+                    break
+                if not self.stopping:
+                    self._decide(now)
+                self._tick_kubelet(now)
+                self._publish(now)
+                self._watchdog()
+                timeout = schedule.sleep_seconds(now, self._next_wake(now))
+                if self.notifier.watchdog_interval is not None:
+                    timeout = min(timeout, self.notifier.watchdog_interval.total_seconds())
+                self.selector.select(timeout)
+        finally:
+            signal.set_wakeup_fd(previous_fd)
+            state.remove_agent_pidfile(self.cfg.paths.state_dir, os.getpid())
+        self._publish(self.clock(), final=True)
+        log.info("stopped")
+        return 0
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.pending_signals.append(signum)
+
+    def _drain(self, fd: int) -> None:
+        try:
+            while os.read(fd, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _handle_signals(self, now: dt.datetime) -> None:
+        signals, self.pending_signals = self.pending_signals, []
+        for sig in signals:
+            if sig in (signal.SIGTERM, signal.SIGINT) and not self.stopping:
+                self._begin_stop(now, signal.Signals(sig).name)
+            elif sig == signal.SIGHUP:
+                self._reload(now)
+            elif sig == signal.SIGUSR1 and not self.stopping:
+                log.info("renewal_requested", via="SIGUSR1")
+                self._request_renewal("requested (SIGUSR1 / join-agent renew)")
+
+    # ------------------------------------------------------------------ decisions
+
+    def _decide(self, now: dt.datetime) -> None:
+        """Start a worker when one is due, and the kubelet when credentials exist."""
+        if self.creds is None or self.worker is not None:
+            return
+        self._check_identity(now)
+        due = self._next_attempt(now)
+        if due is not None and now >= due:
+            self._spawn_worker("enroll")
+            return
+        if self._joined() and self.cfg.kubelet.manage and self.kubelet is None:
+            self._start_kubelet(now)
+
+    def _joined(self) -> bool:
+        return bool(self.creds and self.creds.get("present")) and self.cfg.paths.kubeconfig.exists()
+
+    def _deadline(self) -> tuple[dt.datetime, dt.datetime] | None:
+        """(renew_at, not_after) of the current certificate, or None without one."""
+        c = self.creds
+        if not c or not c.get("present"):
+            return None
+        nb, na = state.parse_iso(c["not_before"]), state.parse_iso(c["not_after"])
+        # One draw per certificate, stable across restarts of the agent, different per node.
+        draw = random.Random(f"{c['serial']}").random()  # noqa: S311 - jitter, not a secret
+        return schedule.renewal_deadline(nb, na, draw), na
+
+    def _next_attempt(self, now: dt.datetime) -> dt.datetime | None:
+        r = self.renewal
+        known = self._deadline()
+        deadline = None if (known is None or r.requested) else known[0]
+        not_after = None if known is None else known[1]
+        at = schedule.next_attempt(
+            now,
+            deadline=deadline,
+            not_after=not_after,
+            failures=r.failures,
+            last_attempt=r.last_attempt,
+            retry_min=self.cfg.renewal.retry_min,
+            retry_max=self.cfg.renewal.retry_max,
+            draw=self._draw_for_attempt(),
+        )
+        if r.requested and r.failures == 0:
+            at = now  # an explicit request does not wait for the floor
+        if r.splay_until is not None:
+            at = max(at, r.splay_until)
+        return at
+
+    def _draw_for_attempt(self) -> float:
+        # The same draw for one attempt, so recomputing on every wake-up does not move the
+        # retry time; a new attempt gets a new one. The salt is this process's own, so a
+        # fleet that failed at the same second does not retry at the same second.
+        seed = f"{self.salt}:{self.renewal.failures}:{self.renewal.last_attempt}"
+        return random.Random(seed).random()  # noqa: S311 - jitter, not a secret
+
+    def _check_identity(self, now: dt.datetime) -> None:
+        """Renew early when the node's name or addresses no longer match the certificate."""
+        c = self.creds
+        if not c or not c.get("present") or self.renewal.requested:
+            return
+        from . import identity
+
+        try:
+            ident = identity.resolve(self.cfg.node)
+        except JoinAgentError as e:
+            log.warning("identity_unavailable", error=str(e))
+            return
+        want_ips = sorted(str(a) for a in ident.addresses)
+        have_ips = sorted(c.get("sans", {}).get("ip", []))
+        if ident.name != c.get("node") or want_ips != have_ips:
+            log.info(
+                "identity_changed",
+                node=ident.name,
+                addresses=want_ips,
+                certificate_addresses=have_ips,
+            )
+            self._request_renewal(f"the node's addresses changed ({', '.join(want_ips)})")
+
+    def _request_renewal(self, reason: str) -> None:
+        self.renewal.requested = True
+        self.renewal.reason = reason
+        self.renewal.splay_until = None
+
+    # ------------------------------------------------------------------ the worker child
+
+    def _spawn_worker(self, mode: str) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "join_agent",
+            "--config",
+            str(self.cfg.source),
+            "worker",
+            mode,
+        ]
+        env = {k: v for k, v in self.environ.items() if k not in _NOT_FOR_CHILDREN}
+        now = self.clock()
+        if mode == "enroll":
+            self.renewal.last_attempt = now
+            self.waiting_for = "the CA"
+            log.info("enrolling", reason=self.renewal.reason or "renewal deadline")
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env, close_fds=True
+        )
+        stdout = typing.cast(IO[bytes], proc.stdout)  # stdout=PIPE: never None
+        os.set_blocking(stdout.fileno(), False)
+        self.selector.register(stdout, selectors.EVENT_READ, "worker")
+        self.worker = Worker(mode=mode, proc=proc, started=now)
+
+    def _collect_worker(self, now: dt.datetime) -> None:
+        w = self.worker
+        if w is None:
+            return
+        stdout = typing.cast(IO[bytes], w.proc.stdout)
+        try:
+            while chunk := stdout.read(65536):
+                w.output += chunk
+        except (BlockingIOError, TypeError):
+            pass  # nothing more yet (read() on a non-blocking pipe may return None)
+        if w.proc.poll() is None:
+            if now - w.started > _WORKER_TIMEOUT:
+                log.error("worker_timeout", mode=w.mode, pid=w.proc.pid)
+                w.proc.kill()
+            return
+        self.selector.unregister(stdout)
+        stdout.close()
+        self.worker = None
+        try:
+            result = json.loads(bytes(w.output) or b"null")
+        except ValueError:
+            result = None
+        if not isinstance(result, dict):
+            result = {
+                "ok": False,
+                "error": f"the worker exited with status {w.proc.returncode} and no result "
+                "(see the log lines above)",
+                "kind": "WorkerError",
+            }
+        self._apply(now, w.mode, result)
+
+    def _apply(self, now: dt.datetime, mode: str, result: dict[str, Any]) -> None:
+        creds = result.get("credentials")
+        if isinstance(creds, dict):
+            old_serial = (self.creds or {}).get("serial")
+            self.creds = creds
+            rotated = creds.get("serial") != old_serial and old_serial is not None
+        else:
+            rotated = False
+        r = self.renewal
+        if mode == "inspect":
+            if result.get("ok") is False and self.creds is None:
+                self.creds = {"present": False}
+            if not self._joined() and self.cfg.renewal.splay and r.splay_until is None:
+                delay = schedule.splay_delay(self.cfg.renewal.splay, self.rng.random())
+                r.splay_until = now + delay
+                log.info("splay", delay=format_duration(delay))
+            if not self._joined():
+                r.reason = "no credentials yet"
+            return
+        if result.get("ok"):
+            r.failures, r.requested, r.reason = 0, False, ""
+            r.last_success, r.last_ok = now, True
+            r.splay_until = None
+            log.info(
+                "renewed", serial=(self.creds or {}).get("serial"), source=result.get("source")
+            )
+            self._after_rotation(now, ca_changed=bool(result.get("ca_changed")), rotated=rotated)
+            if self.metrics:
+                self.metrics.renewals.labels(result="success").inc()
+        else:
+            r.failures += 1
+            r.last_ok = False
+            r.last_error = {
+                "message": str(result.get("error", "unknown error")),
+                "kind": str(result.get("kind", "")),
+                "at": state.iso(now),
+            }
+            log.error("renewal_failed", error=r.last_error["message"], failures=r.failures)
+            if self.metrics:
+                self.metrics.renewals.labels(result="failure").inc()
+                self.metrics.failures.labels(reason=r.last_error["kind"] or "unknown").inc()
+
+    def _after_rotation(self, now: dt.datetime, *, ca_changed: bool, rotated: bool) -> None:
+        # The client certificate is re-read by client-go at each handshake: no restart.
+        # CA data in the kubeconfig is not reloaded, nor (before 1.31's default) a serving
+        # certificate read from a file: those need one restart.
+        if self.kubelet is None or not (ca_changed or rotated):
+            return
+        if ca_changed:
+            log.warning("kubelet_restart", reason="the cluster CA changed")
+            self.kubelet.restart(now)
+        elif rotated and self._kubelet_serves_our_cert():
+            log.info("kubelet_restart", reason="it serves the rotated certificate")
+            self.kubelet.restart(now)
+
+    def _kubelet_serves_our_cert(self) -> bool:
+        from .kubelet import serving_cert_file
+
+        served = serving_cert_file(list(self.cfg.kubelet.command), _read_text)
+        if served is None:
+            return False
+        ours = self.cfg.paths.pki_dir / "kubelet-client-current.pem"
+        return served == ours or served.resolve() == ours.resolve()
+
+    # ------------------------------------------------------------------ the kubelet
+
+    def _start_kubelet(self, now: dt.datetime) -> None:
+        name = str((self.creds or {}).get("node", ""))
+        self.kubelet = self.kubelet_factory(self.cfg, name)
+        if self.kubelet is not None:
+            self.kubelet.start(now)
+
+    def _tick_kubelet(self, now: dt.datetime) -> None:
+        if self.kubelet is not None:
+            before = self.kubelet.snapshot().get("restarts", 0)
+            self._kubelet_next = self.kubelet.tick(now)
+            if self.metrics:
+                delta = self.kubelet.snapshot().get("restarts", 0) - before
+                if delta > 0:
+                    self.metrics.kubelet_restarts.inc(delta)
+
+    # ------------------------------------------------------------------ stop / reload
+
+    def _begin_stop(self, now: dt.datetime, why: str) -> None:
+        log.info("stopping", signal=why)
+        self.stopping = True
+        self.notifier.send("STOPPING=1", "STATUS=stopping")
+        if self.worker is not None:
+            self.worker.proc.terminate()  # the store is crash-safe; the next start recovers
+        if self.kubelet is not None:
+            self.kubelet.stop(now)
+
+    def _stopped(self, now: dt.datetime) -> bool:
+        if self.worker is not None:
+            return False
+        return self.kubelet is None or self.kubelet.snapshot().get("state") == "stopped"
+
+    def _reload(self, now: dt.datetime) -> None:
+        self.notifier.send("RELOADING=1", "STATUS=reloading the config")
+        try:
+            new = config.load(self.cfg.source)
+        except ConfigError as e:
+            log.error("reload_refused", error=str(e), msg="keeping the running config")
+            self.notifier.send("READY=1", f"STATUS=config reload refused: {e}"[:200])
+            return
+        changed = _identity_of(new) != _identity_of(self.cfg)
+        kubelet_changed = new.kubelet != self.cfg.kubelet
+        self.cfg = new
+        log.info("reloaded", config=str(new.source), renew=changed)
+        if changed:
+            self._request_renewal("the config changed")
+        if kubelet_changed and self.kubelet is not None:
+            self.kubelet.stop(now)
+            self.kubelet = None  # started again with the new command by _decide
+        self.notifier.send("READY=1")
+
+    # ------------------------------------------------------------------ reporting
+
+    def _next_wake(self, now: dt.datetime) -> dt.datetime | None:
+        times: list[dt.datetime] = []
+        if self.creds is not None and self.worker is None and not self.stopping:
+            at = self._next_attempt(now)
+            if at is not None:
+                times.append(at)
+        kubelet_next = getattr(self, "_kubelet_next", None)
+        if kubelet_next is not None:
+            times.append(kubelet_next)
+        if self.worker is not None:
+            times.append(self.worker.started + _WORKER_TIMEOUT)
+        return min(times) if times else None
+
+    def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval
+        if interval is None or self.stopping:
+            return
+        mono = time.monotonic()
+        if mono - self.last_watchdog >= interval.total_seconds() * 0.9:
+            self.notifier.send("WATCHDOG=1")
+            self.last_watchdog = mono
+
+    def _publish(self, now: dt.datetime, *, final: bool = False) -> None:
+        doc = self.status_document(now, final=final)
+        text = json.dumps({k: v for k, v in doc.items() if k != "written_at"}, sort_keys=True)
+        if text != self.last_published:
+            self.last_published = text
+            try:
+                state.write(self.cfg.paths.state_dir, doc)
+            except JoinAgentError as e:
+                log.error("status_write_failed", error=str(e))
+        line = status_line(doc, now)
+        if line != self.last_status_line:
+            self.last_status_line = line
+            self.notifier.send(f"STATUS={line}")
+        if not self.ready_sent and not final and self._ready():
+            self.ready_sent = True
+            self.notifier.send("READY=1", f"STATUS={line}")
+            log.info("ready", status=line)
+        if self.metrics:
+            self.metrics.update(doc)
+
+    def _ready(self) -> bool:
+        if not self._joined():
+            return False
+        if not self.cfg.kubelet.manage:
+            return True
+        return self.kubelet is not None and self.kubelet.snapshot().get("pid") is not None
+
+    def status_document(self, now: dt.datetime, *, final: bool = False) -> dict[str, Any]:
+        r = self.renewal
+        known = self._deadline()
+        creds = self.creds or {"present": False}
+        at = None if self.creds is None or self.stopping else self._next_attempt(now)
+        agent_state = (
+            "stopped"
+            if final
+            else "stopping"
+            if self.stopping
+            else ("running" if self._ready() else "starting")
+        )
+        return {
+            "schema": state.SCHEMA,
+            "written_at": state.iso(now),
+            "agent": {
+                "version": __version__,
+                "pid": os.getpid(),
+                "start_time": state.process_start_time(os.getpid()),
+                "started_at": state.iso(self.started_at),
+                "state": agent_state,
+                "config": str(self.cfg.source),
+            },
+            "node": creds.get("node"),
+            "signer": {"kind": self.cfg.signer_kind, "urls": list(self.cfg.cfssl.urls)},
+            "credentials": creds,
+            "kubelet": self._kubelet_doc(),
+            "renewal": {
+                "renew_at": None if known is None else state.iso(known[0]),
+                "next_attempt": None if at is None else state.iso(at),
+                "failures": r.failures,
+                "last_attempt": None if r.last_attempt is None else state.iso(r.last_attempt),
+                "last_success": None if r.last_success is None else state.iso(r.last_success),
+                "last_ok": r.last_ok,
+                "reason": r.reason or None,
+                "in_progress": self.worker is not None and self.worker.mode == "enroll",
+            },
+            "last_error": r.last_error,
+            "waiting_for": None if self._ready() else self._waiting_for(now),
+        }
+
+    def _kubelet_doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"managed": self.cfg.kubelet.manage}
+        if self.kubelet is not None:
+            doc.update(self.kubelet.snapshot())
+        return doc
+
+    def _waiting_for(self, now: dt.datetime) -> str:
+        r = self.renewal
+        if self.creds is None:
+            return "reading the credentials on disk"
+        if r.splay_until is not None and now < r.splay_until:
+            return f"splay: first enrollment in {format_duration(r.splay_until - now)}"
+        if not self._joined():
+            if r.last_error:
+                return f"the CA (last attempt failed: {r.last_error['message']})"
+            return "the CA"
+        return "the kubelet to start"
+
+    def _start_metrics(self) -> None:
+        if not self.cfg.metrics_listen:
+            return
+        from .metrics import Metrics
+
+        self.metrics = Metrics.serve(self.cfg.metrics_listen)
+
+
+def status_line(doc: dict[str, Any], now: dt.datetime) -> str:
+    """One line a person reads in `systemctl status`."""
+    waiting = doc.get("waiting_for")
+    cert = doc.get("credentials") or {}
+    if not cert.get("present"):
+        return f"not joined yet; waiting for {waiting}" if waiting else "not joined yet"
+    na = state.parse_iso(cert["not_after"])
+    parts = [f"joined as {doc.get('node')}"]
+    if na <= now:
+        parts.append(f"cert EXPIRED {format_duration(now - na)} ago")
+    else:
+        text = f"cert expires in {format_duration(na - now)}"
+        renew_at = (doc.get("renewal") or {}).get("renew_at")
+        if renew_at:
+            ra = state.parse_iso(renew_at)
+            text += ", renewal overdue" if ra <= now else f", renews in {format_duration(ra - now)}"
+        parts.append(text)
+    kubelet = doc.get("kubelet") or {}
+    if kubelet.get("managed"):
+        parts.append(f"kubelet {kubelet.get('state', 'not started')}")
+    err = doc.get("last_error")
+    if doc.get("renewal", {}).get("last_ok") is False and err:
+        parts.append(f"last renewal failed: {err['message']}")
+    elif waiting:
+        parts.append(f"waiting for {waiting}")
+    return "; ".join(parts)[:400]
+
+
+_WORKER_TIMEOUT = dt.timedelta(minutes=10)
+_NOT_FOR_CHILDREN = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+
+
+def _identity_of(cfg: Config) -> tuple[object, ...]:
+    """What, when changed by a reload, calls for a new certificate or kubeconfig."""
+    return (cfg.cluster, cfg.node, cfg.signer_kind, cfg.cfssl, cfg.paths)
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def kubelet_pidfile(cfg: Config) -> Path:
+    return cfg.paths.state_dir / "kubelet.pid"
+
+
+def _default_kubelet(cfg: Config, node_name: str) -> KubeletSupervisor | None:
+    from . import kubelet
+
+    argv = kubelet.kubelet_argv(list(cfg.kubelet.command), cfg.paths.kubeconfig, node_name)
+    return kubelet.KubeletSupervisor(
+        argv=argv,
+        env=kubelet.kubelet_env(os.environ),
+        pidfile=kubelet_pidfile(cfg),
+        stop_grace=cfg.kubelet.stop_grace,
+        backoff_base=cfg.kubelet.restart_min,
+        backoff_cap=cfg.kubelet.restart_max,
+        stable_after=cfg.kubelet.stable_after,
+        draw=random.SystemRandom().random,
+        procs=kubelet.OsProcesses(),
+    )
+
+
+def main(cfg: Config, environ: Mapping[str, str]) -> int:
+    """Preflight, then the loop: what ``join-agent run`` does."""
+    from . import files, kubelet, notify
+
+    files.ensure_dir(cfg.paths.state_dir, 0o700)
+    other = state.running_agent(cfg.paths.state_dir)
+    if other is not None and other != os.getpid():
+        raise JoinAgentError(
+            f"join-agent run is already running for {cfg.paths.state_dir} (pid {other})"
+        )
+    if cfg.kubelet.manage:
+        problems = kubelet.conflicts(
+            list(cfg.kubelet.command),
+            read_file=kubelet.read_text,
+            unit_active=kubelet.systemd_unit_active,
+        )
+        if problems:
+            raise ConfigError(
+                "refusing to run a kubelet that would fight join-agent: " + "; ".join(problems)
+            )
+        reaped = kubelet.reap_stale(
+            kubelet_pidfile(cfg), stop_grace=cfg.kubelet.stop_grace, procs=kubelet.OsProcesses()
+        )
+        if reaped:
+            log.warning("stale_kubelet", action=reaped)
+    daemon = Daemon(cfg, notifier=notify.for_environment(environ), environ=environ)
+    return daemon.run()

@@ -1,0 +1,124 @@
+"""The one writer for files that matter, and the state lock. Standard library only.
+
+Every write: a temp file in the same directory created with the final mode, fsync,
+rename, fsync the directory. On failure the old file stays and no temp file is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import LockedError, StoreError
+
+TMP_PREFIX = ".join-agent-tmp-"
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` (stage, then commit)."""
+    commit(stage(path, data, mode), path)
+
+
+def stage(path: Path, data: bytes, mode: int = 0o600) -> Path:
+    """Write ``data`` to a fresh temp file beside ``path`` (final mode, fsynced) and return
+    it; ``commit`` renames it into place. Nothing visible changes until then."""
+    directory = path.parent
+    ensure_dir(directory)
+    tmp = directory / f"{TMP_PREFIX}{path.name}.{os.getpid()}"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # a leftover of a killed process with our pid
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(tmp, flags, mode)
+        try:
+            os.fchmod(fd, mode)  # the umask must not widen or narrow what we asked for
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        discard(tmp)
+        raise StoreError(f"cannot write {path}: {strerror(e)}") from None
+    return tmp
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Rename a staged file over ``path`` and make the rename durable."""
+    try:
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        discard(tmp)
+        raise StoreError(f"cannot write {path}: {strerror(e)}") from None
+
+
+def unchanged(path: Path, data: bytes, mode: int) -> bool:
+    """True when ``path`` holds exactly ``data``; a widened mode is put back on the way."""
+    try:
+        if path.read_bytes() != data:
+            return False
+        if path.stat().st_mode & 0o777 != mode:
+            path.chmod(mode)
+    except OSError:
+        return False
+    return True
+
+
+def discard(tmp: Path) -> None:
+    with contextlib.suppress(OSError):
+        tmp.unlink()
+
+
+def ensure_dir(directory: Path, mode: int = 0o755) -> None:
+    try:
+        directory.mkdir(mode=mode, parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot create directory {directory}: {strerror(e)}") from None
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def state_lock(state_dir: Path, wait: float = 60.0) -> Iterator[None]:
+    """Hold ``<state_dir>/lock`` (flock) so ``join`` cannot race the service."""
+    ensure_dir(state_dir, 0o700)
+    path = state_dir / "lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise StoreError(f"cannot open the lock {path}: {strerror(e)}") from None
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockedError(
+                        f"another join-agent holds {path} (still after {wait:g}s): wait for "
+                        "it to finish, or stop the join-agent service first"
+                    ) from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)
+
+
+def strerror(e: OSError) -> str:
+    if e.errno == errno.ENOSPC:
+        return "no space left on the device"
+    return e.strerror or str(e)

@@ -1,0 +1,35 @@
+"""``join-agent reset``: remove what ``join`` wrote, under the state lock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import files, state, trust
+from .config import Config
+from .errors import JoinAgentError
+
+
+def reset(cfg: Config) -> list[Path]:
+    """Remove the credentials, kubeconfig, CA file and recorded state; returns what went."""
+    pid = state.running_agent(cfg.paths.state_dir)
+    if pid is not None:
+        raise JoinAgentError(
+            f"join-agent run is running (pid {pid}): stop the service first "
+            "(systemctl stop join-agent), then reset"
+        )
+    removed: list[Path] = []
+    with files.state_lock(cfg.paths.state_dir):
+        candidates: list[Path] = []
+        if cfg.paths.pki_dir.is_dir():
+            for prefix in ("kubelet-client", "kubelet-server"):
+                candidates += sorted(cfg.paths.pki_dir.glob(f"{prefix}-*.pem"))
+                candidates += sorted(cfg.paths.pki_dir.glob(f"{files.TMP_PREFIX}{prefix}-*"))
+        candidates += [cfg.paths.kubeconfig, cfg.paths.ca_file]
+        candidates += [
+            cfg.paths.state_dir / n for n in (state.STATUS_FILE, trust.TOFU_FILE, "kubelet.pid")
+        ]
+        for path in candidates:
+            if path.is_symlink() or path.exists():
+                path.unlink()
+                removed.append(path)
+    return removed

@@ -1,0 +1,75 @@
+"""Enrollment and inspection, for ``join`` and for the daemon's short-lived child.
+
+The resident daemon stays on the standard library (a few MB) and runs this in a child
+process (``join-agent worker enroll|inspect``) whenever it needs cryptography or HTTP;
+the child prints one JSON document on stdout and exits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from . import enroll, identity, signers, state, store, transport
+from .config import Config
+from .errors import JoinAgentError
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def enroll_once(cfg: Config, environ: Mapping[str, str]) -> enroll.Enrolled:
+    """One enrollment under the state lock: what ``join`` does."""
+    node = identity.resolve(cfg.node)
+    limits = transport.Limits()
+    # Under the lock: the pins (a pin recorded on first use included) are read and
+    # recorded by one process at a time.
+    with (
+        transport.client_for(cfg.cfssl.urls, limits) as client,
+        store.state_lock(cfg.paths.state_dir),
+    ):
+        setup = signers.build(cfg, environ, client, limits)
+        enroll.client_store(cfg).recover()
+        return enroll.enroll(
+            cfg,
+            setup.signer,
+            node,
+            now=_now,
+            record_tofu_pin=setup.record_tofu_pin,
+            pins=setup.pins,
+        )
+
+
+def inspect(cfg: Config) -> dict[str, Any]:
+    """Facts about the credentials on disk, with the files' identities, for status.json."""
+    from . import status
+
+    current = enroll.client_store(cfg).current
+    out = status.facts_of(status.snapshot(cfg, current))
+    out["ids"] = {
+        "credentials": state.file_identity(current),
+        "kubeconfig": state.file_identity(cfg.paths.kubeconfig),
+        "ca_file": state.file_identity(cfg.paths.ca_file),
+    }
+    return out
+
+
+def run(cfg: Config, mode: str, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The worker verb: never raises for an expected failure, reports it in the document."""
+    result: dict[str, Any] = {"ok": True, "mode": mode}
+    if mode == "enroll":
+        try:
+            done = enroll_once(cfg, environ)
+        except JoinAgentError as e:
+            result.update(ok=False, error=str(e), kind=type(e).__name__)
+        else:
+            result.update(ca_changed=done.ca_changed, source=done.source)
+    result["credentials"] = inspect(cfg)
+    return result
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, sort_keys=True) + "\n"
