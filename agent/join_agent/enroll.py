@@ -88,20 +88,6 @@ def enroll(
     ]
     if record_tofu_pin:
         updates.append((cfg.paths.state_dir / trust.TOFU_FILE, (ca_pin + "\n").encode(), 0o644))
-    staged: list[tuple[Path, Path]] = []
-    version = None
-    try:
-        version = pairs.write_version(chain, pki.key_pem(key), checked_at)
-        for path, data, mode in updates:
-            if files.unchanged(path, data, mode):
-                continue
-            staged.append((files.stage(path, data, mode), path))
-    except JoinAgentError:
-        for tmp, _ in staged:
-            files.discard(tmp)
-        if version is not None:
-            files.discard(version)
-        raise
     if ca_changed:
         log.warning(
             "ca_changed",
@@ -109,9 +95,7 @@ def enroll(
             new=ca_pin,
             msg="the CA matches a pin: trusting old and new together",
         )
-    for tmp, path in staged:
-        files.commit(tmp, path)
-    pairs.switch(version)
+    version = _install(pairs, chain, pki.key_pem(key), updates, checked_at)
     pairs.prune()
     if record_tofu_pin:
         log.warning("ca_pin_recorded", pin=ca_pin, path=str(cfg.paths.state_dir / trust.TOFU_FILE))
@@ -133,6 +117,36 @@ def enroll(
         source=issued.source,
         ca_changed=ca_changed,
     )
+
+
+def _install(
+    pairs: store.PairStore,
+    chain: list[x509.Certificate],
+    key_pem: bytes,
+    updates: list[tuple[Path, bytes, int]],
+    when: dt.datetime,
+) -> Path:
+    """Stage the new version and every changed file, then rename them into place with the
+    symlink switch last; on failure remove whatever was staged and not yet in place."""
+    staged: list[tuple[Path, Path]] = []
+    version = None
+    try:
+        version = pairs.write_version(chain, key_pem, when)
+        for path, data, mode in updates:
+            if not files.unchanged(path, data, mode):
+                staged.append((files.stage(path, data, mode), path))
+        for i, (tmp, path) in enumerate(staged):
+            files.commit(tmp, path)
+            staged[i] = (path, path)  # in place: nothing left to discard
+        pairs.switch(version)
+    except JoinAgentError:
+        for tmp, path in staged:
+            if tmp != path:
+                files.discard(tmp)
+        if version is not None:
+            files.discard(version)
+        raise
+    return version
 
 
 def merge_bundles(

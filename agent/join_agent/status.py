@@ -84,7 +84,9 @@ def snapshot(cfg: Config, credentials: Path) -> Snapshot:
         pass
     except (OSError, ValueError) as e:
         ca_error = f"cannot read the CA file {cfg.paths.ca_file}: {e}"
-    cluster_ca: tuple[x509.Certificate, ...] | None = ca
+    # Without a readable ca_file there is nothing to compare the kubeconfig with; the
+    # missing file is reported on its own.
+    cluster_ca: tuple[x509.Certificate, ...] | None = ca or None
     if cfg.cluster.ca_bundle is not None:
         try:
             cluster_ca = tuple(compat.load_pem_certificates(cfg.cluster.ca_bundle.read_bytes()))

@@ -171,3 +171,53 @@ class CA:
                 x509.BasicConstraints(ca=is_ca, path_length=None), critical=True
             )
         return builder.sign(signing_key or self.key, hashes.SHA256())
+
+
+def ca_key_usage(*, key_cert_sign: bool = True) -> x509.KeyUsage:
+    """A CA's key usage; ``key_cert_sign=False`` makes one that may not sign certificates."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=key_cert_sign,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def authority(
+    common_name: str,
+    *,
+    issuer: CA | None = None,
+    key: PrivateKey | None = None,
+    is_ca: bool | None = True,
+    path_length: int | None = None,
+    key_usage: x509.KeyUsage | None = _CA_KU,
+    not_before: dt.datetime = NOW - dt.timedelta(days=365),
+    not_after: dt.datetime = NOW + dt.timedelta(days=3650),
+) -> CA:
+    """A CA certificate with whatever flaw a test asks for, signed by ``issuer`` (None:
+    self-signed). ``is_ca=None`` or ``key_usage=None`` leaves that extension out."""
+    key = key or ec_key()
+    subject = name(common_name)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.cert.subject if issuer is not None else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+    )
+    if is_ca is not None:
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=is_ca, path_length=path_length if is_ca else None),
+            critical=True,
+        )
+    if key_usage is not None:
+        builder = builder.add_extension(key_usage, critical=True)
+    cert = builder.sign(issuer.key if issuer is not None else key, hashes.SHA256())
+    return CA(key=key, cert=cert)

@@ -1,0 +1,355 @@
+"""status.judge and status.overlay: the checks the review asked for.
+
+Review findings covered: ``status`` said "valid" for a certificate that ca_file's CA did not
+issue, for a certificate of another node, and for a kubeconfig whose CA data is not the
+cluster CA; and a daemon that is down, failing, late or running no kubelet must make a
+node "degraded" (exit 1), never healthy. Facts come from real files through
+``status.snapshot`` / ``status.facts_of`` (what ``status`` reads without a daemon), or are
+edited by hand where only one fact matters.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from join_agent import config, kubeconfig, status, store
+
+from ._certs import CA, NOW, authority, cert_pem, ec_key, key_pem, node_subject
+
+SERVER = "https://10.0.0.5:6443"
+OVERDUE_AFTER = dt.timedelta(minutes=15)
+PIN = "sha256:" + "0" * 64
+
+
+def make_config(tmp_path: Path, **cluster: str) -> config.Config:
+    return config.parse(
+        {
+            "cluster": {"server": SERVER, **cluster},
+            "node": {"name": "node-1"},
+            "signer": {"cfssl": {"urls": ["http://10.0.0.5:8888"], "ca_pins": [PIN]}},
+            "paths": {
+                "pki_dir": str(tmp_path / "pki"),
+                "kubeconfig": str(tmp_path / "kubelet.conf"),
+                "ca_file": str(tmp_path / "ca.crt"),
+                "state_dir": str(tmp_path / "state"),
+            },
+        }
+    )
+
+
+def creds_of(cfg: config.Config) -> Path:
+    return cfg.paths.pki_dir / "kubelet-client-current.pem"
+
+
+def write_node(
+    cfg: config.Config,
+    *,
+    issuer: CA,
+    ca_file: list[CA] | None,
+    kubeconfig_ca: list[CA],
+    node: str = "node-1",
+) -> None:
+    """The files a join writes, each one chosen by the test (``ca_file=None``: absent)."""
+    key = ec_key()
+    cert = issuer.issue(key.public_key(), subject=node_subject(node), dns=(node,))
+    store.PairStore(cfg.paths.pki_dir, "kubelet-client").install([cert], key_pem(key), NOW)
+    kubeconfig.write(
+        cfg.paths.kubeconfig,
+        kubeconfig.render(
+            cluster="kubernetes",
+            server=SERVER,
+            ca_pem=b"".join(cert_pem(c.cert) for c in kubeconfig_ca),
+            node_name=node,
+            credentials=creds_of(cfg),
+        ),
+    )
+    if ca_file is not None:
+        store.atomic_write(cfg.paths.ca_file, b"".join(cert_pem(c.cert) for c in ca_file), 0o644)
+
+
+def facts(cfg: config.Config) -> dict[str, Any]:
+    return status.facts_of(status.snapshot(cfg, creds_of(cfg)))
+
+
+def judge(f: dict[str, Any], *, node_name: str | None = "node-1", now: dt.datetime = NOW) -> Any:
+    return status.judge(f, server=SERVER, now=now, node_name=node_name)
+
+
+@pytest.fixture(scope="module")
+def cluster_ca() -> CA:
+    return authority("Cluster CA")
+
+
+@pytest.fixture(scope="module")
+def other_ca() -> CA:
+    return authority("Other CA")
+
+
+# -- the files agree -------------------------------------------------------------------
+
+
+def test_a_consistent_node_is_valid(tmp_path: Path, cluster_ca: CA) -> None:
+    cfg = make_config(tmp_path)
+    write_node(cfg, issuer=cluster_ca, ca_file=[cluster_ca], kubeconfig_ca=[cluster_ca])
+    f = facts(cfg)
+    assert f["issued_by_ca_file"] is True
+    assert f["kubeconfig"]["ca_matches"] is True
+    report = judge(f)
+    assert (report.state, report.exit_code, report.problems) == ("valid", 0, ())
+
+
+# -- a certificate that ca_file's CA did not issue -------------------------------------
+
+
+def test_a_certificate_not_issued_by_a_ca_in_ca_file_is_mismatched(
+    tmp_path: Path, cluster_ca: CA, other_ca: CA
+) -> None:
+    cfg = make_config(tmp_path)
+    write_node(cfg, issuer=other_ca, ca_file=[cluster_ca], kubeconfig_ca=[cluster_ca])
+    f = facts(cfg)
+    assert f["issued_by_ca_file"] is False
+    report = judge(f)
+    assert report.state == "mismatched"
+    assert report.exit_code == status.EXIT_BROKEN
+    assert report.problems[0] == (
+        f"the certificate was not issued by a CA in {cfg.paths.ca_file} "
+        "(issuer CN=Other CA): run `join-agent join`"
+    )
+
+
+def test_same_issuer_name_but_another_key_is_mismatched(tmp_path: Path, cluster_ca: CA) -> None:
+    """The signature decides, not the issuer's name."""
+    impostor = authority("Cluster CA")
+    cfg = make_config(tmp_path)
+    write_node(cfg, issuer=impostor, ca_file=[cluster_ca], kubeconfig_ca=[cluster_ca])
+    assert judge(facts(cfg)).state == "mismatched"
+
+
+def test_a_certificate_issued_by_any_ca_in_ca_file_is_fine(
+    tmp_path: Path, cluster_ca: CA, other_ca: CA
+) -> None:
+    """During a CA rotation ca_file holds the new CA and the old one."""
+    cfg = make_config(tmp_path)
+    both = [cluster_ca, other_ca]
+    write_node(cfg, issuer=other_ca, ca_file=both, kubeconfig_ca=both)
+    assert judge(facts(cfg)).state == "valid"
+
+
+# -- a certificate for another node ----------------------------------------------------
+
+
+def test_a_certificate_for_another_node_is_mismatched(tmp_path: Path, cluster_ca: CA) -> None:
+    cfg = make_config(tmp_path)
+    write_node(
+        cfg, issuer=cluster_ca, ca_file=[cluster_ca], kubeconfig_ca=[cluster_ca], node="node-2"
+    )
+    f = facts(cfg)
+    report = judge(f, node_name="node-1")
+    assert report.state == "mismatched"
+    assert report.exit_code == status.EXIT_BROKEN
+    assert report.problems[0] == (
+        "the certificate is for node 'node-2', but this node is 'node-1': run `join-agent join`"
+    )
+    assert judge(f, node_name="node-2").state == "valid"
+    assert judge(f, node_name=None).state == "valid"  # nothing to compare with
+
+
+# -- the kubeconfig's CA data ----------------------------------------------------------
+
+
+def test_kubeconfig_ca_data_that_differs_from_ca_file_is_mismatched(
+    tmp_path: Path, cluster_ca: CA, other_ca: CA
+) -> None:
+    cfg = make_config(tmp_path)
+    write_node(cfg, issuer=cluster_ca, ca_file=[cluster_ca], kubeconfig_ca=[other_ca])
+    f = facts(cfg)
+    assert f["kubeconfig"]["ca_matches"] is False
+    report = judge(f)
+    assert report.state == "mismatched"
+    assert report.exit_code == status.EXIT_BROKEN
+    assert report.problems == (
+        "the kubeconfig's CA data differs from the cluster CA "
+        "(ca_file or cluster.ca_bundle): run `join-agent join`",
+    )
+
+
+def test_kubeconfig_ca_data_with_an_extra_ca_is_mismatched(
+    tmp_path: Path, cluster_ca: CA, other_ca: CA
+) -> None:
+    cfg = make_config(tmp_path)
+    write_node(cfg, issuer=cluster_ca, ca_file=[cluster_ca], kubeconfig_ca=[cluster_ca, other_ca])
+    assert judge(facts(cfg)).state == "mismatched"
+
+
+def test_kubeconfig_ca_data_is_compared_with_cluster_ca_bundle_when_set(
+    tmp_path: Path, cluster_ca: CA, other_ca: CA
+) -> None:
+    bundle = tmp_path / "apiserver-ca.crt"
+    bundle.write_bytes(cert_pem(other_ca.cert))
+    cfg = make_config(tmp_path, ca_bundle=str(bundle))
+    # ca_file: the signer's CA; the kubeconfig: the API server's CA from cluster.ca_bundle.
+    write_node(cfg, issuer=cluster_ca, ca_file=[cluster_ca], kubeconfig_ca=[other_ca])
+    assert judge(facts(cfg)).state == "valid"
+    write_node(cfg, issuer=cluster_ca, ca_file=[cluster_ca], kubeconfig_ca=[cluster_ca])
+    assert judge(facts(cfg)).state == "mismatched"
+
+
+# -- ca_file missing -------------------------------------------------------------------
+
+
+def test_ca_file_missing_is_a_problem_and_degraded_by_hand(tmp_path: Path, cluster_ca: CA) -> None:
+    """The facts with only ca_file gone (and nothing compared against it)."""
+    cfg = make_config(tmp_path)
+    write_node(cfg, issuer=cluster_ca, ca_file=[cluster_ca], kubeconfig_ca=[cluster_ca])
+    f = copy.deepcopy(facts(cfg))
+    f["issued_by_ca_file"] = None
+    f["kubeconfig"]["ca_matches"] = None
+    f["ca_file"].update(present=False, subjects=[])
+    f["ca"] = []
+    report = judge(f)
+    assert report.state == "valid"
+    assert report.exit_code == status.EXIT_DEGRADED == 1
+    assert report.problems == (
+        f"the CA file {cfg.paths.ca_file} is missing: run `join-agent join`",
+    )
+
+
+def test_ca_file_missing_from_real_files_is_degraded(tmp_path: Path, cluster_ca: CA) -> None:
+    cfg = make_config(tmp_path)
+    write_node(cfg, issuer=cluster_ca, ca_file=None, kubeconfig_ca=[cluster_ca])
+    report = judge(facts(cfg))
+    assert report.state == "valid", report.problems
+    assert report.exit_code == status.EXIT_DEGRADED
+    assert report.problems == (
+        f"the CA file {cfg.paths.ca_file} is missing: run `join-agent join`",
+    )
+
+
+# -- overlay: what the daemon knows ----------------------------------------------------
+
+
+@pytest.fixture
+def healthy(tmp_path: Path, cluster_ca: CA) -> dict[str, Any]:
+    cfg = make_config(tmp_path)
+    write_node(cfg, issuer=cluster_ca, ca_file=[cluster_ca], kubeconfig_ca=[cluster_ca])
+    return facts(cfg)
+
+
+def overlay(
+    f: dict[str, Any],
+    *,
+    recorded: dict[str, Any] | None = None,
+    agent_running: bool = True,
+    manage_kubelet: bool = False,
+    healthz: str | None = None,
+    now: dt.datetime = NOW,
+) -> status.Report:
+    return status.overlay(
+        judge(f, now=now),
+        recorded=recorded,
+        agent_running=agent_running,
+        manage_kubelet=manage_kubelet,
+        healthz=healthz,
+        overdue_after=OVERDUE_AFTER,
+        now=now,
+        facts=f,
+    )
+
+
+def test_overlay_healthy(healthy: dict[str, Any]) -> None:
+    report = overlay(healthy, recorded={"renewal": {"last_ok": True}})
+    assert report.exit_code == status.EXIT_HEALTHY
+    assert report.doc["health"] == "healthy"
+    assert report.problems == ()
+
+
+def test_overlay_agent_not_running_is_degraded(healthy: dict[str, Any]) -> None:
+    report = overlay(healthy, recorded=None, agent_running=False)
+    assert report.state == "valid"
+    assert report.exit_code == status.EXIT_DEGRADED
+    assert report.doc["health"] == "degraded"
+    assert any("join-agent run is not running" in p for p in report.problems)
+    assert report.doc["agent"]["running"] is False
+
+
+def test_overlay_last_renewal_failed_is_degraded(healthy: dict[str, Any]) -> None:
+    recorded = {
+        "renewal": {"last_ok": False, "failures": 3},
+        "last_error": {
+            "at": "2024-06-01T11:50:00Z",
+            "message": "no CFSSL server answered: http://10.0.0.5:8888 (refused)",
+            "kind": "TransportError",
+        },
+    }
+    report = overlay(healthy, recorded=recorded)
+    assert report.exit_code == status.EXIT_DEGRADED
+    assert report.problems == (
+        "the last renewal failed at 2024-06-01T11:50:00Z: "
+        "no CFSSL server answered: http://10.0.0.5:8888 (refused)",
+    )
+
+
+def test_overlay_an_earlier_failure_that_was_followed_by_success_is_healthy(
+    healthy: dict[str, Any],
+) -> None:
+    recorded = {
+        "renewal": {"last_ok": True},
+        "last_error": {"at": "2024-06-01T11:50:00Z", "message": "old trouble"},
+    }
+    assert overlay(healthy, recorded=recorded).exit_code == status.EXIT_HEALTHY
+
+
+@pytest.mark.parametrize(
+    ("kubelet", "problem"),
+    [
+        ({"state": "backoff"}, "the kubelet is backoff"),
+        ({"state": "exited"}, "the kubelet is exited"),
+        ({}, "the kubelet is not started"),
+    ],
+)
+def test_overlay_managed_kubelet_not_running_is_degraded(
+    healthy: dict[str, Any], kubelet: dict[str, Any], problem: str
+) -> None:
+    report = overlay(healthy, recorded={"kubelet": kubelet}, manage_kubelet=True)
+    assert report.exit_code == status.EXIT_DEGRADED
+    assert report.problems == (problem,)
+
+
+def test_overlay_managed_kubelet_failing_healthz_is_degraded(healthy: dict[str, Any]) -> None:
+    recorded = {"kubelet": {"state": "running"}}
+    ok = overlay(healthy, recorded=recorded, manage_kubelet=True, healthz="ok")
+    assert ok.exit_code == status.EXIT_HEALTHY
+    bad = overlay(healthy, recorded=recorded, manage_kubelet=True, healthz="HTTP 500")
+    assert bad.exit_code == status.EXIT_DEGRADED
+    assert bad.problems == ("the kubelet's healthz check failed: HTTP 500",)
+
+
+def test_overlay_unmanaged_kubelet_is_not_judged(healthy: dict[str, Any]) -> None:
+    report = overlay(healthy, recorded={"kubelet": {"state": "exited"}}, manage_kubelet=False)
+    assert report.exit_code == status.EXIT_HEALTHY
+
+
+def test_overlay_renewal_overdue_is_degraded(healthy: dict[str, Any]) -> None:
+    deadline = status.renew_at(healthy)
+    assert deadline is not None
+    late = deadline + OVERDUE_AFTER + dt.timedelta(seconds=1)
+    report = overlay(healthy, recorded={"renewal": {"last_ok": True}}, now=late)
+    assert report.state == "valid"
+    assert report.exit_code == status.EXIT_DEGRADED
+    assert len(report.problems) == 1
+    assert report.problems[0].startswith("renewal is overdue (it was due ")
+    on_time = deadline + OVERDUE_AFTER - dt.timedelta(seconds=1)
+    assert overlay(healthy, recorded={}, now=on_time).exit_code == status.EXIT_HEALTHY
+
+
+def test_overlay_never_makes_a_broken_node_better(healthy: dict[str, Any]) -> None:
+    expired_at = NOW + dt.timedelta(days=400)
+    report = overlay(healthy, recorded=None, agent_running=False, now=expired_at)
+    assert report.state == "expired"
+    assert report.exit_code == status.EXIT_BROKEN
+    assert report.doc["health"] == "broken"
