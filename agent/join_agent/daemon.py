@@ -122,11 +122,11 @@ class Daemon:
                 self._drain(wake_r)
                 self._handle_signals(now)
                 self._collect_worker(now)
-                if self.stopping and self._stopped(now):
-                    break
                 if not self.stopping:
                     self._decide(now)
                 self._tick_kubelet(now)
+                if self.stopping and self._stopped(now):
+                    break
                 self._publish(now)
                 self._watchdog()
                 timeout = schedule.sleep_seconds(now, self._next_wake(now))
@@ -604,6 +604,12 @@ def main(cfg: Config, environ: Mapping[str, str]) -> int:
     """Preflight, then the loop: what ``join-agent run`` does."""
     from . import files, kubelet, notify
 
+    notifier = notify.for_environment(environ)
+    # Like sd_notify's unset_environment: the socket is ours alone. A child that inherits
+    # it can speak for the service (systemctl, for one, reports ERRNO= there).
+    child_env = {k: v for k, v in environ.items() if k not in _NOT_FOR_CHILDREN}
+    for name in _NOT_FOR_CHILDREN:
+        os.environ.pop(name, None)
     files.ensure_dir(cfg.paths.state_dir, 0o700)
     other = state.running_agent(cfg.paths.state_dir)
     if other is not None and other != os.getpid():
@@ -625,5 +631,5 @@ def main(cfg: Config, environ: Mapping[str, str]) -> int:
         )
         if reaped:
             log.warning("stale_kubelet", action=reaped)
-    daemon = Daemon(cfg, notifier=notify.for_environment(environ), environ=environ)
+    daemon = Daemon(cfg, notifier=notifier, environ=child_env)
     return daemon.run()

@@ -312,7 +312,7 @@ def overlay(
         err = rec["last_error"]
         degraded.append(f"the last renewal failed at {err.get('at')}: {err.get('message')}")
     if manage_kubelet and agent_running and report.state == "valid":
-        if kubelet["state"] != "running":
+        if kubelet["state"] not in ("starting", "running"):
             degraded.append(f"the kubelet is {kubelet['state'] or 'not started'}")
         elif healthz is not None and healthz != "ok":
             degraded.append(f"the kubelet's healthz check failed: {healthz}")
@@ -338,7 +338,7 @@ def gather(cfg: Config, now: dt.datetime, *, probe: bool = True) -> Report:
     base = judge(f, server=cfg.cluster.server, now=now, node_name=expected_node_name(cfg))
     healthz = None
     kubelet_state = ((recorded or {}).get("kubelet") or {}).get("state")
-    if probe and cfg.kubelet.manage and agent_running and kubelet_state == "running":
+    if probe and cfg.kubelet.manage and agent_running and kubelet_state in ("starting", "running"):
         healthz = probe_healthz(cfg.kubelet.healthz_url)
     report = overlay(
         base,

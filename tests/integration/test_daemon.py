@@ -1,0 +1,420 @@
+"""`join-agent run` as a real process: a real CFSSL with short-lived certificates, the
+stand-in kubelet (tests/standins/kubelet.py), sd_notify on a real AF_UNIX socket.
+
+CFSSL rounds notBefore to the minute, so nothing here predicts a time from the wall
+clock: every expectation is read back from what was issued or recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Node, need
+from tests.lab.cfssl_ca import CfsslCA, free_port, seed_config
+from tests.standins import kubelet_command
+
+pytestmark = pytest.mark.integration
+
+# A 60 s certificate: renewal comes 42-54 s after notBefore, so a test sees rotations
+# within a couple of minutes. retry_min/max are seconds so outages resolve quickly.
+SHORT = {"expiry": "60s", "backdate": "30s"}
+
+
+@pytest.fixture(scope="module")
+def short_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CfsslCA]:
+    import shutil
+
+    if not shutil.which("cfssl"):
+        need("cfssl", "apt-get install golang-cfssl")
+    ca = CfsslCA(tmp_path_factory.mktemp("short-ca"), **SHORT)
+    ca.start()
+    yield ca
+    ca.stop()
+
+
+class Agent:
+    """One `join-agent run` process and what it leaves behind."""
+
+    def __init__(self, node: Node, env: dict[str, str] | None = None) -> None:
+        self.node = node
+        full = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        full.update(env or {})
+        self.log = (node.root / "agent.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "join_agent", "--config", str(node.config), "run"],
+            stdout=self.log,
+            stderr=self.log,
+            env=full,
+        )
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.node.state / "status.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def wait(
+        self, what: str, cond: Callable[[dict[str, Any]], bool], timeout: float
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            doc = self.status()
+            if doc and cond(doc):
+                return doc
+            if self.proc.poll() is not None:
+                pytest.fail(
+                    f"the agent exited ({self.proc.returncode}) waiting for {what}:\n{self.logs()}"
+                )
+            time.sleep(0.2)
+        doc = json.dumps(self.status())[:2000]
+        pytest.fail(f"timed out after {timeout}s waiting for {what}; status: {doc}\n{self.logs()}")
+
+    def logs(self) -> str:
+        return (self.node.root / "agent.log").read_text()[-4000:]
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.log.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def kubelet_starts(node: Node) -> list[dict[str, Any]]:
+    path = node.root / "kubelet.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+@pytest.fixture
+def daemon_node(tmp_path: Path, short_ca: CfsslCA) -> Iterator[Node]:
+    n = Node(root=tmp_path / "node", ca=short_ca)
+    n.root.mkdir()
+    short_ca.write_auth_key(n.auth_key)
+    configure(n, free_port())
+    yield n
+    # Whatever a test left running (an agent, a kubelet) goes with it.
+    for pidfile in (n.state / "agent.pid", n.state / "kubelet.pid"):
+        try:
+            pid = int(pidfile.read_text().split()[0])
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+    for start in kubelet_starts(n):
+        with contextlib.suppress(OSError):
+            os.kill(start["pid"], signal.SIGKILL)
+
+
+def configure(n: Node, healthz_port: int, **extra: dict[str, Any]) -> None:
+    n.write_config(
+        renewal={"retry_min": "1s", "retry_max": "3s"},
+        kubelet={
+            "command": kubelet_command(
+                f"--standin-record={n.root / 'kubelet.jsonl'}",
+                f"--standin-healthz-port={healthz_port}",
+            ),
+            "healthz_url": f"http://127.0.0.1:{healthz_port}/healthz",
+            "stop_grace": "5s",
+            "restart_min": "0.2s",
+            "restart_max": "1s",
+            "stable_after": "2s",
+        },
+        **extra,
+    )
+
+
+def serial(doc: dict[str, Any]) -> str | None:
+    return (doc.get("credentials") or {}).get("serial")
+
+
+def test_rotations_move_the_symlink_and_never_restart_the_kubelet(
+    daemon_node: Node, kubectl: str
+) -> None:
+    node = daemon_node
+    agent = Agent(node)
+    try:
+        first = agent.wait("the first certificate", lambda d: d["agent"]["state"] == "running", 30)
+        seen = [serial(first)]
+        links = [os.readlink(node.current)]
+        for _ in range(2):
+            doc = agent.wait(
+                "a rotation", lambda d: serial(d) not in seen and serial(d) is not None, 120
+            )
+            seen.append(serial(doc))
+            links.append(os.readlink(node.current))
+        assert len(set(links)) == 3, links
+        # The kubelet was started once: client-certificate rotations need no restart.
+        starts = kubelet_starts(node)
+        assert len(starts) == 1, starts
+        assert alive(starts[0]["pid"])
+        assert f"--kubeconfig={node.kubeconfig}" in starts[0]["argv"]
+        assert "--hostname-override=worker-1" in starts[0]["argv"]
+        # The kubeconfig still works for the real kubectl, through the moved symlink.
+        flat = subprocess.run(
+            [
+                kubectl,
+                "--kubeconfig",
+                str(node.kubeconfig),
+                "config",
+                "view",
+                "--raw",
+                "--flatten",
+                "-o",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        import base64
+
+        data = json.loads(flat.stdout)["users"][0]["user"]["client-certificate-data"]
+        assert base64.b64decode(data) == node.current.read_bytes()
+        # status agrees with the files, from the daemon's record (no PEM parsed).
+        r = node.run("status", "--json")
+        report = json.loads(r.stdout)
+        assert r.returncode == 0, r.stdout
+        assert report["source"] == "daemon"
+        assert report["certificate"]["serial"] == seen[-1]
+        assert report["kubelet"]["healthz"] == "ok"
+    finally:
+        code = agent.stop()
+    assert code == 0
+
+
+def test_ca_outage_keeps_the_kubelet_and_heals(daemon_node: Node, short_ca: CfsslCA) -> None:
+    node = daemon_node
+    agent = Agent(node)
+    try:
+        doc = agent.wait("running", lambda d: d["agent"]["state"] == "running", 30)
+        kubelet_pid = doc["kubelet"]["pid"]
+        before = serial(doc)
+        short_ca.stop()
+        try:
+            os.kill(agent.proc.pid, signal.SIGUSR1)  # renew now, into the outage
+            failed = agent.wait(
+                "a failed renewal", lambda d: (d["renewal"]["failures"] or 0) >= 2, 30
+            )
+            assert "no CFSSL server answered" in failed["last_error"]["message"]
+            r = node.run("status", "--json")
+            report = json.loads(r.stdout)
+            assert r.returncode == 1, r.stdout
+            assert report["health"] == "degraded"
+            assert any("the last renewal failed" in p for p in report["problems"])
+            time.sleep(4)  # longer than retry_max: the kubelet must not notice
+            assert alive(kubelet_pid)
+            assert agent.status()["kubelet"]["pid"] == kubelet_pid
+        finally:
+            short_ca.start(port=short_ca.port)
+        healed = agent.wait(
+            "a renewal after the outage",
+            lambda d: d["renewal"]["failures"] == 0 and serial(d) != before,
+            60,
+        )
+        assert healed["kubelet"]["pid"] == kubelet_pid
+        assert node.run("status").returncode == 0
+    finally:
+        assert agent.stop() == 0
+
+
+def test_kubelet_is_restarted_and_stopped_before_the_agent_exits(daemon_node: Node) -> None:
+    node = daemon_node
+    agent = Agent(node)
+    try:
+        doc = agent.wait("running", lambda d: d["agent"]["state"] == "running", 30)
+        first = doc["kubelet"]["pid"]
+        os.kill(first, signal.SIGKILL)
+        again = agent.wait(
+            "a restarted kubelet", lambda d: d["kubelet"].get("pid") not in (None, first), 20
+        )
+        assert again["kubelet"]["restarts"] >= 1
+        second = again["kubelet"]["pid"]
+        assert [s["pid"] for s in kubelet_starts(node)] == [first, second]
+    finally:
+        code = agent.stop()
+    assert code == 0
+    assert not alive(second), "the kubelet outlived the agent"
+    assert agent.status()["agent"]["state"] == "stopped"
+    assert not (node.state / "agent.pid").exists()
+
+
+def test_stale_kubelet_of_a_killed_agent_is_stopped_at_start(daemon_node: Node) -> None:
+    node = daemon_node
+    agent = Agent(node)
+    doc = agent.wait("running", lambda d: d["kubelet"].get("pid") is not None, 30)
+    orphan = doc["kubelet"]["pid"]
+    agent.kill()  # SIGKILL: the kubelet is left behind
+    assert alive(orphan)
+    agent = Agent(node)
+    try:
+        doc = agent.wait(
+            "a new kubelet", lambda d: d["kubelet"].get("pid") not in (None, orphan), 30
+        )
+        assert not alive(orphan)
+        assert "stale_kubelet" in agent.logs()
+    finally:
+        assert agent.stop() == 0
+
+
+def test_sd_notify_ready_status_watchdog_stopping(daemon_node: Node, tmp_path: Path) -> None:
+    node = daemon_node
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.2)
+    messages: list[tuple[float, str]] = []
+
+    def drain(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            with contextlib.suppress(TimeoutError):
+                messages.append((time.monotonic(), sock.recv(4096).decode()))
+
+    agent = Agent(node, env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "2000000"})
+    try:
+        drain(8)
+        ready = [m for _, m in messages if "READY=1" in m]
+        assert ready, messages
+        assert "STATUS=joined as worker-1" in ready[0]
+        statuses = [m for _, m in messages if m.startswith("STATUS=") or "\nSTATUS=" in m]
+        assert statuses and "starting" in messages[0][1]
+        dogs = [t for t, m in messages if m == "WATCHDOG=1"]
+        # WATCHDOG_USEC=2 s: a ping about every second, none much faster.
+        assert len(dogs) >= 5, messages
+        gaps = [b - a for a, b in itertools.pairwise(dogs)]
+        assert min(gaps) > 0.5 and max(gaps) < 1.8, gaps
+        # The kubelet inherited neither the socket nor the watchdog.
+        start = kubelet_starts(node)[0]
+        assert "NOTIFY_SOCKET" not in start["env"] and "WATCHDOG_USEC" not in start["env"]
+    finally:
+        agent.proc.send_signal(signal.SIGTERM)
+        drain(2)
+        assert agent.stop() == 0
+        sock.close()
+    assert any("STOPPING=1" in m for _, m in messages)
+
+
+def test_reload_keeps_the_old_config_when_the_new_one_is_bad(daemon_node: Node) -> None:
+    node = daemon_node
+    agent = Agent(node)
+    try:
+        agent.wait("running", lambda d: d["agent"]["state"] == "running", 30)
+        good = node.config.read_text()
+        node.config.write_text(good + "\n[nonsense]\n")
+        os.kill(agent.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "reload_refused" not in agent.logs() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "reload_refused" in agent.logs()
+        assert agent.proc.poll() is None
+        node.config.write_text(good.replace('retry_max = "3s"', 'retry_max = "4s"'))
+        os.kill(agent.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while '"event": "reloaded"' not in agent.logs() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert '"event": "reloaded"' in agent.logs()
+    finally:
+        assert agent.stop() == 0
+
+
+def test_renew_verb_asks_the_running_daemon(daemon_node: Node) -> None:
+    node = daemon_node
+    agent = Agent(node)
+    try:
+        doc = agent.wait("running", lambda d: d["agent"]["state"] == "running", 30)
+        r = node.run("renew")
+        assert r.returncode == 0, r.stderr
+        assert "renewed by the running daemon" in r.stdout
+        assert serial(agent.status()) != serial(doc)
+    finally:
+        assert agent.stop() == 0
+
+
+def test_run_refuses_a_kubelet_that_rotates_its_own_certificates(daemon_node: Node) -> None:
+    node = daemon_node
+    kubelet_config = node.root / "kubelet-config.yaml"
+    kubelet_config.write_text("kind: KubeletConfiguration\nrotateCertificates: true\n")
+    node.write_config(kubelet={"command": kubelet_command(f"--config={kubelet_config}")})
+    r = node.run("run")
+    assert r.returncode != 0
+    assert "refusing to run a kubelet that would fight join-agent" in r.stderr
+    assert "rotateCertificates" in r.stderr
+
+
+def test_certificates_only_mode_is_ready_without_a_kubelet(
+    daemon_node: Node, short_ca: CfsslCA
+) -> None:
+    node = daemon_node
+    node.write_config(kubelet={"manage": False}, renewal={"retry_min": "1s", "retry_max": "3s"})
+    agent = Agent(node)
+    try:
+        doc = agent.wait("running", lambda d: d["agent"]["state"] == "running", 30)
+        assert doc["kubelet"] == {"managed": False}
+        assert kubelet_starts(node) == []
+        assert node.run("status").returncode == 0
+    finally:
+        assert agent.stop() == 0
+
+
+def test_a_new_ca_that_matches_a_pin_is_added_and_restarts_the_kubelet_once(
+    daemon_node: Node, short_ca: CfsslCA, tmp_path: Path
+) -> None:
+    node = daemon_node
+    new_ca = CfsslCA(tmp_path / "new-ca", cn="join-agent test CA 2", **SHORT)
+    new_ca.write_config(seed_config(short_ca.auth_key_hex, **SHORT))
+    configure(node, free_port(), signer__cfssl={"ca_pins": [short_ca.pin, new_ca.pin]})
+    agent = Agent(node)
+    try:
+        doc = agent.wait("running", lambda d: d["agent"]["state"] == "running", 30)
+        old_kubelet = doc["kubelet"]["pid"]
+        port = short_ca.port
+        short_ca.stop()
+        new_ca.start(port=port)  # the same URL now answers with the new CA
+        try:
+            os.kill(agent.proc.pid, signal.SIGUSR1)
+            doc = agent.wait(
+                "a certificate from the new CA",
+                lambda d: (
+                    (d.get("credentials") or {}).get("issuer") == "CN=join-agent test CA 2"
+                    and d["kubelet"].get("pid") not in (None, old_kubelet)
+                ),
+                60,
+            )
+        finally:
+            new_ca.stop()
+            short_ca.start(port=port)
+        subjects = [c["subject"] for c in doc["credentials"]["ca"]]
+        assert subjects == ["CN=join-agent test CA 2", "CN=join-agent test CA"]
+        assert len(kubelet_starts(node)) == 2  # restarted exactly once for the CA change
+    finally:
+        assert agent.stop() == 0
