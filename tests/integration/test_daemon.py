@@ -418,3 +418,56 @@ def test_a_new_ca_that_matches_a_pin_is_added_and_restarts_the_kubelet_once(
         assert len(kubelet_starts(node)) == 2  # restarted exactly once for the CA change
     finally:
         assert agent.stop() == 0
+
+
+def test_metrics_endpoint_reports_expiry_and_renewals(daemon_node: Node) -> None:
+    import urllib.request
+
+    node = daemon_node
+    port = free_port()
+    node.write_config(
+        kubelet={"manage": False},
+        renewal={"retry_min": "1s", "retry_max": "3s"},
+        metrics={"listen": f"127.0.0.1:{port}"},
+    )
+    agent = Agent(node)
+    try:
+        doc = agent.wait("running", lambda d: d["agent"]["state"] == "running", 30)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        from join_agent.state import parse_iso
+
+        expiry = parse_iso(doc["credentials"]["not_after"]).timestamp()
+        values = {
+            line.split(" ")[0]: float(line.split(" ")[1])
+            for line in text.splitlines()
+            if line and not line.startswith("#")
+        }
+        assert values["join_agent_certificate_expiry_timestamp_seconds"] == expiry
+        assert values['join_agent_renewals_total{result="success"}'] >= 1
+        assert "join_agent_next_renewal_timestamp_seconds" in values
+        assert values["join_agent_kubelet_up"] == 0
+    finally:
+        assert agent.stop() == 0
+
+
+def test_reset_removes_what_join_wrote_but_not_while_the_daemon_runs(daemon_node: Node) -> None:
+    node = daemon_node
+    node.write_config(kubelet={"manage": False}, renewal={"retry_min": "1s", "retry_max": "3s"})
+    agent = Agent(node)
+    try:
+        agent.wait("running", lambda d: d["agent"]["state"] == "running", 30)
+        r = node.run("reset", "--force")
+        assert r.returncode != 0
+        assert "join-agent run is running" in r.stderr
+    finally:
+        assert agent.stop() == 0
+    r = node.run("reset")  # no TTY, no --force: refused, nothing removed
+    assert r.returncode != 0 and "--force" in r.stderr
+    assert node.current.exists()
+    r = node.run("reset", "--force")
+    assert r.returncode == 0, r.stderr
+    assert not node.current.exists() and not node.kubeconfig.exists()
+    assert not node.ca_file.exists()
+    assert list(node.pki.glob("kubelet-client-*")) == []
+    assert node.run("status").returncode == 2

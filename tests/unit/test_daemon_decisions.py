@@ -1,0 +1,163 @@
+"""The daemon's decisions, without processes: a Daemon object fed results by hand.
+
+No worker child is spawned and no kubelet started: the tests call the methods that
+decide (identity check, splay, next attempt, what status.json and STATUS= say).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from join_agent import config, daemon, state
+from join_agent.notify import NullNotifier
+
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def make(tmp_path: Path, **sections: dict[str, Any]) -> daemon.Daemon:
+    doc: dict[str, Any] = {
+        "cluster": {"server": "https://10.0.0.5:6443"},
+        "node": {"name": "worker-1", "addresses": ["192.0.2.10"]},
+        "signer": {"cfssl": {"urls": ["http://127.0.0.1:1"], "ca_pins": ["sha256:" + "0" * 64]}},
+        "paths": {
+            "pki_dir": str(tmp_path / "pki"),
+            "kubeconfig": str(tmp_path / "kubelet.conf"),
+            "ca_file": str(tmp_path / "ca.crt"),
+            "state_dir": str(tmp_path / "state"),
+        },
+        "renewal": {"retry_min": "10s", "retry_max": "5m"},
+        "kubelet": {"manage": False},
+    }
+    for k, v in sections.items():
+        doc.setdefault(k, {}).update(v)
+    cfg = config.parse(doc, source=tmp_path / "config.toml")
+    return daemon.Daemon(
+        cfg, notifier=NullNotifier(), environ={}, clock=lambda: NOW, rng=random.Random(7)
+    )
+
+
+def creds(ips: list[str], node: str = "worker-1", days: int = 365) -> dict[str, Any]:
+    nb = NOW - dt.timedelta(days=1)
+    return {
+        "present": True,
+        "node": node,
+        "serial": "abc123",
+        "sans": {"dns": [node], "ip": ips},
+        "not_before": state.iso(nb),
+        "not_after": state.iso(nb + dt.timedelta(days=days)),
+    }
+
+
+def test_a_changed_address_set_requests_an_early_renewal(tmp_path: Path) -> None:
+    d = make(tmp_path)
+    d.creds = creds(["192.0.2.10"])
+    d._check_identity(NOW)
+    assert not d.renewal.requested
+    d.creds = creds(["192.0.2.99"])
+    d._check_identity(NOW)
+    assert d.renewal.requested
+    assert "192.0.2.10" in d.renewal.reason
+    assert d._next_attempt(NOW) == NOW  # not the deadline months away
+
+
+def test_a_renamed_node_requests_a_renewal(tmp_path: Path) -> None:
+    d = make(tmp_path)
+    d.creds = creds(["192.0.2.10"], node="old-name")
+    d._check_identity(NOW)
+    assert d.renewal.requested
+
+
+def test_renewal_waits_for_the_deadline_inside_70_to_90_percent(tmp_path: Path) -> None:
+    d = make(tmp_path)
+    d.creds = creds(["192.0.2.10"], days=100)
+    at = d._next_attempt(NOW)
+    assert at is not None
+    nb = state.parse_iso(d.creds["not_before"])
+    assert nb + dt.timedelta(days=70) <= at <= nb + dt.timedelta(days=90)
+    # The same certificate gives the same deadline after a restart of the agent.
+    again = make(tmp_path)
+    again.creds = dict(d.creds)
+    assert again._next_attempt(NOW) == at
+
+
+def test_splay_delays_the_first_enrollment_only(tmp_path: Path) -> None:
+    d = make(tmp_path, renewal={"splay": "10m"})
+    d._apply(NOW, "inspect", {"ok": True, "credentials": {"present": False}})
+    assert d.renewal.splay_until is not None
+    assert NOW <= d.renewal.splay_until < NOW + dt.timedelta(minutes=10)
+    assert d._next_attempt(NOW) == d.renewal.splay_until
+    assert "splay" in d._waiting_for(NOW)
+    # A node that has credentials does not wait for a splay.
+    joined = make(tmp_path / "b", renewal={"splay": "10m"})
+    (tmp_path / "b").mkdir(exist_ok=True)
+    joined.cfg.paths.kubeconfig.write_text("x")
+    joined._apply(NOW, "inspect", {"ok": True, "credentials": creds(["192.0.2.10"])})
+    assert joined.renewal.splay_until is None
+
+
+def test_failures_back_off_and_record_the_error(tmp_path: Path) -> None:
+    d = make(tmp_path)
+    d.creds = creds(["192.0.2.10"])
+    d.renewal.last_attempt = NOW
+    d._apply(
+        NOW,
+        "enroll",
+        {"ok": False, "error": "no CFSSL server answered: x", "kind": "TransportError"},
+    )
+    assert d.renewal.failures == 1
+    assert d.renewal.last_error == {
+        "message": "no CFSSL server answered: x",
+        "kind": "TransportError",
+        "at": state.iso(NOW),
+    }
+    first = d._next_attempt(NOW)
+    assert first is not None and NOW + dt.timedelta(seconds=10) <= first <= NOW + dt.timedelta(
+        seconds=20
+    )
+    for _ in range(10):
+        d._apply(NOW, "enroll", {"ok": False, "error": "again", "kind": "TransportError"})
+    later = d._next_attempt(NOW)
+    assert later is not None and later <= NOW + dt.timedelta(minutes=5)  # capped by retry_max
+    d._apply(NOW, "enroll", {"ok": True, "credentials": creds(["192.0.2.10"])})
+    assert d.renewal.failures == 0
+    assert d.renewal.last_ok is True
+
+
+def test_status_document_and_status_line(tmp_path: Path) -> None:
+    d = make(tmp_path)
+    d.creds = creds(["192.0.2.10"], days=365)
+    doc = d.status_document(NOW)
+    assert set(doc) >= {
+        "schema", "written_at", "agent", "node", "signer", "credentials", "kubelet",
+        "renewal", "last_error", "waiting_for",
+    }  # fmt: skip
+    assert doc["node"] == "worker-1"
+    assert doc["renewal"]["renew_at"] is not None
+    line = daemon.status_line(doc, NOW)
+    assert line.startswith("joined as worker-1; cert expires in 364d")
+    assert "renews in" in line
+    d.renewal.last_ok = False
+    d.renewal.last_error = {"message": "the CA is down", "kind": "x", "at": state.iso(NOW)}
+    assert daemon.status_line(d.status_document(NOW), NOW).endswith(
+        "last renewal failed: the CA is down"
+    )
+
+
+def test_status_line_before_the_first_certificate(tmp_path: Path) -> None:
+    d = make(tmp_path)
+    d.creds = {"present": False}
+    assert daemon.status_line(d.status_document(NOW), NOW) == "not joined yet; waiting for the CA"
+
+
+@pytest.mark.parametrize("text", ["[nonsense]\n", "[cluster]\nserver = 5\n"])
+def test_a_bad_reload_keeps_the_running_config(tmp_path: Path, text: str) -> None:
+    d = make(tmp_path)
+    d.cfg.source.write_text(text)
+    before = d.cfg
+    d._reload(NOW)
+    assert d.cfg is before
