@@ -94,6 +94,9 @@ class KubeletConfig:
     restart_max: dt.timedelta  # its cap
     stable_after: dt.timedelta  # a run this long resets the backoff
     healthz_url: str  # probed by `status`; "" = do not probe
+    # Restart the kubelet after a rotation when it serves our certificate from a file
+    # (kubelets before 1.31 do not reload a serving certificate by themselves).
+    restart_on_serving_rotation: bool
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,7 @@ def parse(doc: Mapping[str, Any], source: Path = Path("<config>")) -> Config:
             "restart_max",
             "stable_after",
             "healthz_url",
+            "restart_on_serving_rotation",
         },
     )
     metrics = r.table("metrics", {"listen"})
@@ -270,6 +274,9 @@ def parse(doc: Mapping[str, Any], source: Path = Path("<config>")) -> Config:
             healthz_url=r.url(kubelet, "kubelet.healthz_url", required=False, schemes=("http",))
             if "healthz_url" in kubelet
             else "http://127.0.0.1:10248/healthz",
+            restart_on_serving_rotation=r.boolean(
+                kubelet, "kubelet.restart_on_serving_rotation", True
+            ),
         ),
         metrics_listen=r.string(metrics, "metrics.listen", ""),
     )

@@ -167,6 +167,12 @@ class Daemon:
         """Start a worker when one is due, and the kubelet when credentials exist."""
         if self.creds is None or self.worker is not None:
             return
+        if self._files_changed():
+            # Someone else wrote the credentials (`join-agent join`, an operator): read
+            # them again rather than renew on the strength of stale facts.
+            log.info("credentials_changed_on_disk")
+            self._spawn_worker("inspect")
+            return
         self._check_identity(now)
         due = self._next_attempt(now)
         if due is not None and now >= due:
@@ -174,6 +180,13 @@ class Daemon:
             return
         if self._joined() and self.cfg.kubelet.manage and self.kubelet is None:
             self._start_kubelet(now)
+
+    def _files_changed(self) -> bool:
+        ids = (self.creds or {}).get("ids")
+        if not isinstance(ids, dict):
+            return False
+        current = self.cfg.paths.pki_dir / "kubelet-client-current.pem"
+        return ids.get("credentials") != state.file_identity(current)
 
     def _joined(self) -> bool:
         return bool(self.creds and self.creds.get("present")) and self.cfg.paths.kubeconfig.exists()
@@ -352,7 +365,11 @@ class Daemon:
         if ca_changed:
             log.warning("kubelet_restart", reason="the cluster CA changed")
             self.kubelet.restart(now)
-        elif rotated and self._kubelet_serves_our_cert():
+        elif (
+            rotated
+            and self.cfg.kubelet.restart_on_serving_rotation
+            and self._kubelet_serves_our_cert()
+        ):
             log.info("kubelet_restart", reason="it serves the rotated certificate")
             self.kubelet.restart(now)
 

@@ -102,6 +102,7 @@ def test_defaults_are_those_of_the_design() -> None:
         restart_max=60 * s,
         stable_after=30 * s,
         healthz_url="http://127.0.0.1:10248/healthz",
+        restart_on_serving_rotation=True,
     )
     assert cfg.metrics_listen == ""
     assert cfg.node.exclude_interfaces == config.DEFAULT_EXCLUDE_INTERFACES
@@ -175,6 +176,7 @@ def test_unmanaged_kubelet_may_have_no_command() -> None:
         restart_max=dt.timedelta(minutes=1),
         stable_after=dt.timedelta(seconds=30),
         healthz_url="http://127.0.0.1:10248/healthz",
+        restart_on_serving_rotation=True,
     )
 
 
