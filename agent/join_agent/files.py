@@ -10,6 +10,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,7 +94,11 @@ def fsync_dir(directory: Path) -> None:
 
 @contextlib.contextmanager
 def state_lock(state_dir: Path, wait: float = 60.0) -> Iterator[None]:
-    """Hold ``<state_dir>/lock`` (flock) so ``join`` cannot race the service."""
+    """Hold ``<state_dir>/lock`` (flock) so ``join`` cannot race the service.
+
+    The holder writes its pid and command line into the file, so a process that waits in
+    vain can say who holds it.
+    """
     ensure_dir(state_dir, 0o700)
     path = state_dir / "lock"
     try:
@@ -109,13 +114,26 @@ def state_lock(state_dir: Path, wait: float = 60.0) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise LockedError(
-                        f"another join-agent holds {path} (still after {wait:g}s): wait for "
-                        "it to finish, or stop the join-agent service first"
+                        f"{_holder(path)} holds {path} (still after {wait:g}s): wait for it "
+                        "to finish, or stop the join-agent service first"
                     ) from None
                 time.sleep(0.2)
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {' '.join(sys.argv[1:])[:200]}\n".encode(), 0)
         yield
     finally:
         os.close(fd)
+
+
+def _holder(path: Path) -> str:
+    try:
+        pid, _, args = path.read_text().strip().partition(" ")
+    except OSError:
+        pid, args = "", ""
+    if not pid.isdigit():
+        return "another join-agent"
+    return f"join-agent {args} (pid {pid})" if args else f"another join-agent (pid {pid})"
 
 
 def strerror(e: OSError) -> str:

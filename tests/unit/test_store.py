@@ -370,3 +370,32 @@ def test_a_second_holder_in_another_process_is_refused(tmp_path: Path) -> None:
     with store.state_lock(tmp_path, wait=0):
         assert child() == 3
     assert child() == 0
+
+
+def test_a_waiter_that_gives_up_says_who_holds_the_lock(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from pathlib import Path\n"
+            "from join_agent import files\n"
+            "with files.state_lock(Path(sys.argv[1])):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(30)\n",
+            str(tmp_path),
+            "join",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockedError) as info, store.state_lock(tmp_path, wait=0.3):
+            pass
+        assert f"(pid {holder.pid})" in str(info.value)
+        assert str(info.value).startswith(f"join-agent {tmp_path} join (pid {holder.pid}) holds")
+    finally:
+        holder.kill()
+        holder.wait()
