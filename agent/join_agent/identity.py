@@ -87,6 +87,11 @@ def resolve(
         addresses = node.addresses
     else:
         if discover is None:
+            if not hasattr(socket, "AF_NETLINK"):
+                raise IdentityError(
+                    "this system has no netlink, so join-agent cannot list its addresses "
+                    "(discovery is Linux-only so far): set [node] addresses"
+                )
             from .netlink import interface_addresses
 
             discover = interface_addresses
