@@ -52,7 +52,10 @@ def _parser() -> argparse.ArgumentParser:
         help="enroll once now: write key, certificate, CA and kubeconfig, then exit",
     )
     st = verbs.add_parser(
-        "status", parents=[common], help="show the node's credentials (exit 0 valid, 2 not)"
+        "status",
+        parents=[common],
+        help="show the node's credentials, kubelet and daemon "
+        "(exit 0 healthy, 1 degraded, 2 broken)",
     )
     st.add_argument("--json", action="store_true", help="machine-readable output (stable keys)")
     pn = verbs.add_parser(

@@ -495,7 +495,7 @@ class Daemon:
             if final
             else "stopping"
             if self.stopping
-            else ("running" if self._ready() else "starting")
+            else ("running" if self.ready_sent or self._ready() else "starting")
         )
         return {
             "schema": state.SCHEMA,

@@ -35,5 +35,9 @@ class StoreError(JoinAgentError):
     """Writing or reading the node's files failed."""
 
 
+class KeyMismatch(StoreError):
+    """A versioned file's key does not belong to its certificate."""
+
+
 class LockedError(JoinAgentError):
     """Another join-agent process holds the state lock."""

@@ -566,10 +566,16 @@ class KubeletSupervisor:
             "pid": self._pid,
             "restarts": self.restarts,
             "consecutive_failures": self.consecutive_failures,
-            "since": self._since.isoformat() if self._since else None,
+            "since": _iso(self._since) if self._since else None,
             "last_exit": self.last_exit,
             "last_error": self.last_error,
-            "next_start": self._next_start.isoformat() if self._next_start else None,
+            "next_start": _iso(self._next_start) if self._next_start else None,
+            # The backoff drawn for this wait, exact (the times above are to the second).
+            "restart_delay": (
+                round((self._next_start - self._since).total_seconds(), 3)
+                if self._state == "backoff" and self._next_start and self._since
+                else None
+            ),
         }
 
     # internals
@@ -655,3 +661,7 @@ def _describe(code: int) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"status {code}"
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -42,7 +42,7 @@ def renew(cfg: Config, environ: Mapping[str, str]) -> tuple[bool, str]:
             continue
         success, failure = _marks(doc)
         if success != before[0]:
-            cert = doc.get("certificate") or {}
+            cert = doc.get("credentials") or {}
             return True, (
                 f"renewed by the running daemon (pid {pid}): serial {cert.get('serial')}, "
                 f"valid until {cert.get('not_after')}"

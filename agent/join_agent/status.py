@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import schedule, state
 from .config import Config
 from .durations import format_duration
-from .errors import StoreError
+from .errors import KeyMismatch, StoreError
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -46,6 +46,7 @@ class Snapshot:
     # What the kubeconfig's CA data must be: cluster.ca_bundle's certificates when set,
     # else ca_file's (None: not checked, e.g. a snapshot built by hand).
     cluster_ca: tuple[x509.Certificate, ...] | None = None
+    key_mismatch: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,14 @@ def snapshot(cfg: Config, credentials: Path) -> Snapshot:
     """Read and parse the files on disk (loads cryptography: the slow path)."""
     from . import compat, kubeconfig, store
 
-    pair, pair_error = None, None
+    pair, pair_error, mismatch = None, None, False
     try:
         pair = store.PairStore(
             credentials.parent, credentials.name[: -len("-current.pem")]
         ).load_current()
     except StoreError as e:
         pair_error = str(e)
+        mismatch = isinstance(e, KeyMismatch)
     kc, kc_error = None, None
     try:
         kc = kubeconfig.parse(cfg.paths.kubeconfig.read_text())
@@ -93,6 +95,7 @@ def snapshot(cfg: Config, credentials: Path) -> Snapshot:
         except (OSError, ValueError):
             cluster_ca = None  # config trouble, reported by join; nothing to compare here
     return Snapshot(
+        key_mismatch=mismatch,
         cluster_ca=cluster_ca,
         credentials=credentials,
         pair=pair,
@@ -114,6 +117,7 @@ def facts_of(snap: Snapshot) -> dict[str, Any]:
         "credentials": str(snap.credentials),
         "present": snap.pair is not None,
         "error": snap.pair_error,
+        "key_mismatch": snap.key_mismatch,
         "issued_by_ca_file": None,
     }
     if snap.pair is not None:
@@ -149,11 +153,17 @@ def assess(snap: Snapshot, *, server: str, now: dt.datetime) -> Report:
 
 
 def judge(
-    f: dict[str, Any], *, server: str, now: dt.datetime, node_name: str | None = None
+    f: dict[str, Any],
+    *,
+    server: str,
+    now: dt.datetime,
+    node_name: str | None = None,
+    clock_skew: dt.timedelta = dt.timedelta(0),
 ) -> Report:
-    """Judge the credential facts at ``now`` (pure). ``node_name``: who this node should be."""
+    """Judge the credential facts at ``now`` (pure). ``node_name``: who this node should be;
+    ``clock_skew``: how early a certificate may start, as ``join`` allowed it."""
     doc: dict[str, Any] = {"schema": SCHEMA, "checked_at": state.iso(now)}
-    verdict, problems, doc["certificate"] = _judge_certificate(f, now, node_name)
+    verdict, problems, doc["certificate"] = _judge_certificate(f, now, node_name, clock_skew)
     doc["node"] = doc["certificate"]["node"]
     kc_verdict, kc_problems, doc["kubeconfig"] = _judge_kubeconfig(f, server)
     verdict = _worse(verdict, kc_verdict)
@@ -174,7 +184,7 @@ def judge(
 
 
 def _judge_certificate(  # noqa: PLR0911 - one verdict per rule, checked in order
-    f: dict[str, Any], now: dt.datetime, node_name: str | None
+    f: dict[str, Any], now: dt.datetime, node_name: str | None, clock_skew: dt.timedelta
 ) -> tuple[str, list[str], dict[str, Any]]:
     creds = f["credentials"]
     # Every key is always there (null when unknown): scripts index without guarding.
@@ -184,7 +194,7 @@ def _judge_certificate(  # noqa: PLR0911 - one verdict per rule, checked in orde
         **dict.fromkeys(_CERT_KEYS),
     }
     if f.get("error"):
-        verdict = "mismatched" if "does not match" in f["error"] else "unreadable"
+        verdict = "mismatched" if f.get("key_mismatch") else "unreadable"
         return verdict, [f["error"]], doc
     if not f.get("present"):
         return "not-joined", [f"no certificate at {creds}: run `join-agent join`"], doc
@@ -218,7 +228,7 @@ def _judge_certificate(  # noqa: PLR0911 - one verdict per rule, checked in orde
             ],
             doc,
         )
-    if now < nb:
+    if now + clock_skew < nb:
         return (
             "not-yet-valid",
             [f"the certificate is valid only from {state.iso(nb)}: check this node's clock"],
@@ -282,7 +292,7 @@ def overlay(
     doc["agent"] = {
         "running": agent_running,
         "pid": agent.get("pid") if agent_running else None,
-        "version": agent.get("version"),
+        "version": agent.get("version") if agent_running else None,
         "state": agent.get("state") if agent_running else "not running",
         "started_at": agent.get("started_at") if agent_running else None,
     }
@@ -290,12 +300,18 @@ def overlay(
     renewal = dict(rec.get("renewal") or {})
     deadline = renew_at(facts)
     renewal["renew_at"] = None if deadline is None else state.iso(deadline)
-    for key in ("next_attempt", "failures", "last_attempt", "last_success", "last_ok"):
+    for key in (
+        "next_attempt", "failures", "last_attempt", "last_success", "last_ok", "reason",
+        "in_progress",
+    ):  # fmt: skip
         renewal.setdefault(key, None)
     doc["renewal"] = renewal
     doc["last_error"] = rec.get("last_error")
     kubelet: dict[str, Any] = {"managed": manage_kubelet}
-    for key in ("state", "pid", "restarts", "since", "last_exit", "next_start"):
+    for key in (
+        "state", "pid", "restarts", "consecutive_failures", "since", "last_exit",
+        "last_error", "next_start",
+    ):  # fmt: skip
         kubelet[key] = (rec.get("kubelet") or {}).get(key) if agent_running else None
     kubelet["healthz"] = healthz
     doc["kubelet"] = kubelet
@@ -312,8 +328,8 @@ def overlay(
         err = rec["last_error"]
         degraded.append(f"the last renewal failed at {err.get('at')}: {err.get('message')}")
     if manage_kubelet and agent_running and report.state == "valid":
-        if kubelet["state"] not in ("starting", "running"):
-            degraded.append(f"the kubelet is {kubelet['state'] or 'not started'}")
+        if kubelet["state"] not in ("starting", "running") or kubelet["consecutive_failures"]:
+            degraded.append(_kubelet_trouble(kubelet))
         elif healthz is not None and healthz != "ok":
             degraded.append(f"the kubelet's healthz check failed: {healthz}")
     problems += degraded
@@ -323,6 +339,25 @@ def overlay(
     doc["problems"] = problems
     doc["health"] = {EXIT_HEALTHY: "healthy", EXIT_DEGRADED: "degraded"}.get(code, "broken")
     return Report(state=report.state, exit_code=code, problems=tuple(problems), doc=doc)
+
+
+def _kubelet_trouble(k: dict[str, Any]) -> str:
+    """One sentence for a kubelet that is not steadily up."""
+    failures = k.get("consecutive_failures") or 0
+    if k.get("state") == "backoff":
+        text = f"the kubelet keeps exiting ({failures} time(s) in a row)"
+    elif failures:
+        text = f"the kubelet exited {failures} time(s) in a row and is {k.get('state')} again"
+    else:
+        text = f"the kubelet is {k.get('state') or 'not started'}"
+    last = k.get("last_error") or (
+        None if k.get("last_exit") is None else f"exit status {k['last_exit']}"
+    )
+    if last:
+        text += f"; last: {last}"
+    if k.get("state") == "backoff" and k.get("next_start"):
+        text += f"; next start at {k['next_start']}"
+    return text
 
 
 def gather(cfg: Config, now: dt.datetime, *, probe: bool = True) -> Report:
@@ -335,7 +370,13 @@ def gather(cfg: Config, now: dt.datetime, *, probe: bool = True) -> Report:
     if f is None:
         f = facts_of(snapshot(cfg, credentials))
         source = "files"
-    base = judge(f, server=cfg.cluster.server, now=now, node_name=expected_node_name(cfg))
+    base = judge(
+        f,
+        server=cfg.cluster.server,
+        now=now,
+        node_name=expected_node_name(cfg),
+        clock_skew=cfg.renewal.clock_skew,
+    )
     healthz = None
     kubelet_state = ((recorded or {}).get("kubelet") or {}).get("state")
     if probe and cfg.kubelet.manage and agent_running and kubelet_state in ("starting", "running"):
@@ -435,8 +476,9 @@ def render_text(report: Report) -> str:
         lines.append(f"Kubeconfig:   {kc['path']} (server {kc.get('server') or '?'})")
     lines += _daemon_lines(d)
     err = d.get("last_error")
-    if err:
-        lines.append(f"Last error:   {err.get('message')} (at {err.get('at')})")
+    if err and (d.get("renewal") or {}).get("last_ok") is not False:
+        # A failure that is not the latest outcome: history, not a problem (those are below).
+        lines.append(f"Last error:   {err.get('message')} (at {err.get('at')}, recovered since)")
     lines += [f"Problem:      {p}" for p in report.problems]
     return "\n".join(lines) + "\n"
 
@@ -444,7 +486,9 @@ def render_text(report: Report) -> str:
 def _daemon_lines(d: dict[str, Any]) -> list[str]:
     lines = []
     kubelet = d.get("kubelet")
-    if kubelet and kubelet.get("managed"):
+    if kubelet and kubelet.get("managed") and not (d.get("agent") or {}).get("running"):
+        lines.append("Kubelet:      not supervised (join-agent run is not running)")
+    elif kubelet and kubelet.get("managed"):
         parts = [kubelet.get("state") or "unknown"]
         if kubelet.get("pid"):
             parts.append(f"pid {kubelet['pid']}")

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from . import compat
-from .errors import StoreError
+from .errors import KeyMismatch, StoreError
 from .files import TMP_PREFIX as _TMP_PREFIX
 from .files import atomic_write, ensure_dir, fsync_dir, state_lock, strerror
 
@@ -64,7 +64,7 @@ def parse_pair(path: Path, data: bytes) -> Pair:
     ours = key.public_key().public_bytes(serialization.Encoding.DER, spki)
     theirs = chain[0].public_key().public_bytes(serialization.Encoding.DER, spki)
     if ours != theirs:
-        raise StoreError(f"{path} holds a key that does not match its certificate")
+        raise KeyMismatch(f"{path} holds a key that does not match its certificate")
     return Pair(path=path, chain=tuple(chain), key_pem=key_pem.group(0) + b"\n")
 
 

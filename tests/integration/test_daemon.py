@@ -29,8 +29,10 @@ from tests.standins import kubelet_command
 pytestmark = pytest.mark.integration
 
 # A 60 s certificate: renewal comes 42-54 s after notBefore, so a test sees rotations
-# within a couple of minutes. retry_min/max are seconds so outages resolve quickly.
-SHORT = {"expiry": "60s", "backdate": "30s"}
+# within a couple of minutes. CFSSL rounds notBefore to the nearest minute and subtracts
+# the backdate: with 1 s, a certificate has 30-88 s left when issued (with 30 s it could
+# have 1 s). retry_min/max are seconds so outages resolve quickly.
+SHORT = {"expiry": "60s", "backdate": "1s"}
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +155,16 @@ def configure(n: Node, healthz_port: int, **extra: dict[str, Any]) -> None:
     )
 
 
+def seconds_left(doc: dict[str, Any]) -> float:
+    from join_agent.state import parse_iso
+
+    import datetime as dt
+
+    na = (doc.get("credentials") or {}).get("not_after")
+    now = dt.datetime.now(dt.timezone.utc)
+    return (parse_iso(na) - now).total_seconds() if na else 0.0
+
+
 def serial(doc: dict[str, Any]) -> str | None:
     return (doc.get("credentials") or {}).get("serial")
 
@@ -216,7 +228,10 @@ def test_ca_outage_keeps_the_kubelet_and_heals(daemon_node: Node, short_ca: Cfss
     node = daemon_node
     agent = Agent(node)
     try:
+        # Enough certificate left to live through the outage: status must say degraded,
+        # not expired.
         doc = agent.wait("running", lambda d: d["agent"]["state"] == "running", 30)
+        doc = agent.wait("a certificate with 25 s left", lambda d: seconds_left(d) >= 25, 120)
         kubelet_pid = doc["kubelet"]["pid"]
         before = serial(doc)
         short_ca.stop()
@@ -415,6 +430,10 @@ def test_a_new_ca_that_matches_a_pin_is_added_and_restarts_the_kubelet_once(
             short_ca.start(port=port)
         subjects = [c["subject"] for c in doc["credentials"]["ca"]]
         assert subjects == ["CN=join-agent test CA 2", "CN=join-agent test CA"]
+        deadline = time.monotonic() + 10  # the new kubelet writes its record as it starts
+        while len(kubelet_starts(node)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)
         assert len(kubelet_starts(node)) == 2  # restarted exactly once for the CA change
     finally:
         assert agent.stop() == 0

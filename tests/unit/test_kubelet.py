@@ -32,6 +32,11 @@ def state_of(sup: KubeletSupervisor) -> str:
     return sup.state  # a plain str: mypy would keep the Literal narrowed across calls
 
 
+def iso(t: dt.datetime) -> str:
+    """status.json's time format: UTC, to the second."""
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def at(seconds: float) -> dt.datetime:
     return T0 + dt.timedelta(seconds=seconds)
 
@@ -115,10 +120,11 @@ def test_start_spawns_and_writes_the_pidfile(tmp_path: Path, procs: FakeProcesse
         "pid": 1001,
         "restarts": 0,
         "consecutive_failures": 0,
-        "since": at(0).isoformat(),
+        "since": iso(at(0)),
         "last_exit": None,
         "last_error": None,
         "next_start": None,
+        "restart_delay": None,
     }
     assert sup.start(at(1)) == at(30)  # idempotent
     assert procs.spawns == 1
@@ -131,7 +137,7 @@ def test_starting_becomes_running_after_stable_after(tmp_path: Path, procs: Fake
     assert state_of(sup) == "starting"
     assert sup.tick(at(30)) is None  # running: only the child's exit changes anything
     assert state_of(sup) == "running"
-    assert sup.snapshot()["since"] == at(30).isoformat()
+    assert sup.snapshot()["since"] == iso(at(30))
     assert sup.tick(at(3600)) is None
     assert state_of(sup) == "running"
 
@@ -149,7 +155,8 @@ def test_exit_while_starting_backs_off_then_starts_again(
     assert snap["pid"] is None
     assert snap["last_exit"] == 2
     assert snap["consecutive_failures"] == 1
-    assert snap["next_start"] == at(1.5).isoformat()
+    assert snap["next_start"] == iso(at(1.5))
+    assert snap["restart_delay"] == 1.0
     assert snap["last_error"] == "kubelet (pid 1001) exited with status 2"
     assert not sup.pidfile.exists()
     assert sup.tick(at(1.4)) == at(1.5)

@@ -105,7 +105,10 @@ def test_not_joined(ca: CA, node_key: Any) -> None:
 
 def test_mismatched_key(ca: CA, node_key: Any) -> None:
     snap = dataclasses.replace(
-        healthy(ca, node_key), pair=None, pair_error=mismatch_message(ca, node_key)
+        healthy(ca, node_key),
+        pair=None,
+        pair_error=mismatch_message(ca, node_key),
+        key_mismatch=True,
     )
     report = assess(snap)
     assert report.state == "mismatched"

@@ -307,7 +307,20 @@ def test_overlay_an_earlier_failure_that_was_followed_by_success_is_healthy(
 @pytest.mark.parametrize(
     ("kubelet", "problem"),
     [
-        ({"state": "backoff"}, "the kubelet is backoff"),
+        (
+            {
+                "state": "backoff",
+                "consecutive_failures": 3,
+                "last_exit": 1,
+                "next_start": "2030-01-01T00:00:05Z",
+            },
+            "the kubelet keeps exiting (3 time(s) in a row); last: exit status 1; "
+            "next start at 2030-01-01T00:00:05Z",
+        ),
+        (
+            {"state": "starting", "consecutive_failures": 2, "last_error": "exited with 3"},
+            "the kubelet exited 2 time(s) in a row and is starting again; last: exited with 3",
+        ),
         ({"state": "exited"}, "the kubelet is exited"),
         ({}, "the kubelet is not started"),
     ],
