@@ -156,9 +156,9 @@ def configure(n: Node, healthz_port: int, **extra: dict[str, Any]) -> None:
 
 
 def seconds_left(doc: dict[str, Any]) -> float:
-    from join_agent.state import parse_iso
-
     import datetime as dt
+
+    from join_agent.state import parse_iso
 
     na = (doc.get("credentials") or {}).get("not_after")
     now = dt.datetime.now(dt.timezone.utc)
