@@ -6,12 +6,13 @@ up, and fields whose names say "secret" are dropped to a marker.
 
 from __future__ import annotations
 
-import logging
 import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
+# The stdlib's level numbers, without importing logging (a status call is timed).
+DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
 _SECRETS: set[str] = set()
 _SECRET_WORDS = ("token", "auth_key", "private_key", "password", "secret")
 REDACTED = "[redacted]"
@@ -74,7 +75,7 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
 
 
 class _Settings:
-    level = logging.INFO
+    level = INFO
     stream: TextIO | None = None
     configured = False
 
@@ -86,7 +87,7 @@ def setup(*, debug: bool = False, quiet: bool = False, stream: TextIO | None = N
     only when the first line is actually logged. ``quiet`` is for one-shot verbs, which
     report on stdout and log only warnings unless ``debug``.
     """
-    _Settings.level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    _Settings.level = DEBUG if debug else WARNING if quiet else INFO
     _Settings.stream = stream
     _Settings.configured = False
 
@@ -136,19 +137,19 @@ class Logger:
             getattr(self.bind(), method)(event, **context)
 
     def debug(self, event: str, **context: Any) -> None:
-        self._log(logging.DEBUG, "debug", event, context)
+        self._log(DEBUG, "debug", event, context)
 
     def info(self, event: str, **context: Any) -> None:
-        self._log(logging.INFO, "info", event, context)
+        self._log(INFO, "info", event, context)
 
     def warning(self, event: str, **context: Any) -> None:
-        self._log(logging.WARNING, "warning", event, context)
+        self._log(WARNING, "warning", event, context)
 
     def error(self, event: str, **context: Any) -> None:
-        self._log(logging.ERROR, "error", event, context)
+        self._log(ERROR, "error", event, context)
 
     def exception(self, event: str, **context: Any) -> None:
-        self._log(logging.ERROR, "exception", event, context)
+        self._log(ERROR, "exception", event, context)
 
 
 def get_logger(name: str) -> Logger:

@@ -23,7 +23,14 @@ def iso(t: dt.datetime) -> str:
 
 
 def parse_iso(text: str) -> dt.datetime:
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    """Read back ``iso()``'s "YYYY-MM-DDTHH:MM:SSZ" (no strptime: it costs an import)."""
+    if len(text) != 20 or text[10] != "T" or text[19] != "Z":
+        raise ValueError(f"not a UTC timestamp: {text!r}")
+    return dt.datetime(
+        int(text[0:4]), int(text[5:7]), int(text[8:10]),
+        int(text[11:13]), int(text[14:16]), int(text[17:19]),
+        tzinfo=dt.timezone.utc,
+    )  # fmt: skip
 
 
 def file_identity(path: Path) -> dict[str, Any] | None:

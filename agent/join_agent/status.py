@@ -422,26 +422,35 @@ def _fresh_facts(
     return f
 
 
-def probe_healthz(url: str) -> str | None:
-    """GET the kubelet's healthz: "ok", or a short reason; None when not configured."""
+def probe_healthz(url: str, timeout: float = 2.0) -> str | None:
+    """GET the kubelet's healthz: "ok", or a short reason; None when not configured.
+
+    A plain HTTP/1.0 request over a socket: http.client would triple the time of a
+    fast ``status`` for one loopback GET.
+    """
     if not url:
         return None
-    import http.client
+    import socket
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=2)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    request = f"GET {parts.path or '/healthz'} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode()
     try:
-        conn.request("GET", parts.path or "/healthz")
-        r = conn.getresponse()
-        body = r.read(256).decode("ascii", "replace").strip()
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(request)
+            answer = b""
+            while len(answer) < 4096 and (chunk := sock.recv(4096)):
+                answer += chunk
     except OSError as e:
         return f"{url}: {e.strerror or e}"
-    except http.client.HTTPException as e:
-        return f"{url}: {type(e).__name__}"
-    finally:
-        conn.close()
-    return "ok" if r.status == 200 else f"{url}: HTTP {r.status} {body[:80]}"
+    head, _, body = answer.partition(b"\r\n\r\n")
+    fields = head.split(b"\r\n", 1)[0].split()
+    if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not fields[1].isdigit():
+        return f"{url}: not an HTTP answer"
+    code = int(fields[1])
+    text = body[:80].decode("ascii", "replace").strip()
+    return "ok" if code == 200 else f"{url}: HTTP {code} {text}"
 
 
 def render_json(report: Report) -> str:
