@@ -96,7 +96,7 @@ class Daemon:
         self.last_published: str = ""
         self.last_status_line = ""
         self.last_watchdog = 0.0
-        self.waiting_for = "the state of the credentials on disk"
+        self.identity_checked = -1e9  # monotonic time of the last address check
         self.selector = selectors.DefaultSelector()
         self.metrics: Any = None
 
@@ -234,6 +234,11 @@ class Daemon:
         c = self.creds
         if not c or not c.get("present") or self.renewal.requested:
             return
+        # At most once a minute: a netlink dump on every watchdog tick is work for nothing.
+        mono = time.monotonic()
+        if mono - self.identity_checked < 60:
+            return
+        self.identity_checked = mono
         from . import identity
 
         try:
@@ -273,11 +278,15 @@ class Daemon:
         now = self.clock()
         if mode == "enroll":
             self.renewal.last_attempt = now
-            self.waiting_for = "the CA"
             log.info("enrolling", reason=self.renewal.reason or "renewal deadline")
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env, close_fds=True
-        )
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env, close_fds=True
+            )
+        except OSError as e:  # out of memory or processes: a failed attempt, retried later
+            error = f"cannot start the worker process: {e.strerror or e}"
+            self._apply(now, mode, {"ok": False, "error": error, "kind": "OSError"})
+            return
         stdout = typing.cast(IO[bytes], proc.stdout)  # stdout=PIPE: never None
         os.set_blocking(stdout.fileno(), False)
         self.selector.register(stdout, selectors.EVENT_READ, "worker")

@@ -60,6 +60,9 @@ def test_a_changed_address_set_requests_an_early_renewal(tmp_path: Path) -> None
     assert not d.renewal.requested
     d.creds = creds(["192.0.2.99"])
     d._check_identity(NOW)
+    assert not d.renewal.requested  # checked at most once a minute
+    d.identity_checked -= 61
+    d._check_identity(NOW)
     assert d.renewal.requested
     assert "192.0.2.10" in d.renewal.reason
     assert d._next_attempt(NOW) == NOW  # not the deadline months away
