@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -133,6 +134,16 @@ class Node:
             elif p.is_file():
                 out[rel] = p.read_bytes()
         return out
+
+
+def kubectl_view(kubectl: str, kubeconfig: Path, *, flatten: bool = False) -> dict[str, Any]:
+    """`kubectl config view --raw` (with --flatten, kubectl reads the referenced files)."""
+    argv = [kubectl, "--kubeconfig", str(kubeconfig), "config", "view", "--raw", "-o", "json"]
+    if flatten:
+        argv.append("--flatten")
+    r = subprocess.run(argv, capture_output=True, text=True, check=True)
+    doc: dict[str, Any] = json.loads(r.stdout)
+    return doc
 
 
 def _toml_value(v: Any) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Node, need
+from tests.conftest import Node, kubectl_view, need
 from tests.lab.cfssl_ca import CfsslCA, free_port, seed_config
 from tests.standins import kubelet_command
 
@@ -192,25 +192,10 @@ def test_rotations_move_the_symlink_and_never_restart_the_kubelet(
         assert f"--kubeconfig={node.kubeconfig}" in starts[0]["argv"]
         assert "--hostname-override=worker-1" in starts[0]["argv"]
         # The kubeconfig still works for the real kubectl, through the moved symlink.
-        flat = subprocess.run(
-            [
-                kubectl,
-                "--kubeconfig",
-                str(node.kubeconfig),
-                "config",
-                "view",
-                "--raw",
-                "--flatten",
-                "-o",
-                "json",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        flat = kubectl_view(kubectl, node.kubeconfig, flatten=True)
         import base64
 
-        data = json.loads(flat.stdout)["users"][0]["user"]["client-certificate-data"]
+        data = flat["users"][0]["user"]["client-certificate-data"]
         assert base64.b64decode(data) == node.current.read_bytes()
         # status agrees with the files, from the daemon's record (no PEM parsed).
         r = node.run("status", "--json")

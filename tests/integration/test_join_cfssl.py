@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.conftest import Node
+from tests.conftest import Node, kubectl_view
 from tests.lab.cfssl_ca import CfsslCA, free_port, running_ca
 
 pytestmark = pytest.mark.integration
@@ -85,13 +85,7 @@ def test_join_writes_credentials_that_kubectl_and_openssl_accept(
     assert stat.S_IMODE(node.kubeconfig.stat().st_mode) == 0o600
 
     # The real kubectl reads the kubeconfig: raw view shows our server, CA and paths...
-    view = subprocess.run(
-        [kubectl, "--kubeconfig", str(node.kubeconfig), "config", "view", "--raw", "-o", "json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    doc = json.loads(view.stdout)
+    doc = kubectl_view(kubectl, node.kubeconfig)
     assert doc["current-context"] == "system:node:worker-1@lab"
     cluster = doc["clusters"][0]["cluster"]
     assert cluster["server"] == "https://127.0.0.1:6443"
@@ -104,23 +98,8 @@ def test_join_writes_credentials_that_kubectl_and_openssl_accept(
     assert user["user"]["client-certificate"] == str(node.current)
     assert user["user"]["client-key"] == str(node.current)
     # ...and flattening makes kubectl read the certificate and key through the symlink.
-    flat = subprocess.run(
-        [
-            kubectl,
-            "--kubeconfig",
-            str(node.kubeconfig),
-            "config",
-            "view",
-            "--raw",
-            "--flatten",
-            "-o",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    flat_user = json.loads(flat.stdout)["users"][0]["user"]
+    flat = kubectl_view(kubectl, node.kubeconfig, flatten=True)
+    flat_user = flat["users"][0]["user"]
     assert base64.b64decode(flat_user["client-certificate-data"]) == pair.read_bytes()
 
 
