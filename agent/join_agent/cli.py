@@ -168,8 +168,8 @@ def _reset(args: argparse.Namespace) -> int:
         answer = input(f"Remove the credentials, kubeconfig and CA file of {cfg.source}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             return 1
-    for path in reset.reset(cfg):
-        print(f"removed {path}")
+    for line in reset.reset(cfg):
+        print(line)
     return 0
 
 

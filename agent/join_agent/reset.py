@@ -9,15 +9,26 @@ from .config import Config
 from .errors import JoinAgentError
 
 
-def reset(cfg: Config) -> list[Path]:
-    """Remove the credentials, kubeconfig, CA file and recorded state; returns what went."""
+def reset(cfg: Config) -> list[str]:
+    """Stop a kubelet left behind, remove the credentials, kubeconfig, CA file and recorded
+    state; returns one line per thing done."""
     pid = state.running_agent(cfg.paths.state_dir)
     if pid is not None:
         raise JoinAgentError(
             f"join-agent run is running (pid {pid}): stop the service first "
             "(systemctl stop join-agent), then reset"
         )
-    removed: list[Path] = []
+    done: list[str] = []
+    pidfile = cfg.paths.state_dir / "kubelet.pid"
+    if pidfile.exists():
+        # A kubelet left by an agent that was killed: stop it before its credentials go.
+        from . import kubelet
+
+        reaped = kubelet.reap_stale(
+            pidfile, stop_grace=cfg.kubelet.stop_grace, procs=kubelet.OsProcesses()
+        )
+        if reaped:
+            done.append(reaped)
     with files.state_lock(cfg.paths.state_dir):
         candidates: list[Path] = []
         if cfg.paths.pki_dir.is_dir():
@@ -31,5 +42,5 @@ def reset(cfg: Config) -> list[Path]:
         for path in candidates:
             if path.is_symlink() or path.exists():
                 path.unlink()
-                removed.append(path)
-    return removed
+                done.append(f"removed {path}")
+    return done

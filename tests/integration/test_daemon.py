@@ -457,20 +457,21 @@ def test_metrics_endpoint_reports_expiry_and_renewals(daemon_node: Node) -> None
 
 def test_reset_removes_what_join_wrote_but_not_while_the_daemon_runs(daemon_node: Node) -> None:
     node = daemon_node
-    node.write_config(kubelet={"manage": False}, renewal={"retry_min": "1s", "retry_max": "3s"})
     agent = Agent(node)
-    try:
-        agent.wait("running", lambda d: d["agent"]["state"] == "running", 30)
-        r = node.run("reset", "--force")
-        assert r.returncode != 0
-        assert "join-agent run is running" in r.stderr
-    finally:
-        assert agent.stop() == 0
+    doc = agent.wait("running", lambda d: d["kubelet"].get("pid") is not None, 30)
+    r = node.run("reset", "--force")
+    assert r.returncode != 0
+    assert "join-agent run is running" in r.stderr
+    orphan = doc["kubelet"]["pid"]
+    agent.kill()  # SIGKILL: its kubelet is left behind, and reset must stop it
+    assert alive(orphan)
     r = node.run("reset")  # no TTY, no --force: refused, nothing removed
     assert r.returncode != 0 and "--force" in r.stderr
     assert node.current.exists()
     r = node.run("reset", "--force")
     assert r.returncode == 0, r.stderr
+    assert not alive(orphan)
+    assert f"removed {node.kubeconfig}" in r.stdout
     assert not node.current.exists() and not node.kubeconfig.exists()
     assert not node.ca_file.exists()
     assert list(node.pki.glob("kubelet-client-*")) == []
