@@ -72,6 +72,38 @@ def unchanged(path: Path, data: bytes, mode: int) -> bool:
     return True
 
 
+def sweep(directory: Path) -> list[Path]:
+    """Remove temp files that a killed writer left in ``directory``; returns them.
+
+    A temp file's name ends in its writer's pid: one whose writer still runs is left alone
+    (the daemon writes status.json without the lock).
+    """
+    removed = []
+    try:
+        leftovers = [p for p in directory.iterdir() if p.name.startswith(TMP_PREFIX)]
+    except OSError:
+        return []
+    for p in leftovers:
+        pid = p.name.rsplit(".", 1)[-1]
+        if pid.isdigit() and _running(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            if not p.is_symlink():  # pending symlink switches are PairStore.recover()'s
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def discard(tmp: Path) -> None:
     with contextlib.suppress(OSError):
         tmp.unlink()

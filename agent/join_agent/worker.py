@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from . import enroll, identity, signers, state, store, transport
+from . import enroll, files, identity, signers, state, store, transport
 from .config import Config
 from .errors import JoinAgentError
 
@@ -33,6 +33,8 @@ def enroll_once(cfg: Config, environ: Mapping[str, str]) -> enroll.Enrolled:
     ):
         setup = signers.build(cfg, environ, client, limits)
         enroll.client_store(cfg).recover()
+        for directory in {cfg.paths.kubeconfig.parent, cfg.paths.ca_file.parent}:
+            files.sweep(directory)
         return enroll.enroll(
             cfg,
             setup.signer,

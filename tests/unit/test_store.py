@@ -399,3 +399,19 @@ def test_a_waiter_that_gives_up_says_who_holds_the_lock(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_sweep_removes_temp_files_of_dead_writers_only(tmp_path: Path) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    gone = tmp_path / f"{files.TMP_PREFIX}kubelet.conf.{dead.stdout.strip()}"
+    mine = tmp_path / f"{files.TMP_PREFIX}status.json.{os.getpid()}"
+    other = tmp_path / "kubelet.conf"
+    for p in (gone, mine, other):
+        p.write_text("x")
+    assert files.sweep(tmp_path) == [gone]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other.name])
