@@ -73,11 +73,22 @@ def post(client: httpx.Client, url: str, body: bytes, limits: Limits, *, what: s
 
     ``what`` names the peer in errors ("the CA at http://…").
     """
+    return _within_deadline("POST", client, url, body, limits=limits, what=what)
+
+
+def get(client: httpx.Client, url: str, limits: Limits, *, what: str) -> Response:
+    """GET ``url`` within ``limits`` (a probe: it asks for nothing)."""
+    return _within_deadline("GET", client, url, None, limits=limits, what=what)
+
+
+def _within_deadline(
+    method: str, client: httpx.Client, url: str, body: bytes | None, *, limits: Limits, what: str
+) -> Response:
     outcome: list[Response | BaseException] = []
 
     def attempt() -> None:
         try:
-            outcome.append(_post(client, url, body, limits, what))
+            outcome.append(_request(method, client, url, body, limits=limits, what=what))
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread as is
             outcome.append(e)
 
@@ -92,10 +103,14 @@ def post(client: httpx.Client, url: str, body: bytes, limits: Limits, *, what: s
     return result
 
 
-def _post(client: httpx.Client, url: str, body: bytes, limits: Limits, what: str) -> Response:
-    headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+def _request(
+    method: str, client: httpx.Client, url: str, body: bytes | None, *, limits: Limits, what: str
+) -> Response:
+    headers = {"Accept-Encoding": "identity"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
     try:
-        with client.stream("POST", url, content=body, headers=headers) as r:
+        with client.stream(method, url, content=body, headers=headers) as r:
             encoding = r.headers.get("content-encoding", "identity").strip().lower()
             if encoding not in ("", "identity"):
                 raise TransportError(
