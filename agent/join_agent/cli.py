@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="renew now: asks the running daemon, or enrolls itself when none runs",
     )
+    verbs.add_parser(
+        "check",
+        parents=[common],
+        help="preflight: config, secrets, CA and pin, clock, API server TLS, kernel, kubelet",
+    )
     rs = verbs.add_parser(
         "reset", parents=[common], help="remove what join wrote (credentials, kubeconfig, CA)"
     )
@@ -173,6 +178,15 @@ def _reset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from . import check, config
+
+    results = check.run(config.config_path(args.config, os.environ), os.environ, _now)
+    for r in results:
+        print(r.line())
+    return 1 if any(r.level == "FAIL" for r in results) else 0
+
+
 def _worker(args: argparse.Namespace) -> int:
     from . import worker
 
@@ -210,6 +224,7 @@ _VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _run,
     "renew": _renew,
     "reset": _reset,
+    "check": _check,
     "worker": _worker,
     "status": _status,
     "pin": _pin,

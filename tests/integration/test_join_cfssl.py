@@ -271,3 +271,96 @@ def test_trust_on_first_use_records_the_pin_and_refuses_another_ca(
     assert r.returncode != 0
     assert f"which is not in the pin recorded on first use ({node.state / 'ca-pin'})" in r.stderr
     assert node.tree() == before
+
+
+def test_check_reports_each_item_on_its_own_line(node: Node, ca: CfsslCA) -> None:
+    r = node.run("check")
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"PASS  config: {node.config} is valid"
+    assert lines[1].startswith(f"PASS  auth key: {node.auth_key}")
+    assert lines[2] == f"PASS  CA {ca.url}: answers; CN=join-agent test CA matches a pin"
+    assert lines[3].startswith(f"PASS  clock vs {ca.url}: within ")
+    # cfssl serve answers /newcert to anyone: a warning, not a failure.
+    assert lines[4].startswith(f"WARN  /newcert at {ca.url}: reachable from this node")
+    # No join yet: no CA file to verify the API server with.
+    assert lines[5].startswith("SKIP  API server https://127.0.0.1:6443: no CA to verify it with")
+    assert "Traceback" not in r.stderr
+
+
+def test_check_fails_on_a_wrong_pin_and_a_bad_secret(node: Node) -> None:
+    node.write_config(signer__cfssl={"ca_pins": ["sha256:" + "cd" * 32]})
+    node.auth_key.chmod(0o640)
+    r = node.run("check")
+    assert r.returncode == 1
+    fails = [line for line in r.stdout.splitlines() if line.startswith("FAIL")]
+    assert any("auth key" in f and "readable by group or others" in f for f in fails)
+    assert any("which is not in signer.cfssl.ca_pins" in f for f in fails)
+
+
+def test_check_verifies_the_api_servers_tls_with_the_cluster_ca(
+    node: Node, ca: CfsslCA, tmp_path: Path
+) -> None:
+    """A stand-in API server: a TLS listener whose certificate the test CA signed."""
+    import datetime as dt
+    import ipaddress
+    import socket
+    import ssl
+    import threading
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ca_key = serialization.load_pem_private_key(ca.ca_key.read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate(ca.ca_pem.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    pem = tmp_path / "apiserver.pem"
+    pem.write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pem)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                with context.wrap_socket(conn, server_side=True):
+                    pass
+            except (OSError, ssl.SSLError):
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        node.write_config(cluster={"server": f"https://127.0.0.1:{port}"})
+        assert node.run("join").returncode == 0
+        lines = node.run("check").stdout.splitlines()
+        assert (
+            f"PASS  API server https://127.0.0.1:{port}: TLS verified with {node.ca_file}" in lines
+        )
+    finally:
+        listener.close()
