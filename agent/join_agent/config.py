@@ -299,7 +299,9 @@ class _Reader:
         self.source = source
 
     def fail(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {key} {problem}")
+        # A quoted TOML key may hold anything, newlines included: one line, always.
+        shown = key if key.isprintable() else repr(key)
+        return ConfigError(f"{self.source}: {shown} {problem}".replace("\n", "\\n"))
 
     def only_tables(self, *names: str) -> None:
         for name in self.doc:

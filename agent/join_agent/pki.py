@@ -8,9 +8,15 @@ from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv6Address
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import (
+    ExtendedKeyUsageOID,
+    ExtensionOID,
+    NameOID,
+    SignatureAlgorithmOID,
+)
 
 from . import compat
 from .config import IPAddress, KeyType
@@ -100,7 +106,12 @@ def trusted_path(
             )
         path.append(parent)
     for depth, cert in enumerate(path):
-        _check_authority(cert, depth, now, clock_skew)
+        try:
+            _check_authority(cert, depth, now, clock_skew)
+        except (ValueError, x509.DuplicateExtension):  # extensions are parsed lazily
+            raise TrustError(
+                f"the CA certificate {_name(cert.subject)} has malformed extensions: refusing it"
+            ) from None
     return tuple(path)
 
 
@@ -169,9 +180,55 @@ def check_issued(
             f"{who} has subject {_name(cert.subject)}, not "
             f"CN={identity.common_name}, O={NODES_GROUP}: refusing it"
         )
+    _check_algorithms(cert, who)
     _check_sans(cert, identity, who)
     _check_usages(cert, who)
     _check_validity(cert, now, clock_skew, who)
+
+
+# What Go's crypto/x509 (the API server's) understands in a client certificate: anything
+# else marked critical makes it refuse the certificate, so we refuse it first.
+_KNOWN_CRITICAL = frozenset(
+    {
+        ExtensionOID.KEY_USAGE,
+        ExtensionOID.EXTENDED_KEY_USAGE,
+        ExtensionOID.BASIC_CONSTRAINTS,
+        ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+        ExtensionOID.NAME_CONSTRAINTS,
+        ExtensionOID.CERTIFICATE_POLICIES,
+        ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+        ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+    }
+)
+# Go refuses SHA-1 signatures since 1.18; MD5 long before.
+_GOOD_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
+
+
+def _check_algorithms(cert: x509.Certificate, who: str) -> None:
+    try:
+        algorithm = cert.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        algorithm = None
+    eddsa = cert.signature_algorithm_oid in (
+        SignatureAlgorithmOID.ED25519,
+        SignatureAlgorithmOID.ED448,
+    )
+    if not eddsa and not isinstance(algorithm, _GOOD_HASHES):
+        name = (
+            algorithm.name if algorithm is not None else cert.signature_algorithm_oid.dotted_string
+        )
+        raise CertificateRejected(
+            f"{who} is signed with {name.upper()}, which the API server refuses: the CA must sign "
+            "with SHA-256 or better"
+        )
+    unknown = [
+        e.oid.dotted_string for e in cert.extensions if e.critical and e.oid not in _KNOWN_CRITICAL
+    ]
+    if unknown:
+        raise CertificateRejected(
+            f"{who} has a critical extension the API server does not understand "
+            f"({', '.join(unknown)}): refusing it"
+        )
 
 
 def _check_sans(cert: x509.Certificate, identity: Identity, who: str) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from . import compat
@@ -50,19 +51,19 @@ def pair_pem(chain: list[x509.Certificate], key_pem: bytes) -> bytes:
 
 def parse_pair(path: Path, data: bytes) -> Pair:
     """Split a combined PEM; raise StoreError unless the key matches the first cert."""
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
     try:
         chain = compat.load_pem_certificates(data)
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
+        if not chain:
+            raise StoreError(f"{path} holds no certificate")
+        ours = key.public_key().public_bytes(serialization.Encoding.DER, spki)
+        theirs = chain[0].public_key().public_bytes(serialization.Encoding.DER, spki)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise StoreError(f"{path} does not hold a readable certificate and key") from None
-    if not chain:
-        raise StoreError(f"{path} holds no certificate")
     key_pem = _KEY_BLOCK.search(data)
     if key_pem is None:
         raise StoreError(f"{path} holds no private key")
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    ours = key.public_key().public_bytes(serialization.Encoding.DER, spki)
-    theirs = chain[0].public_key().public_bytes(serialization.Encoding.DER, spki)
     if ours != theirs:
         raise KeyMismatch(f"{path} holds a key that does not match its certificate")
     return Pair(path=path, chain=tuple(chain), key_pem=key_pem.group(0) + b"\n")

@@ -160,6 +160,14 @@ def certificates(result: dict[str, Any], url: str, path: str) -> list[x509.Certi
         certs = []
     if not certs:
         raise CAResponseError(f"the CA at {url} sent no readable certificate from {path}")
+    try:
+        for c in certs:
+            c.extensions  # noqa: B018 - parsed lazily: a malformed one must fail here
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+        raise CAResponseError(
+            f"the CA at {url}: a certificate it sent from {path} has malformed extensions: "
+            "refusing it"
+        ) from None
     return certs
 
 
@@ -174,7 +182,7 @@ def unwrap(response: Response, url: str, path: str, profile: str) -> dict[str, A
         )
     try:
         doc = json.loads(response.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting is an attack
         doc = None
     if not isinstance(doc, dict) or not isinstance(doc.get("success"), bool):
         if status >= 500 or status == 404:
