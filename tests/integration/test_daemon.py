@@ -109,6 +109,15 @@ def kubelet_starts(node: Node) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def wait_for_record(node: Node, pid: int, timeout: float = 10) -> None:
+    """The stand-in writes its record line just after it starts: wait for it."""
+    deadline = time.monotonic() + timeout
+    while pid not in [s["pid"] for s in kubelet_starts(node)]:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the stand-in kubelet {pid} wrote no record in {timeout}s")
+        time.sleep(0.05)
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -253,12 +262,14 @@ def test_kubelet_is_restarted_and_stopped_before_the_agent_exits(daemon_node: No
     try:
         doc = agent.wait("running", lambda d: d["agent"]["state"] == "running", 30)
         first = doc["kubelet"]["pid"]
+        wait_for_record(node, first)  # killed before it wrote its line, it would leave none
         os.kill(first, signal.SIGKILL)
         again = agent.wait(
             "a restarted kubelet", lambda d: d["kubelet"].get("pid") not in (None, first), 20
         )
         assert again["kubelet"]["restarts"] >= 1
         second = again["kubelet"]["pid"]
+        wait_for_record(node, second)
         assert [s["pid"] for s in kubelet_starts(node)] == [first, second]
     finally:
         code = agent.stop()
@@ -415,10 +426,8 @@ def test_a_new_ca_that_matches_a_pin_is_added_and_restarts_the_kubelet_once(
             short_ca.start(port=port)
         subjects = [c["subject"] for c in doc["credentials"]["ca"]]
         assert subjects == ["CN=join-agent test CA 2", "CN=join-agent test CA"]
-        deadline = time.monotonic() + 10  # the new kubelet writes its record as it starts
-        while len(kubelet_starts(node)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(1)
+        wait_for_record(node, doc["kubelet"]["pid"])
+        time.sleep(1)  # a second restart, if there were one, would show by now
         assert len(kubelet_starts(node)) == 2  # restarted exactly once for the CA change
     finally:
         assert agent.stop() == 0
