@@ -130,8 +130,12 @@ class Daemon:
                 self._publish(now)
                 self._watchdog()
                 timeout = schedule.sleep_seconds(now, self._next_wake(now))
-                if self.notifier.watchdog_interval is not None:
-                    timeout = min(timeout, self.notifier.watchdog_interval.total_seconds())
+                interval = self.notifier.watchdog_interval
+                if interval is not None and not self.stopping:  # no pings while stopping
+                    # Wake when the next ping is due, not a whole interval after any other
+                    # wake-up: the gap between pings stays one interval.
+                    due = self.last_watchdog + interval.total_seconds() - time.monotonic()
+                    timeout = min(timeout, max(due, 0.0))
                 self.selector.select(timeout)
         finally:
             signal.set_wakeup_fd(previous_fd)
