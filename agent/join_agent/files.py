@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import state
 from .errors import LockedError, StoreError
 
 TMP_PREFIX = ".join-agent-tmp-"
@@ -85,23 +86,13 @@ def sweep(directory: Path) -> list[Path]:
         return []
     for p in leftovers:
         pid = p.name.rsplit(".", 1)[-1]
-        if pid.isdigit() and _running(int(pid)):
+        if pid.isdigit() and state.alive(int(pid), None):
             continue
         with contextlib.suppress(OSError):
             if not p.is_symlink():  # pending symlink switches are PairStore.recover()'s
                 p.unlink()
                 removed.append(p)
     return removed
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def discard(tmp: Path) -> None:

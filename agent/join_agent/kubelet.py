@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from . import files
+from . import files, state
 from .errors import JoinAgentError, StoreError
 from .log import get_logger
 
@@ -300,13 +300,7 @@ class OsProcesses:
         if self._linux_proc:
             fields = self._stat(pid)
             return fields is not None and fields[0] not in ("Z", "X", "x")
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return state.alive(pid, None)
 
     def start_time(self, pid: int) -> str | None:
         """Linux: /proc/<pid>/stat field 22 (clock ticks after boot) and the boot id, so a
