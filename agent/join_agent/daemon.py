@@ -93,6 +93,7 @@ class Daemon:
         self.stopping = False
         self.ready_sent = False
         self.started_at = clock()
+        self.start_time = state.process_start_time(os.getpid())  # read once, not per tick
         self.last_published: str = ""
         self.last_status_line = ""
         self.last_watchdog = 0.0
@@ -516,7 +517,7 @@ class Daemon:
             "agent": {
                 "version": __version__,
                 "pid": os.getpid(),
-                "start_time": state.process_start_time(os.getpid()),
+                "start_time": self.start_time,
                 "started_at": state.iso(self.started_at),
                 "state": agent_state,
                 "config": str(self.cfg.source),
