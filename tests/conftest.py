@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +48,10 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CfsslCA]:
 
 
 @dataclass
-class Node:
+class Sandbox:
     """One node's sandbox: its config and every path join-agent writes."""
 
     root: Path
-    ca: CfsslCA
-    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def config(self) -> Path:
@@ -83,18 +81,13 @@ class Node:
     def auth_key(self) -> Path:
         return self.root / "cfssl-auth-key"
 
-    def write_config(self, **sections: dict[str, Any]) -> Path:
-        """Write config.toml: the defaults below, with ``sections`` merged over them."""
-        doc: dict[str, dict[str, Any]] = {
-            "cluster": {"server": "https://127.0.0.1:6443", "name": "lab"},
+    @property
+    def token_file(self) -> Path:
+        return self.root / "bootstrap-token"
+
+    def base_config(self) -> dict[str, dict[str, Any]]:
+        return {
             "node": {"name": "worker-1", "addresses": ["192.0.2.10", "fd00::10"]},
-            "signer": {"kind": "cfssl"},
-            "signer.cfssl": {
-                "urls": [self.ca.url],
-                "profile": "kubelet",
-                "auth_key_file": str(self.auth_key),
-                "ca_pins": [self.ca.pin],
-            },
             "paths": {
                 "pki_dir": str(self.pki),
                 "kubeconfig": str(self.kubeconfig),
@@ -102,6 +95,10 @@ class Node:
                 "state_dir": str(self.state),
             },
         }
+
+    def write_config(self, **sections: dict[str, Any]) -> Path:
+        """Write config.toml: ``base_config()``, with ``sections`` merged over it."""
+        doc = self.base_config()
         for name, values in sections.items():
             doc.setdefault(name.replace("__", "."), {}).update(values)
         self.config.write_text("".join(_toml_table(k, v) for k, v in doc.items()))
@@ -127,13 +124,58 @@ class Node:
         out: dict[str, bytes | str] = {}
         for p in sorted(self.root.rglob("*")):
             rel = str(p.relative_to(self.root))
-            if p in (self.config, self.auth_key) or rel.startswith("state/lock"):
+            if p in (self.config, self.auth_key, self.token_file) or rel.startswith("state/lock"):
                 continue
             if p.is_symlink():
                 out[rel] = "-> " + os.readlink(p)
             elif p.is_file():
                 out[rel] = p.read_bytes()
         return out
+
+
+@dataclass
+class Node(Sandbox):
+    """A node that joins the CFSSL CA ``ca``."""
+
+    ca: CfsslCA
+
+    def base_config(self) -> dict[str, dict[str, Any]]:
+        return {
+            "cluster": {"server": "https://127.0.0.1:6443", "name": "lab"},
+            **super().base_config(),
+            "signer": {"kind": "cfssl"},
+            "signer.cfssl": {
+                "urls": [self.ca.url],
+                "profile": "kubelet",
+                "auth_key_file": str(self.auth_key),
+                "ca_pins": [self.ca.pin],
+            },
+        }
+
+
+@dataclass
+class KubeNode(Sandbox):
+    """A node that joins an API server (real or stand-in) with a bootstrap token."""
+
+    server: str
+    pin: str
+
+    def base_config(self) -> dict[str, dict[str, Any]]:
+        return {
+            "cluster": {"server": self.server, "name": "lab"},
+            **super().base_config(),
+            "signer": {"kind": "kubernetes"},
+            "signer.kubernetes": {
+                "bootstrap_token_file": str(self.token_file),
+                "ca_pins": [self.pin],
+                "csr_timeout": "20s",
+            },
+            "renewal": {"retry_min": "1s", "retry_max": "2s"},
+        }
+
+    def write_token(self, token: str) -> None:
+        self.token_file.write_text(token + "\n")
+        self.token_file.chmod(0o600)
 
 
 def kubectl_view(kubectl: str, kubeconfig: Path, *, flatten: bool = False) -> dict[str, Any]:

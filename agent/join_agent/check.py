@@ -126,7 +126,7 @@ def run(
         return [Result("FAIL", "config", str(e))]
     results = [Result("PASS", "config", f"{config_path} is valid")]
     results += _secrets(cfg, environ)
-    results += _ca(cfg, now)
+    results += _ca(cfg, now) if cfg.signer_kind == "cfssl" else _cluster(cfg, environ, now)
     results += _apiserver(cfg)
     if sys.platform.startswith("linux"):
         results += kernel(_read_text)
@@ -139,14 +139,85 @@ def run(
 def _secrets(cfg: Config, environ: Mapping[str, str]) -> list[Result]:
     from . import credentials
 
-    if cfg.signer_kind != "cfssl":
-        return [Result("SKIP", "secrets", f"signer.kind = {cfg.signer_kind!r}")]
+    if cfg.signer_kind == "kubernetes":
+        return _token(cfg, environ)
     try:
         credentials.cfssl_auth_key(cfg.cfssl.auth_key_file, environ)
     except JoinAgentError as e:
         return [Result("FAIL", "auth key", str(e))]
     path = credentials.secret_path(credentials.CFSSL_AUTH_KEY, cfg.cfssl.auth_key_file, environ)
     return [Result("PASS", "auth key", f"{path}: readable by its owner only, a hex key")]
+
+
+def _token(cfg: Config, environ: Mapping[str, str]) -> list[Result]:
+    from . import credentials
+
+    k = cfg.kubernetes
+    path = credentials.secret_path(credentials.BOOTSTRAP_TOKEN, k.bootstrap_token_file, environ)
+    if not path.exists():
+        return [
+            Result(
+                "WARN",
+                "bootstrap token",
+                f"{path} does not exist: fine while the node's certificate is valid, but "
+                "joining (or rejoining after it expired) needs one (`kubeadm token create`)",
+            )
+        ]
+    try:
+        token = credentials.bootstrap_token(k.bootstrap_token_file, environ)
+    except JoinAgentError as e:
+        return [Result("FAIL", "bootstrap token", str(e))]
+    return [Result("PASS", "bootstrap token", f"{path}: owner-only, token id {token.id!r}")]
+
+
+def _cluster(
+    cfg: Config, environ: Mapping[str, str], now: Callable[[], dt.datetime]
+) -> list[Result]:
+    """Discovery as a join would do it (JWS, pin, verified second read), asking for nothing,
+    and the clock against the API server's."""
+    from . import credentials, discovery, transport
+
+    k = cfg.kubernetes
+    limits = transport.Limits(deadline=10.0)
+    name = "discovery " + ("file" if k.discovery_file else "token")
+    try:
+        if k.discovery_file:
+            found = discovery.file_discovery(
+                k.discovery_file, k.ca_pins or None, limits, now=now(),
+                clock_skew=cfg.renewal.clock_skew,
+            )  # fmt: skip
+        else:
+            token = credentials.bootstrap_token(k.bootstrap_token_file, environ)
+            found = discovery.token_discovery(
+                cfg.cluster.server, token, k.ca_pins, limits, now=now(),
+                clock_skew=cfg.renewal.clock_skew, token_origin=str(k.bootstrap_token_file),
+            )  # fmt: skip
+    except JoinAgentError as e:
+        return [Result("FAIL", name, str(e))]
+    server = cfg.cluster.server or found.server
+    out = [
+        Result(
+            "PASS",
+            name,
+            f"{found.source}: CA {found.cas[0].subject.rfc4514_string()} matches a pin",
+        )
+    ]
+    try:
+        with transport.make_client(
+            verify=discovery.trust_context(found.cas), limits=limits
+        ) as client:
+            probe = transport.get(
+                client,
+                server + discovery.CLUSTER_INFO_PATH,
+                limits,
+                what=f"the API server {server}",
+            )
+    except JoinAgentError as e:
+        return [*out, Result("WARN", f"clock vs {server}", str(e))]
+    out.append(
+        clock(f"clock vs {server}", probe.headers.get("date"), now(), cfg.renewal.clock_skew)
+    )
+    return out
 
 
 def _ca(cfg: Config, now: Callable[[], dt.datetime]) -> list[Result]:
@@ -212,6 +283,8 @@ def _newcert(url: str, status: int) -> Result:
 def _apiserver(cfg: Config) -> list[Result]:
     """A TLS handshake with the API server, verified with the CA the kubeconfig will embed."""
     name = f"API server {cfg.cluster.server}"
+    if not cfg.cluster.server:
+        return [Result("SKIP", "API server", "the discovery file names it")]
     bundle = cfg.cluster.ca_bundle or cfg.paths.ca_file
     if not bundle.exists():
         return [

@@ -46,10 +46,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"join-agent {__version__}")
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
-    verbs.add_parser(
+    jn = verbs.add_parser(
         "join",
         parents=[common],
         help="enroll once now: write key, certificate, CA and kubeconfig, then exit",
+        description="Enroll once now. The flags mirror `kubeadm join` and override the "
+        "config file, which may then be absent: "
+        "join-agent join --server https://10.0.0.5:6443 --token-file - "
+        "--ca-pin sha256:<hex> (the token on standard input).",
+    )
+    jn.add_argument(
+        "--server", metavar="URL", help="API server URL (implies signer.kind = kubernetes)"
+    )
+    jn.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="bootstrap token from FILE, or - for standard input (never on the command line)",
+    )
+    jn.add_argument(
+        "--ca-pin",
+        metavar="PIN",
+        action="append",
+        help="sha256:<hex> pin of the cluster CA, like --discovery-token-ca-cert-hash; repeatable",
+    )
+    jn.add_argument(
+        "--discovery-file",
+        metavar="PATH_OR_URL",
+        help="kubeconfig (path or https URL) naming the API server and its CA",
     )
     st = verbs.add_parser(
         "status",
@@ -87,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--force", action="store_true", help="do not ask for confirmation")
     # The daemon's short-lived child (see worker.py): not for people, so not in --help.
     wk = verbs.add_parser("worker", parents=[common])
-    wk.add_argument("mode", choices=("enroll", "inspect"))
+    wk.add_argument("mode", choices=("enroll", "inspect", "serving"))
     return p
 
 
@@ -133,14 +156,34 @@ def _now() -> dt.datetime:
 
 
 def _join(args: argparse.Namespace) -> int:
-    from . import compat, pki, worker
+    from . import compat, config, credentials, pki, worker
 
-    cfg = _config(args)
-    done = worker.enroll_once(cfg, os.environ)
+    overrides: dict[str, object] = {}
+    if args.server:
+        overrides.update({"cluster.server": args.server, "signer.kind": "kubernetes"})
+    if args.ca_pin:
+        overrides.update({"signer.kubernetes.ca_pins": args.ca_pin, "signer.kind": "kubernetes"})
+    if args.discovery_file:
+        overrides.update(
+            {"signer.kubernetes.discovery_file": args.discovery_file, "signer.kind": "kubernetes"}
+        )
+    token = None
+    if args.token_file:
+        overrides["signer.kind"] = "kubernetes"
+        token = credentials.bootstrap_token_from(args.token_file, sys.stdin)
+    path = config.config_path(args.config, os.environ)
+    # Flags alone may describe the join, but a config file that was asked for must exist.
+    cfg = config.load(path, overrides, missing_ok=bool(overrides) and args.config is None)
+    origin = "--token-file" if args.token_file else ""
+    done = worker.enroll_once(cfg, os.environ, token=token, token_origin=origin)
     until = compat.not_valid_after(done.certificate)
-    print(f"joined as system:node:{done.identity.name} ({', '.join(pki.hosts_for(done.identity))})")
+    names = ", ".join(pki.hosts_for(done.identity)) or "no SANs: a Kubernetes client certificate"
+    print(f"joined as system:node:{done.identity.name} ({names})")
     print(f"certificate: {done.version}, valid until {until:%Y-%m-%d %H:%M:%S}Z")
     print(f"kubeconfig:  {cfg.paths.kubeconfig}")
+    if cfg.signer_kind == "kubernetes" and cfg.kubernetes.serving:
+        served = worker.serving_once(cfg, os.environ)
+        print(f"serving:     {served['state']}: {served.get('message') or served.get('not_after')}")
     return 0
 
 

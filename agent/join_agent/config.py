@@ -122,11 +122,20 @@ def config_path(flag: str | None, environ: Mapping[str, str]) -> Path:
     return platform.current().config_file
 
 
-def load(path: Path) -> Config:
-    """Read and validate the config file at ``path``."""
+def load(
+    path: Path, overrides: Mapping[str, Any] | None = None, *, missing_ok: bool = False
+) -> Config:
+    """Read and validate the config file at ``path``.
+
+    ``overrides`` (from command-line flags) are ``"table.sub.key": value`` pairs laid over
+    the file; with ``missing_ok`` an absent file counts as empty, so that flags alone
+    (``join --server … --token-file … --ca-pin …``) can describe a join.
+    """
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
+        if missing_ok:
+            return parse(with_overrides({}, overrides or {}), source=path)
         raise ConfigError(
             f"config file {path} does not exist: write one (see examples/config.toml) "
             f"or point --config or ${CONFIG_ENV} at it"
@@ -139,7 +148,21 @@ def load(path: Path) -> Config:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
-    return parse(doc, source=path)
+    return parse(with_overrides(doc, overrides or {}), source=path)
+
+
+def with_overrides(doc: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``doc`` with dotted keys set (tables created as needed); pure."""
+    out: dict[str, Any] = dict(doc)
+    for dotted, value in overrides.items():
+        *tables, key = dotted.split(".")
+        node = out
+        for name in tables:
+            inner = node.get(name)
+            node[name] = dict(inner) if isinstance(inner, Mapping) else {}
+            node = node[name]
+        node[key] = value
+    return out
 
 
 def parse(doc: Mapping[str, Any], source: Path = Path("<config>")) -> Config:
@@ -149,7 +172,6 @@ def parse(doc: Mapping[str, Any], source: Path = Path("<config>")) -> Config:
     r.only_tables("cluster", "node", "signer", "paths", "renewal", "kubelet", "metrics")
 
     cluster = r.table("cluster", {"server", "name", "ca_bundle"})
-    server = r.url(cluster, "cluster.server", required=True, schemes=("https",))
     node = r.table("node", {"name", "addresses", "exclude_interfaces", "key"})
     signer = r.table("signer", {"kind", "cfssl", "kubernetes"})
     kind = r.choice(signer, "signer.kind", ("cfssl", "kubernetes"), "cfssl")
@@ -160,6 +182,10 @@ def parse(doc: Mapping[str, Any], source: Path = Path("<config>")) -> Config:
         "bootstrap_token_file", "ca_pins", "discovery_file", "serving", "csr_timeout",
     }, parent=signer, key="kubernetes")  # fmt: skip
     paths = r.table("paths", {"pki_dir", "kubeconfig", "ca_file", "state_dir"})
+    discovery_file = r.discovery_source(kb, "signer.kubernetes.discovery_file")
+    # With a discovery file, the file names the API server; otherwise it is required.
+    from_file = kind == "kubernetes" and bool(discovery_file)
+    server = r.url(cluster, "cluster.server", required=not from_file, schemes=("https",))
     renewal = r.table("renewal", {"retry_min", "retry_max", "splay", "clock_skew"})
     kubelet = r.table(
         "kubelet",
@@ -202,10 +228,19 @@ def parse(doc: Mapping[str, Any], source: Path = Path("<config>")) -> Config:
             kb, "signer.kubernetes.bootstrap_token_file", Path("/etc/join-agent/bootstrap-token")
         ),
         ca_pins=r.pins(kb, "signer.kubernetes.ca_pins"),
-        discovery_file=r.string(kb, "signer.kubernetes.discovery_file", ""),
+        discovery_file=discovery_file,
         serving=r.boolean(kb, "signer.kubernetes.serving", False),
         csr_timeout=r.duration(kb, "signer.kubernetes.csr_timeout", "15m"),
     )
+    if kind == "kubernetes" and not from_file and not kubernetes.ca_pins:
+        raise ConfigError(
+            f"{source}: signer.kubernetes.ca_pins is empty: token discovery trusts the "
+            "cluster CA only by its pin (kubeadm's --discovery-token-ca-cert-hash; "
+            "`join-agent pin /etc/kubernetes/pki/ca.crt` on a control-plane host prints it), "
+            "or set signer.kubernetes.discovery_file"
+        )
+    if kubernetes.csr_timeout <= dt.timedelta(0):
+        raise ConfigError(f"{source}: signer.kubernetes.csr_timeout must be more than 0")
     clock_skew = r.duration(renewal, "renewal.clock_skew", "2m")
     if clock_skew > dt.timedelta(hours=1):
         raise ConfigError(
@@ -417,6 +452,15 @@ class _Reader:
         host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
         netloc = host if port is None else f"{host}:{port}"
         return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+    def discovery_source(self, t: Mapping[str, Any], key: str) -> str:
+        """A kubeconfig path or an https URL (never http: it would carry the cluster CA)."""
+        value = self.string(t, key, "").strip()
+        if "://" in value:
+            return self._check_url(key, value, ("https",)).rstrip("/") or value
+        if value and not value.startswith("/"):
+            raise self.fail(key, f"has {value!r}; give an absolute path or an https URL")
+        return value
 
     def url_list(self, t: Mapping[str, Any], key: str, *, required: bool) -> list[str]:
         values = self.string_list(t, key, [])

@@ -8,7 +8,9 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
+from .bootstrap_token import BootstrapToken, parse_token
 from .errors import ConfigError
 
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
@@ -91,3 +93,22 @@ def cfssl_auth_key(configured: Path, environ: Mapping[str, str]) -> bytes:
             "(the \"key\" of the profile's auth_key in the CA's config)"
         )
     return key
+
+
+def bootstrap_token(configured: Path, environ: Mapping[str, str]) -> BootstrapToken:
+    """The bootstrap token, from the systemd credential or ``bootstrap_token_file``."""
+    secret = read_secret(
+        BOOTSTRAP_TOKEN, configured, "signer.kubernetes.bootstrap_token_file", environ
+    )
+    return parse_token(secret.value, f"signer.kubernetes.bootstrap_token_file {secret.origin}")
+
+
+def bootstrap_token_from(path: str, stdin: IO[str]) -> BootstrapToken:
+    """``--token-file PATH`` or ``--token-file -`` (stdin): never from argv, where ps shows it."""
+    if path == "-":
+        data = stdin.read(_MAX_SECRET + 1)
+        if len(data) > _MAX_SECRET:
+            raise ConfigError("the bootstrap token on standard input is too long")
+        return parse_token(data, "standard input (--token-file -)")
+    secret = read_secret(BOOTSTRAP_TOKEN, Path(path), "--token-file", {})
+    return parse_token(secret.value, f"--token-file {path}")

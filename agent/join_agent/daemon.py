@@ -87,6 +87,8 @@ class Daemon:
         self.kubelet_factory = kubelet_factory or _default_kubelet
         self.kubelet: KubeletSupervisor | None = None
         self.creds: dict[str, Any] | None = None
+        self.serving: dict[str, Any] | None = None  # the serving certificate's last report
+        self.serving_next: dt.datetime | None = None  # when to look at it again
         self.renewal = Renewal()
         self.worker: Worker | None = None
         self.pending_signals: list[int] = []
@@ -185,6 +187,9 @@ class Daemon:
             return
         if self._joined() and self.cfg.kubelet.manage and self.kubelet is None:
             self._start_kubelet(now)
+        # Never before the kubelet: it runs with its self-signed certificate meanwhile.
+        if self._serving_wanted() and self._joined() and now >= (self.serving_next or now):
+            self._spawn_worker("serving")
 
     def _files_changed(self) -> bool:
         ids = (self.creds or {}).get("ids")
@@ -253,6 +258,8 @@ class Daemon:
             return
         want_ips = sorted(str(a) for a in ident.addresses)
         have_ips = sorted(c.get("sans", {}).get("ip", []))
+        if self.cfg.signer_kind == "kubernetes":
+            want_ips = have_ips  # the kubelet client signer takes no SANs: only the name counts
         if ident.name != c.get("node") or want_ips != have_ips:
             log.info(
                 "identity_changed",
@@ -308,7 +315,7 @@ class Daemon:
         except (BlockingIOError, TypeError):
             pass  # nothing more yet (read() on a non-blocking pipe may return None)
         if w.proc.poll() is None:
-            if now - w.started > _WORKER_TIMEOUT:
+            if now - w.started > worker_timeout(self.cfg):
                 log.error("worker_timeout", mode=w.mode, pid=w.proc.pid)
                 w.proc.kill()
             return
@@ -328,7 +335,34 @@ class Daemon:
             }
         self._apply(now, w.mode, result)
 
+    def _serving_wanted(self) -> bool:
+        return self.cfg.signer_kind == "kubernetes" and self.cfg.kubernetes.serving
+
+    def _apply_serving(self, now: dt.datetime, report: dict[str, Any]) -> None:
+        """Remember the serving certificate's state and when to look at it again: soon
+        while a request waits for approval, at 80 % of its lifetime once it is current."""
+        self.serving = report
+        self.serving_next = now + self.cfg.renewal.retry_max
+        if report.get("state") == "current" and report.get("present"):
+            nb, na = state.parse_iso(report["not_before"]), state.parse_iso(report["not_after"])
+            self.serving_next = max(nb + (na - nb) * 0.8, now + self.cfg.renewal.retry_min)
+        if report.get("state") in ("pending", "denied", "error"):
+            log.info("serving_certificate", state=report.get("state"), msg=report.get("message"))
+        if (
+            report.get("rotated")
+            and self.kubelet is not None
+            and self.cfg.kubelet.restart_on_serving_rotation
+            and self._kubelet_serves_our_cert()
+        ):
+            log.info("kubelet_restart", reason="it serves the rotated serving certificate")
+            self.kubelet.restart(now)
+
     def _apply(self, now: dt.datetime, mode: str, result: dict[str, Any]) -> None:
+        if isinstance(result.get("serving"), dict):
+            self._apply_serving(now, result["serving"])
+        if mode == "serving":
+            self.creds = result.get("credentials", self.creds)
+            return
         creds = result.get("credentials")
         if isinstance(creds, dict):
             old_serial = (self.creds or {}).get("serial")
@@ -393,8 +427,11 @@ class Daemon:
         served = serving_cert_file(list(self.cfg.kubelet.command), _read_text)
         if served is None:
             return False
-        ours = self.cfg.paths.pki_dir / "kubelet-client-current.pem"
-        return served == ours or served.resolve() == ours.resolve()
+        for name in ("kubelet-client-current.pem", "kubelet-server-current.pem"):
+            ours = self.cfg.paths.pki_dir / name
+            if served == ours or served.resolve() == ours.resolve():
+                return True
+        return False
 
     # ------------------------------------------------------------------ the kubelet
 
@@ -460,7 +497,9 @@ class Daemon:
         if kubelet_next is not None:
             times.append(kubelet_next)
         if self.worker is not None:
-            times.append(self.worker.started + _WORKER_TIMEOUT)
+            times.append(self.worker.started + worker_timeout(self.cfg))
+        elif self.serving_next is not None and self._serving_wanted():
+            times.append(self.serving_next)
         return min(times) if times else None
 
     def _watchdog(self) -> None:
@@ -523,7 +562,7 @@ class Daemon:
                 "config": str(self.cfg.source),
             },
             "node": creds.get("node"),
-            "signer": {"kind": self.cfg.signer_kind, "urls": list(self.cfg.cfssl.urls)},
+            "signer": _signer_facts(self.cfg),
             "credentials": creds,
             "kubelet": self._kubelet_doc(),
             "renewal": {
@@ -537,6 +576,7 @@ class Daemon:
                 "in_progress": self.worker is not None and self.worker.mode == "enroll",
             },
             "last_error": r.last_error,
+            "serving": self.serving if self._serving_wanted() else None,
             "waiting_for": None if self._ready() else self._waiting_for(now),
         }
 
@@ -595,12 +635,28 @@ def status_line(doc: dict[str, Any], now: dt.datetime) -> str:
 
 
 _WORKER_TIMEOUT = dt.timedelta(minutes=10)
+
+
+def worker_timeout(cfg: Config) -> dt.timedelta:
+    """How long an enrollment may take: a CSR may wait for approval up to csr_timeout."""
+    if cfg.signer_kind == "kubernetes":
+        return max(_WORKER_TIMEOUT, cfg.kubernetes.csr_timeout + dt.timedelta(minutes=2))
+    return _WORKER_TIMEOUT
+
+
 _NOT_FOR_CHILDREN = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+
+
+def _signer_facts(cfg: Config) -> dict[str, object]:
+    if cfg.signer_kind == "kubernetes":
+        source = cfg.kubernetes.discovery_file or "token discovery"
+        return {"kind": "kubernetes", "server": cfg.cluster.server, "discovery": source}
+    return {"kind": cfg.signer_kind, "urls": list(cfg.cfssl.urls)}
 
 
 def _identity_of(cfg: Config) -> tuple[object, ...]:
     """What, when changed by a reload, calls for a new certificate or kubeconfig."""
-    return (cfg.cluster, cfg.node, cfg.signer_kind, cfg.cfssl, cfg.paths)
+    return (cfg.cluster, cfg.node, cfg.signer_kind, cfg.cfssl, cfg.kubernetes, cfg.paths)
 
 
 def _read_text(path: Path) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ def enroll(
     on first use); only when all of them are on disk are they renamed into place, the
     symlink switch last. A failure before that leaves the earlier files as they were.
     """
+    if not signer.client_sans:
+        identity = dataclasses.replace(identity, dns_names=(), addresses=())
     key = pki.generate_key(cfg.node.key)
     csr = pki.build_csr(key, identity)
     issued = signer.sign(csr, identity)
@@ -76,7 +79,7 @@ def enroll(
     ca_pem = compat.pem(bundle)
     kubeconfig_text = kubeconfig.render(
         cluster=cfg.cluster.name,
-        server=cfg.cluster.server,
+        server=cfg.cluster.server or issued.server or "",
         ca_pem=_cluster_ca(cfg, bundle),
         node_name=identity.name,
         credentials=pairs.current,

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv6Address
+from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -98,10 +99,11 @@ def trusted_path(
     while wanted is not None and spki_pin(path[-1]) not in wanted:
         parent = next((c for c in bundle if c not in path and compat.signed_by(path[-1], c)), None)
         if parent is None:
+            where = origin if origin.endswith("ca_pins") else "signer.cfssl.ca_pins"
             raise TrustError(
                 f"the CA {_name(issuing.subject)} has pin {spki_pin(issuing)}, which is not "
                 f"in {origin}, and no certificate it sent chains to one that is: refusing it "
-                "(if the CA really changed, add its pin to signer.cfssl.ca_pins after "
+                f"(if the CA really changed, add its pin to {where} after "
                 "checking it out of band)"
             )
         path.append(parent)
@@ -155,6 +157,7 @@ def check_issued(
     ca: x509.Certificate | None,
     now: dt.datetime,
     clock_skew: dt.timedelta,
+    usage: Literal["client", "server"] = "client",
 ) -> None:
     """Raise CertificateRejected unless ``cert`` is exactly what we asked for.
 
@@ -181,8 +184,8 @@ def check_issued(
             f"CN={identity.common_name}, O={NODES_GROUP}: refusing it"
         )
     _check_algorithms(cert, who)
-    _check_sans(cert, identity, who)
-    _check_usages(cert, who)
+    check_sans(cert, identity, who)
+    _check_usages(cert, who, usage)
     _check_validity(cert, now, clock_skew, who)
 
 
@@ -231,7 +234,7 @@ def _check_algorithms(cert: x509.Certificate, who: str) -> None:
         )
 
 
-def _check_sans(cert: x509.Certificate, identity: Identity, who: str) -> None:
+def check_sans(cert: x509.Certificate, identity: Identity, who: str) -> None:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -261,7 +264,7 @@ def _check_sans(cert: x509.Certificate, identity: Identity, who: str) -> None:
     )
 
 
-def _check_usages(cert: x509.Certificate, who: str) -> None:
+def _check_usages(cert: x509.Certificate, who: str, usage: Literal["client", "server"]) -> None:
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
         if bc.ca:
@@ -272,7 +275,10 @@ def _check_usages(cert: x509.Certificate, who: str) -> None:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         eku = x509.ExtendedKeyUsage([])
-    if ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
+    if usage == "server":
+        if ExtendedKeyUsageOID.SERVER_AUTH not in eku:
+            raise CertificateRejected(f"{who} lacks the server-auth extended key usage")
+    elif ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
         raise CertificateRejected(
             f"{who} lacks the client-auth extended key usage: the CA probably signed it "
             "with another profile (CFSSL falls back to its default profile for an unknown "

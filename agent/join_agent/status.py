@@ -370,6 +370,10 @@ def gather(cfg: Config, now: dt.datetime, *, probe: bool = True) -> Report:
     if f is None:
         f = facts_of(snapshot(cfg, credentials))
         source = "files"
+    if cfg.signer_kind == "kubernetes" and f.get("issued_by_ca_file") is False:
+        # The CSR API may sign with a per-signer CA (since 1.19) that ca_file, the CA of
+        # the API server, does not hold: not a mismatch.
+        f = {**f, "issued_by_ca_file": None}
     base = judge(
         f,
         server=cfg.cluster.server,
@@ -392,7 +396,36 @@ def gather(cfg: Config, now: dt.datetime, *, probe: bool = True) -> Report:
         facts=f,
     )
     report.doc["source"] = source
+    if cfg.signer_kind == "kubernetes" and cfg.kubernetes.serving:
+        report = with_serving(report, _serving_facts(cfg, recorded, agent_running))
     return report
+
+
+def _serving_facts(
+    cfg: Config, recorded: dict[str, Any] | None, agent_running: bool
+) -> dict[str, Any]:
+    served = (recorded or {}).get("serving")
+    if agent_running and isinstance(served, dict):
+        return served
+    from . import serving
+
+    return serving.facts_on_disk(cfg)
+
+
+def with_serving(report: Report, served: dict[str, Any]) -> Report:
+    """Add the serving certificate (pure). Pending approval is normal, not a problem: the
+    kubelet serves its self-signed certificate meanwhile; a refusal or an error is."""
+    doc = dict(report.doc)
+    doc["serving"] = served
+    problems = list(report.problems)
+    code = report.exit_code
+    if served.get("state") in ("denied", "error"):
+        problems.append(f"serving certificate: {served.get('message')}")
+        code = max(code, EXIT_DEGRADED)
+        doc["problems"] = problems
+        if code == EXIT_DEGRADED:
+            doc["health"] = "degraded"
+    return Report(state=report.state, exit_code=code, problems=tuple(problems), doc=doc)
 
 
 def expected_node_name(cfg: Config) -> str | None:
@@ -483,6 +516,14 @@ def render_text(report: Report) -> str:
     kc = d["kubeconfig"]
     if kc.get("present"):
         lines.append(f"Kubeconfig:   {kc['path']} (server {kc.get('server') or '?'})")
+    served = d.get("serving")
+    if served:
+        text = str(served.get("state"))
+        if served.get("state") == "pending":
+            text = f"serving certificate {served.get('message')}"
+        elif served.get("present"):
+            text += f", valid until {str(served.get('not_after'))[:10]}"
+        lines.append(f"Serving:      {text}")
     lines += _daemon_lines(d)
     err = d.get("last_error")
     if err and (d.get("renewal") or {}).get("last_ok") is not False:

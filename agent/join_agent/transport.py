@@ -11,16 +11,20 @@ gigabytes in memory before any cap could look at it, and CFSSL never compresses.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 
 from .errors import TransportError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -68,87 +72,253 @@ def client_for(urls: Sequence[str], limits: Limits | None = None) -> httpx.Clien
     return make_client(verify=system_trust() if https else False, limits=limits)
 
 
-def post(client: httpx.Client, url: str, body: bytes, limits: Limits, *, what: str) -> Response:
+def post(
+    client: httpx.Client,
+    url: str,
+    body: bytes,
+    limits: Limits,
+    *,
+    what: str,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
     """POST ``body`` as JSON and return the whole answer, within ``limits``.
 
     ``what`` names the peer in errors ("the CA at http://…").
     """
-    return _within_deadline("POST", client, url, body, limits=limits, what=what)
+    return _within_deadline("POST", client, url, body, limits=limits, what=what, headers=headers)
 
 
-def get(client: httpx.Client, url: str, limits: Limits, *, what: str) -> Response:
-    """GET ``url`` within ``limits`` (a probe: it asks for nothing)."""
-    return _within_deadline("GET", client, url, None, limits=limits, what=what)
-
-
-def _within_deadline(
-    method: str, client: httpx.Client, url: str, body: bytes | None, *, limits: Limits, what: str
+def get(
+    client: httpx.Client,
+    url: str,
+    limits: Limits,
+    *,
+    what: str,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
-    outcome: list[Response | BaseException] = []
+    """GET ``url`` within ``limits``."""
+    return _within_deadline("GET", client, url, None, limits=limits, what=what, headers=headers)
+
+
+class TlsVerifyFailed(TransportError):
+    """The peer's certificate does not chain to the CA we trust (it may have changed)."""
+
+
+class StreamRefused(TransportError):
+    """The server answered a streaming request with something other than 200."""
+
+    def __init__(self, message: str, response: Response) -> None:
+        super().__init__(message)
+        self.response = response
+
+
+def stream_lines(
+    client: httpx.Client,
+    url: str,
+    limits: Limits,
+    *,
+    what: str,
+    seconds: float,
+    on_line: Callable[[bytes], T | None],
+    headers: Mapping[str, str] | None = None,
+) -> T | None:
+    """Read a newline-delimited stream (a Kubernetes watch) for at most ``seconds``.
+
+    Each line goes to ``on_line`` as it arrives; the first non-None result ends the stream
+    and is returned. None means the stream ended or the time ran out. Every line is capped
+    at ``limits.max_body``; an idle stream is normal, so the read timeout is ``seconds``.
+    """
+    stop = threading.Event()
+    done = _bounded(
+        lambda: _stream(
+            client, url, limits, what=what, seconds=seconds, on_line=on_line, headers=headers,
+            stop=stop,
+        ),
+        seconds + limits.connect,
+    )  # fmt: skip
+    if not done:
+        stop.set()  # the reader gives up at its next chunk; the thread is left behind
+        return None
+    return done[0]
+
+
+def _bounded(fn: Callable[[], T], seconds: float) -> list[T]:
+    """Run ``fn`` in a helper thread for at most ``seconds``: ``[result]``, or ``[]`` when
+    time ran out (the thread is abandoned); its exception is raised here."""
+    outcome: list[T | BaseException] = []
 
     def attempt() -> None:
         try:
-            outcome.append(_request(method, client, url, body, limits=limits, what=what))
+            outcome.append(fn())
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread as is
             outcome.append(e)
 
     worker = threading.Thread(target=attempt, name="join-agent-http", daemon=True)
     worker.start()
-    worker.join(limits.deadline)
+    worker.join(seconds)
     if not outcome:
-        raise _deadline(what, limits)  # the thread is left to its read timeout
+        return []
     result = outcome[0]
     if isinstance(result, BaseException):
         raise result
-    return result
+    return [result]
+
+
+@contextlib.contextmanager
+def _errors_named(what: str) -> Iterator[None]:
+    """httpx's connection errors as one sentence naming the peer."""
+    try:
+        yield
+    except httpx.ConnectError as e:
+        raise _connect_error(e, what) from None
+    except httpx.HTTPError as e:
+        raise TransportError(f"the connection to {what} broke: {_reason(e)}") from None
+
+
+def _stream(
+    client: httpx.Client,
+    url: str,
+    limits: Limits,
+    *,
+    what: str,
+    seconds: float,
+    on_line: Callable[[bytes], T | None],
+    headers: Mapping[str, str] | None,
+    stop: threading.Event,
+) -> T | None:
+    sent = {"Accept-Encoding": "identity", "Accept": "application/json", **(headers or {})}
+    timeout = httpx.Timeout(seconds + 1.0, connect=min(limits.connect, limits.deadline))
+    with _errors_named(what):
+        try:
+            with client.stream("GET", url, headers=sent, timeout=timeout) as r:
+                if r.status_code != 200:
+                    body = _read_capped(r, limits, what)
+                    raise StreamRefused(
+                        f"{what} answered the watch with HTTP {r.status_code}",
+                        Response(url=url, status=r.status_code, headers=r.headers, body=body),
+                    )
+                _refuse_compressed(r, what)
+                return _lines(r, limits, what, on_line, stop)
+        except httpx.TimeoutException:
+            return None  # an idle watch that outlived its time: the caller looks again
+
+
+def _lines(
+    r: httpx.Response,
+    limits: Limits,
+    what: str,
+    on_line: Callable[[bytes], T | None],
+    stop: threading.Event,
+) -> T | None:
+    pending = b""
+    for chunk in r.iter_bytes():
+        if stop.is_set():
+            return None
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        if len(pending) > limits.max_body:
+            raise TransportError(
+                f"{what} sent a watch event larger than the {limits.max_body}-byte limit"
+            )
+        for line in lines:
+            if line.strip():
+                result = on_line(line)
+                if result is not None:
+                    return result
+    return on_line(pending) if pending.strip() else None
+
+
+def _within_deadline(
+    method: str,
+    client: httpx.Client,
+    url: str,
+    body: bytes | None,
+    *,
+    limits: Limits,
+    what: str,
+    headers: Mapping[str, str] | None,
+) -> Response:
+    done = _bounded(
+        lambda: _request(method, client, url, body, limits=limits, what=what, headers=headers),
+        limits.deadline,
+    )
+    if not done:
+        raise _deadline(what, limits)  # the thread is left to its read timeout
+    return done[0]
 
 
 def _request(
-    method: str, client: httpx.Client, url: str, body: bytes | None, *, limits: Limits, what: str
+    method: str,
+    client: httpx.Client,
+    url: str,
+    body: bytes | None,
+    *,
+    limits: Limits,
+    what: str,
+    headers: Mapping[str, str] | None,
 ) -> Response:
-    headers = {"Accept-Encoding": "identity"}
+    sent = {"Accept-Encoding": "identity", **(headers or {})}
     if body is not None:
-        headers["Content-Type"] = "application/json"
-    try:
-        with client.stream(method, url, content=body, headers=headers) as r:
-            encoding = r.headers.get("content-encoding", "identity").strip().lower()
-            if encoding not in ("", "identity"):
-                raise TransportError(
-                    f"{what} sent a compressed answer ({encoding[:20]}) although asked not to"
-                )
-            declared = r.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limits.max_body:
-                raise TransportError(
-                    f"{what} sent a {int(declared)}-byte answer, more than the "
-                    f"{limits.max_body}-byte limit"
-                )
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in r.iter_bytes():  # identity-encoded (checked above): raw bytes
-                size += len(chunk)
-                if size > limits.max_body:
-                    raise TransportError(
-                        f"{what} sent an answer larger than the {limits.max_body}-byte limit"
-                    )
-                chunks.append(chunk)
-            return Response(url=url, status=r.status_code, headers=r.headers, body=b"".join(chunks))
-    except httpx.TimeoutException:
-        raise _deadline(what, limits) from None
-    except httpx.ConnectError as e:
-        raise TransportError(f"cannot connect to {what}: {_reason(e)}") from None
-    except httpx.HTTPError as e:
-        raise TransportError(f"the connection to {what} broke: {_reason(e)}") from None
+        sent["Content-Type"] = "application/json"
+    with _errors_named(what):
+        try:
+            with client.stream(method, url, content=body, headers=sent) as r:
+                _refuse_compressed(r, what)
+                body_read = _read_capped(r, limits, what)
+                return Response(url=url, status=r.status_code, headers=r.headers, body=body_read)
+        except httpx.TimeoutException:
+            raise _deadline(what, limits) from None
+
+
+def _refuse_compressed(r: httpx.Response, what: str) -> None:
+    encoding = r.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise TransportError(
+            f"{what} sent a compressed answer ({encoding[:20]}) although asked not to"
+        )
+
+
+def _read_capped(r: httpx.Response, limits: Limits, what: str) -> bytes:
+    declared = r.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.max_body:
+        raise TransportError(
+            f"{what} sent a {int(declared)}-byte answer, more than the {limits.max_body}-byte limit"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in r.iter_bytes():  # identity-encoded (checked first): raw bytes
+        size += len(chunk)
+        if size > limits.max_body:
+            raise TransportError(
+                f"{what} sent an answer larger than the {limits.max_body}-byte limit"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _deadline(what: str, limits: Limits) -> TransportError:
     return TransportError(f"{what} did not answer within {limits.deadline:g}s")
 
 
+def _connect_error(e: httpx.ConnectError, what: str) -> TransportError:
+    if isinstance(_innermost(e), ssl.SSLCertVerificationError):
+        return TlsVerifyFailed(
+            f"cannot connect to {what}: its certificate does not verify against the "
+            f"trusted CA ({_reason(e)})"
+        )
+    return TransportError(f"cannot connect to {what}: {_reason(e)}")
+
+
+def _innermost(e: BaseException) -> BaseException:
+    inner = e
+    while inner.__context__ is not None and inner.__context__ is not inner:
+        inner = inner.__context__
+    return inner
+
+
 def _reason(e: Exception) -> str:
     # httpx wraps the OS error; its innermost message is the readable one
     # ("[Errno 111] Connection refused").
-    inner: BaseException = e
-    while inner.__context__ is not None and inner.__context__ is not inner:
-        inner = inner.__context__
+    inner = _innermost(e)
     text = str(inner) or type(inner).__name__
     return re.sub(r"^\[Errno -?\d+\] ", "", text)[:200]

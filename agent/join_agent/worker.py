@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import enroll, files, identity, signers, state, store, transport
+from .bootstrap_token import BootstrapToken
 from .config import Config
 from .errors import JoinAgentError
 
@@ -21,17 +22,22 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def enroll_once(cfg: Config, environ: Mapping[str, str]) -> enroll.Enrolled:
+def enroll_once(
+    cfg: Config,
+    environ: Mapping[str, str],
+    *,
+    token: BootstrapToken | None = None,
+    token_origin: str = "",
+) -> enroll.Enrolled:
     """One enrollment under the state lock: what ``join`` does."""
     node = identity.resolve(cfg.node)
     limits = transport.Limits()
     # Under the lock: the pins (a pin recorded on first use included) are read and
     # recorded by one process at a time.
     with (
-        transport.client_for(cfg.cfssl.urls, limits) as client,
         store.state_lock(cfg.paths.state_dir),
+        signers.build(cfg, environ, limits, token=token, token_origin=token_origin) as setup,
     ):
-        setup = signers.build(cfg, environ, client, limits)
         enroll.client_store(cfg).recover()
         for directory in {cfg.paths.kubeconfig.parent, cfg.paths.ca_file.parent}:
             files.sweep(directory)
@@ -43,6 +49,23 @@ def enroll_once(cfg: Config, environ: Mapping[str, str]) -> enroll.Enrolled:
             record_tofu_pin=setup.record_tofu_pin,
             pins=setup.pins,
         )
+
+
+def serving_once(cfg: Config, environ: Mapping[str, str]) -> dict[str, Any]:
+    """One look at the kubelet serving certificate (``[signer.kubernetes] serving``)."""
+    if cfg.signer_kind != "kubernetes" or not cfg.kubernetes.serving:
+        return {"state": "off"}
+    from . import serving
+    from .signers.kubernetes import KubernetesSigner
+
+    node = identity.resolve(cfg.node)
+    with (
+        store.state_lock(cfg.paths.state_dir),
+        signers.build(cfg, environ, transport.Limits()) as setup,
+    ):
+        if not isinstance(setup.signer, KubernetesSigner):  # pragma: no cover - by config
+            return {"state": "off"}
+        return serving.step(cfg, setup.signer, node, _now)
 
 
 def inspect(cfg: Config) -> dict[str, Any]:
@@ -69,6 +92,11 @@ def run(cfg: Config, mode: str, environ: Mapping[str, str]) -> dict[str, Any]:
             result.update(ok=False, error=str(e), kind=type(e).__name__)
         else:
             result.update(ca_changed=done.ca_changed, source=done.source)
+    if mode == "serving" or (mode == "enroll" and result["ok"]):
+        try:
+            result["serving"] = serving_once(cfg, environ)
+        except JoinAgentError as e:
+            result["serving"] = {"state": "error", "message": str(e)}
     result["credentials"] = inspect(cfg)
     return result
 

@@ -402,3 +402,58 @@ def test_config_path_environment_wins_over_default() -> None:
 @pytest.mark.parametrize("env", [{}, {"JOIN_AGENT_CONFIG": ""}])
 def test_config_path_default(env: dict[str, str]) -> None:
     assert config.config_path(None, env) == Path("/etc/join-agent/config.toml")
+
+
+def _kubernetes(**signer: object) -> dict[str, Any]:
+    return {
+        "cluster": {"server": "https://10.0.0.5:6443"},
+        "signer": {"kind": "kubernetes", "kubernetes": {"ca_pins": [PIN], **signer}},
+    }
+
+
+def test_kubernetes_token_discovery_needs_a_pin() -> None:
+    cfg = config.parse(_kubernetes(), source=SOURCE)
+    assert cfg.signer_kind == "kubernetes"
+    assert cfg.kubernetes.ca_pins == (PIN,)
+    assert cfg.kubernetes.csr_timeout == dt.timedelta(minutes=15)
+    doc = _kubernetes()
+    doc["signer"]["kubernetes"]["ca_pins"] = []
+    assert "signer.kubernetes.ca_pins is empty" in error_of(doc)
+
+
+def test_kubernetes_discovery_file_names_the_server() -> None:
+    doc = _kubernetes(discovery_file="/etc/join-agent/discovery.conf")
+    del doc["cluster"]
+    doc["signer"]["kubernetes"]["ca_pins"] = []
+    cfg = config.parse(doc, source=SOURCE)
+    assert cfg.cluster.server == ""
+    assert cfg.kubernetes.discovery_file == "/etc/join-agent/discovery.conf"
+    assert (
+        config.parse(
+            _kubernetes(discovery_file="HTTPS://Example.org/k"), source=SOURCE
+        ).kubernetes.discovery_file
+        == "https://example.org/k"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("http://example.org/k", "https URL"), ("relative/path", "absolute path")],
+)
+def test_kubernetes_discovery_file_must_be_a_path_or_https(value: str, problem: str) -> None:
+    assert problem in error_of(_kubernetes(discovery_file=value))
+
+
+def test_overrides_lay_flags_over_the_file(tmp_path: Path) -> None:
+    flags = {
+        "cluster.server": "https://10.0.0.9:6443",
+        "signer.kind": "kubernetes",
+        "signer.kubernetes.ca_pins": [PIN],
+    }
+    cfg = config.load(tmp_path / "absent.toml", flags, missing_ok=True)
+    assert (cfg.cluster.server, cfg.signer_kind) == ("https://10.0.0.9:6443", "kubernetes")
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(tmp_path / "absent.toml", flags)
+    merged = config.with_overrides(minimal(), {"signer.cfssl.profile": "p"})
+    assert merged["signer"]["cfssl"] == {**minimal()["signer"]["cfssl"], "profile": "p"}
+    assert "profile" not in minimal()["signer"]["cfssl"]  # the input is not changed

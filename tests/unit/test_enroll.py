@@ -51,6 +51,7 @@ class StandInSigner:
     sent: list[CA] = field(default_factory=list)
     wrong_key: bool = False
     name: str = "stand-in"
+    client_sans: bool = True
     calls: int = 0
 
     def sign(self, csr: x509.CertificateSigningRequest, identity: Identity) -> Issued:

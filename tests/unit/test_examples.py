@@ -31,3 +31,11 @@ def test_commented_exclude_list_matches_the_default() -> None:
     block = text[start : text.index("]", start) + 1]
     names = [w.strip(' "#\n') for w in block.split("[", 1)[1].rstrip("]").split(",")]
     assert tuple(n for n in names if n) == config.DEFAULT_EXCLUDE_INTERFACES
+
+
+def test_kubernetes_example_loads() -> None:
+    cfg = config.load(EXAMPLE.with_name("config-kubernetes.toml"))
+    assert cfg.signer_kind == "kubernetes"
+    assert cfg.kubernetes.bootstrap_token_file == Path("/etc/join-agent/bootstrap-token")
+    assert len(cfg.kubernetes.ca_pins) == 1
+    assert not cfg.kubernetes.serving

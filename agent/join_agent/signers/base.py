@@ -24,12 +24,14 @@ class Issued:
     ca_bundle: tuple[x509.Certificate, ...]
     verify_with: x509.Certificate | None
     source: str
+    server: str | None = None  # the API server the kubeconfig names, when the signer found it
 
 
 class Signer(Protocol):
     """A CA that signs the node's CSR."""
 
     name: str
+    client_sans: bool  # whether the client certificate carries the node's names and addresses
 
     def sign(self, csr: x509.CertificateSigningRequest, identity: Identity) -> Issued:
         """Obtain a certificate for ``csr``; raise a JoinAgentError subclass on failure."""

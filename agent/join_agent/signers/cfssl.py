@@ -39,6 +39,7 @@ class CfsslSigner:
     """Signs through one of several CFSSL servers, tried in order."""
 
     name = "cfssl"
+    client_sans = True
 
     def __init__(
         self,
