@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--force", action="store_true", help="do not ask for confirmation")
     # The daemon's short-lived child (see worker.py): not for people, so not in --help.
     wk = verbs.add_parser("worker", parents=[common])
-    wk.add_argument("mode", choices=("enroll", "inspect", "serving"))
+    wk.add_argument("mode", choices=("enroll", "inspect", "serving", "certificates"))
     return p
 
 
@@ -181,6 +181,8 @@ def _join(args: argparse.Namespace) -> int:
     print(f"joined as system:node:{done.identity.name} ({names})")
     print(f"certificate: {done.version}, valid until {until:%Y-%m-%d %H:%M:%S}Z")
     print(f"kubeconfig:  {cfg.paths.kubeconfig}")
+    for c in worker.certificates_once(cfg, os.environ) if cfg.certificates else []:
+        print(f"certificate {c['name']}: {c['state']}, until {c.get('not_after')}")
     if cfg.signer_kind == "kubernetes" and cfg.kubernetes.serving:
         served = worker.serving_once(cfg, os.environ)
         print(f"serving:     {served['state']}: {served.get('message') or served.get('not_after')}")

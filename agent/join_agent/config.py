@@ -99,6 +99,45 @@ class KubeletConfig:
     restart_on_serving_rotation: bool
 
 
+ACTION_KINDS = ("command", "smf_restart", "smf_refresh", "systemd_reload", "signal")
+USAGES = ("client auth", "server auth")
+
+
+@dataclass(frozen=True)
+class Action:
+    """What runs once after each rotation of an extra certificate."""
+
+    kind: str  # one of ACTION_KINDS, or "" for none
+    argv: tuple[str, ...] = ()  # command: the argv; smf_*/systemd_reload: the FMRI / unit
+    shell: bool = False  # command only: argv[0] is a script for /bin/sh -c
+    pidfile: Path | None = None  # signal only
+    signal: str = ""  # signal only: "HUP", "USR1"…
+    timeout: dt.timedelta = dt.timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class CertificateSpec:
+    """One ``[[certificate]]`` table: a certificate kept besides the node's own."""
+
+    name: str
+    profile: str
+    common_name: str
+    organization: tuple[str, ...]
+    organizational_unit: tuple[str, ...]
+    hosts: tuple[str, ...]  # DNS names and IP addresses, as given
+    node_addresses: bool  # also the node's own addresses
+    key: KeyType
+    usages: tuple[str, ...]
+    cert_file: Path
+    key_file: Path
+    ca_file: Path | None
+    cert_mode: int
+    key_mode: int
+    owner: str  # "" = root (the agent's own user)
+    group: str
+    action: Action
+
+
 @dataclass(frozen=True)
 class Config:
     source: Path
@@ -111,6 +150,7 @@ class Config:
     renewal: RenewalConfig
     kubelet: KubeletConfig
     metrics_listen: str
+    certificates: tuple[CertificateSpec, ...] = ()
 
 
 def config_path(flag: str | None, environ: Mapping[str, str]) -> Path:
@@ -169,7 +209,9 @@ def parse(doc: Mapping[str, Any], source: Path = Path("<config>")) -> Config:
     """Build a Config from a parsed TOML document (pure: no I/O)."""
     defaults = platform.current()
     r = _Reader(doc, source)
-    r.only_tables("cluster", "node", "signer", "paths", "renewal", "kubelet", "metrics")
+    r.only_tables(
+        "cluster", "node", "signer", "paths", "renewal", "kubelet", "metrics", "certificate"
+    )
 
     cluster = r.table("cluster", {"server", "name", "ca_bundle"})
     node = r.table("node", {"name", "addresses", "exclude_interfaces", "key"})
@@ -314,7 +356,148 @@ def parse(doc: Mapping[str, Any], source: Path = Path("<config>")) -> Config:
             ),
         ),
         metrics_listen=r.string(metrics, "metrics.listen", ""),
+        certificates=_certificates(r, kind),
     )
+
+
+_CERT_KEYS = {
+    "name", "profile", "common_name", "organization", "organizational_unit", "hosts",
+    "node_addresses", "key", "usages", "cert_file", "key_file", "ca_file", "cert_mode",
+    "key_mode", "owner", "group", "action",
+}  # fmt: skip
+_ACTION_KEYS = {"command", "shell", "smf_restart", "smf_refresh", "systemd_reload", "signal",
+                "pidfile", "timeout"}  # fmt: skip
+_CERT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _certificates(r: _Reader, kind: str) -> tuple[CertificateSpec, ...]:
+    raw = r.doc.get("certificate", [])
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        raise r.fail("certificate", "must be an array of tables ([[certificate]])")
+    if raw and kind != "cfssl":
+        raise r.fail("certificate", 'tables need signer.kind = "cfssl" (profiles are CFSSL\'s)')
+    specs: list[CertificateSpec] = []
+    seen_files: dict[Path, str] = {}
+    for i, t in enumerate(raw):
+        where = f"certificate[{i}]"
+        for k in t:
+            if k not in _CERT_KEYS:
+                hint = (
+                    f"; did you mean {_closest(k, _CERT_KEYS)}?" if _closest(k, _CERT_KEYS) else ""
+                )
+                raise r.fail(f"{where}.{k}", f"is not a known key{hint}")
+        name = r.string(t, f"{where}.name", "")
+        if not _CERT_NAME.match(name):
+            raise r.fail(f"{where}.name", "is required: lowercase letters, digits and '-'")
+        if any(s.name == name for s in specs):
+            raise r.fail(f"{where}.name", f"{name!r} is used by another [[certificate]]")
+        spec = _certificate(r, t, f"certificate.{name}", name)
+        _check_certificate(r, spec, f"certificate.{name}", seen_files)
+        specs.append(spec)
+    return tuple(specs)
+
+
+def _certificate(r: _Reader, t: Mapping[str, Any], where: str, name: str) -> CertificateSpec:
+    return CertificateSpec(
+        name=name,
+        profile=r.string(t, f"{where}.profile", ""),
+        common_name=r.string(t, f"{where}.common_name", ""),
+        organization=tuple(r.string_list(t, f"{where}.organization", [])),
+        organizational_unit=tuple(r.string_list(t, f"{where}.organizational_unit", [])),
+        hosts=tuple(
+            dict.fromkeys(h.strip().lower() for h in r.string_list(t, f"{where}.hosts", []))
+        ),
+        node_addresses=r.boolean(t, f"{where}.node_addresses", False),
+        key=r.choice(t, f"{where}.key", KEY_TYPES, "ecdsa-p256"),
+        usages=_usages(r, t, f"{where}.usages"),
+        cert_file=r.path(t, f"{where}.cert_file", Path()),
+        key_file=r.path(t, f"{where}.key_file", Path()),
+        ca_file=r.optional_path(t, f"{where}.ca_file"),
+        cert_mode=_mode(r, t, f"{where}.cert_mode", 0o644),
+        key_mode=_mode(r, t, f"{where}.key_mode", 0o600),
+        owner=r.string(t, f"{where}.owner", ""),
+        group=r.string(t, f"{where}.group", ""),
+        action=_action(r, t, f"{where}.action"),
+    )
+
+
+def _check_certificate(
+    r: _Reader, spec: CertificateSpec, where: str, seen_files: dict[Path, str]
+) -> None:
+    for key in ("profile", "common_name"):
+        if not getattr(spec, key):
+            raise r.fail(f"{where}.{key}", "is required")
+    for key in ("cert_file", "key_file"):
+        if getattr(spec, key) == Path():
+            raise r.fail(f"{where}.{key}", "is required (an absolute path)")
+    if spec.key_mode & 0o007:
+        raise r.fail(f"{where}.key_mode", "must not let everyone read the key")
+    if spec.key_mode & 0o077 and not spec.group:
+        raise r.fail(f"{where}.key_mode", "lets others read the key: give a group, or 0600")
+    for key in ("cert_file", "key_file", "ca_file"):
+        path = getattr(spec, key)
+        if path is not None and path in seen_files:
+            raise r.fail(f"{where}.{key}", f"is also {seen_files[path]} ({path})")
+        if path is not None:
+            seen_files[path] = f"{where}.{key}"
+
+
+def _usages(r: _Reader, t: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    values = r.string_list(t, key, ["client auth"])
+    for v in values:
+        if v not in USAGES:
+            raise r.fail(key, f"has {v!r}; known: {', '.join(USAGES)}")
+    if not values:
+        raise r.fail(key, "must name at least one usage")
+    return tuple(dict.fromkeys(values))
+
+
+def _mode(r: _Reader, t: Mapping[str, Any], key: str, default: int) -> int:
+    value = r.string(t, key, "")
+    if not value:
+        return default
+    if not re.fullmatch(r"0?[0-7]{3}", value):
+        raise r.fail(key, f'has {value!r}; write an octal mode as a string, e.g. "0640"')
+    return int(value, 8)
+
+
+def _action(r: _Reader, t: Mapping[str, Any], key: str) -> Action:
+    a = r.table(key, _ACTION_KEYS, parent=t, key="action")
+    given = [k for k in ACTION_KINDS if k in a]
+    if len(given) > 1:
+        raise r.fail(key, f"names {' and '.join(given)}: give one action")
+    timeout = r.duration(a, f"{key}.timeout", "1m")
+    if not given:
+        return Action(kind="", timeout=timeout)
+    kind = given[0]
+    if kind == "command":
+        shell = r.boolean(a, f"{key}.shell", False)
+        if shell:
+            script = r.string(a, f"{key}.command", "")
+            if not script:
+                raise r.fail(f"{key}.command", "is empty")
+            # The operator wrote shell = true: a script for /bin/sh, run as asked.
+            return Action(kind, (script,), shell=True, timeout=timeout)  # noqa: S604
+        argv = r.string_list(a, f"{key}.command", [])
+        if not argv or not argv[0].startswith("/"):
+            raise r.fail(
+                f"{key}.command",
+                "must be a list whose first item is an absolute path (no shell is used "
+                "unless shell = true, and then command is one string)",
+            )
+        return Action(kind, tuple(argv), timeout=timeout)
+    if kind == "signal":
+        pidfile = r.optional_path(a, f"{key}.pidfile")
+        if pidfile is None:
+            raise r.fail(f"{key}.pidfile", "is required with signal")
+        sig = r.string(a, f"{key}.signal", "").upper().removeprefix("SIG")
+        if sig not in ("HUP", "USR1", "USR2", "TERM", "INT"):
+            raise r.fail(f"{key}.signal", "must be one of HUP, USR1, USR2, TERM, INT")
+        return Action(kind, (), pidfile=pidfile, signal=sig, timeout=timeout)
+    target = r.string(a, f"{key}.{kind}", "")
+    if not target:
+        raise r.fail(f"{key}.{kind}", "is empty")
+    return Action(kind, (target,), timeout=timeout)
 
 
 def _distinct_paths(source: Path, paths: dict[str, Path]) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from . import __version__, config, schedule, state
+from . import __version__, config, files, schedule, state
 from .config import Config
 from .durations import format_duration
 from .errors import ConfigError, JoinAgentError
@@ -89,6 +89,9 @@ class Daemon:
         self.creds: dict[str, Any] | None = None
         self.serving: dict[str, Any] | None = None  # the serving certificate's last report
         self.serving_next: dt.datetime | None = None  # when to look at it again
+        self.extras: list[dict[str, Any]] | None = None  # the [[certificate]] reports
+        self.extras_next: dt.datetime | None = None
+        self.extras_pass_pending = False  # a reload changed the tables: look at once
         self.renewal = Renewal()
         self.worker: Worker | None = None
         self.pending_signals: list[int] = []
@@ -115,6 +118,9 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD):
             signal.signal(sig, self._on_signal)
         state.write_agent_pidfile(self.cfg.paths.state_dir, os.getpid())
+        # A status.json temp file of a killed predecessor would otherwise stay forever.
+        for leftover in files.sweep(self.cfg.paths.state_dir):
+            log.info("removed_leftover", path=str(leftover))
         self._start_metrics()
         log.info("starting", version=__version__, config=str(self.cfg.source), pid=os.getpid())
         self.notifier.send("STATUS=starting: reading the credentials on disk")
@@ -190,6 +196,8 @@ class Daemon:
         # Never before the kubelet: it runs with its self-signed certificate meanwhile.
         if self._serving_wanted() and self._joined() and now >= (self.serving_next or now):
             self._spawn_worker("serving")
+        elif self._extras_wanted() and now >= (self.extras_next or now):
+            self._spawn_worker("certificates")
 
     def _files_changed(self) -> bool:
         ids = (self.creds or {}).get("ids")
@@ -335,6 +343,24 @@ class Daemon:
             }
         self._apply(now, w.mode, result)
 
+    def _extras_wanted(self) -> bool:
+        # After the last table is removed, one more pass reports what was left on disk.
+        return bool(self.cfg.certificates) or self.extras_pass_pending
+
+    def _apply_extras(self, now: dt.datetime, result: dict[str, Any]) -> None:
+        reports = result.get("certificates")
+        if not isinstance(reports, list):  # the pass failed as a whole (no CA, no key…)
+            self.extras_next = now + self.cfg.renewal.retry_max
+            return
+        self.extras = reports
+        self.extras_pass_pending = False
+        times = [state.parse_iso(r["next_attempt"]) for r in reports if r.get("next_attempt")]
+        floor = now + self.cfg.renewal.retry_min
+        self.extras_next = max(min(times), floor) if times else None
+        for r in reports:
+            if r.get("state") != "valid" or (r.get("action") or {}).get("pending"):
+                log.warning("certificate_attention", name=r.get("name"), state=r.get("state"))
+
     def _serving_wanted(self) -> bool:
         return self.cfg.signer_kind == "kubernetes" and self.cfg.kubernetes.serving
 
@@ -360,9 +386,15 @@ class Daemon:
     def _apply(self, now: dt.datetime, mode: str, result: dict[str, Any]) -> None:
         if isinstance(result.get("serving"), dict):
             self._apply_serving(now, result["serving"])
-        if mode == "serving":
+        if mode == "certificates":
+            self._apply_extras(now, result)
+        if mode in ("serving", "certificates"):
             self.creds = result.get("credentials", self.creds)
             return
+        self._apply_node(now, mode, result)
+
+    def _apply_node(self, now: dt.datetime, mode: str, result: dict[str, Any]) -> None:
+        """What an ``inspect`` or ``enroll`` worker found out about the node's own pair."""
         creds = result.get("credentials")
         if isinstance(creds, dict):
             old_serial = (self.creds or {}).get("serial")
@@ -476,6 +508,9 @@ class Daemon:
             return
         changed = _identity_of(new) != _identity_of(self.cfg)
         kubelet_changed = new.kubelet != self.cfg.kubelet
+        if new.certificates != self.cfg.certificates:
+            # New tables are issued at once; removed ones are reported (files left alone).
+            self.extras_next, self.extras_pass_pending = None, True
         self.cfg = new
         log.info("reloaded", config=str(new.source), renew=changed)
         if changed:
@@ -498,8 +533,11 @@ class Daemon:
             times.append(kubelet_next)
         if self.worker is not None:
             times.append(self.worker.started + worker_timeout(self.cfg))
-        elif self.serving_next is not None and self._serving_wanted():
-            times.append(self.serving_next)
+        else:
+            if self.serving_next is not None and self._serving_wanted():
+                times.append(self.serving_next)
+            if self.extras_next is not None and self._extras_wanted():
+                times.append(self.extras_next)
         return min(times) if times else None
 
     def _watchdog(self) -> None:
@@ -577,6 +615,7 @@ class Daemon:
             },
             "last_error": r.last_error,
             "serving": self.serving if self._serving_wanted() else None,
+            "certificates": self.extras,
             "waiting_for": None if self._ready() else self._waiting_for(now),
         }
 

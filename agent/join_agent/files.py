@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import state
+from . import faults, state
 from .errors import LockedError, StoreError
 
 TMP_PREFIX = ".join-agent-tmp-"
@@ -40,6 +40,10 @@ def stage(path: Path, data: bytes, mode: int = 0o600) -> Path:
         try:
             os.fchmod(fd, mode)  # the umask must not widen or narrow what we asked for
             view = memoryview(data)
+            half = len(view) // 2
+            while len(view) > half:
+                view = view[os.write(fd, view[: len(view) - half]) :]
+            faults.point(f"stage-half:{path.name}")
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
@@ -54,7 +58,9 @@ def stage(path: Path, data: bytes, mode: int = 0o600) -> Path:
 def commit(tmp: Path, path: Path) -> None:
     """Rename a staged file over ``path`` and make the rename durable."""
     try:
+        faults.point(f"before-rename:{path.name}")
         os.replace(tmp, path)
+        faults.point(f"after-rename:{path.name}")
         fsync_dir(path.parent)
     except OSError as e:
         discard(tmp)

@@ -45,6 +45,18 @@ class Metrics:
         self.kubelet_up = prom.Gauge(
             "join_agent_kubelet_up", "1 while the managed kubelet runs", registry=r
         )
+        self.extra_expiry = prom.Gauge(
+            "join_agent_extra_certificate_expiry_timestamp_seconds",
+            "notAfter of each [[certificate]] (Unix time)",
+            ["name"],
+            registry=r,
+        )
+        self.extra_failing = prom.Gauge(
+            "join_agent_extra_certificate_failing",
+            "1 while a [[certificate]] cannot be renewed or its action keeps failing",
+            ["name"],
+            registry=r,
+        )
         self._prom = prom
 
     @classmethod
@@ -65,3 +77,11 @@ class Metrics:
             self.next_renewal.set(parse_iso(nxt).timestamp())
         kubelet = doc.get("kubelet") or {}
         self.kubelet_up.set(1 if kubelet.get("state") in ("starting", "running") else 0)
+        for c in doc.get("certificates") or []:
+            name = str(c.get("name"))
+            if c.get("not_after"):
+                self.extra_expiry.labels(name=name).set(parse_iso(c["not_after"]).timestamp())
+            failing = c.get("state") not in ("valid", "removed") or (c.get("action") or {}).get(
+                "pending"
+            )
+            self.extra_failing.labels(name=name).set(1 if failing else 0)

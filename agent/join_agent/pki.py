@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
@@ -44,6 +45,52 @@ def key_pem(key: PrivateKey) -> bytes:
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     )
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a certificate must say: its subject, its SANs exactly, its usages."""
+
+    common_name: str
+    organizations: tuple[str, ...]
+    units: tuple[str, ...]
+    dns_names: tuple[str, ...]
+    addresses: tuple[IPAddress, ...]
+    usages: tuple[str, ...]  # "client auth", "server auth"
+
+    @classmethod
+    def for_node(cls, identity: Identity, usage: Literal["client", "server"]) -> Request:
+        return cls(
+            common_name=identity.common_name,
+            organizations=(NODES_GROUP,),
+            units=(),
+            dns_names=identity.dns_names,
+            addresses=identity.addresses,
+            usages=(f"{usage} auth",),
+        )
+
+    def subject(self) -> x509.Name:
+        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in self.organizations]
+        attrs += [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, u) for u in self.units]
+        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, self.common_name))
+        return x509.Name(attrs)
+
+    def describe(self) -> str:
+        parts = [f"CN={self.common_name}", *(f"O={o}" for o in self.organizations)]
+        return ", ".join(parts + [f"OU={u}" for u in self.units])
+
+    def hosts(self) -> list[str]:
+        """The SAN list as CFSSL's ``hosts`` field takes it: names, then addresses."""
+        return list(self.dns_names) + [str(a) for a in self.addresses]
+
+
+def build_request_csr(key: PrivateKey, request: Request) -> x509.CertificateSigningRequest:
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in request.dns_names]
+    sans += [x509.IPAddress(a) for a in request.addresses]
+    builder = x509.CertificateSigningRequestBuilder().subject_name(request.subject())
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(key, hashes.SHA256())
 
 
 def subject_for(identity: Identity) -> x509.Name:
@@ -165,7 +212,28 @@ def check_issued(
     A CA may fall back to another profile or override the subject, so nothing the
     request said is taken on trust.
     """
-    who = f"the certificate the CA issued for {identity.name!r}"
+    check_certificate(
+        cert,
+        key=key,
+        request=Request.for_node(identity, usage),
+        ca=ca,
+        now=now,
+        clock_skew=clock_skew,
+        who=f"the certificate the CA issued for {identity.name!r}",
+    )
+
+
+def check_certificate(
+    cert: x509.Certificate,
+    *,
+    key: PrivateKey,
+    request: Request,
+    ca: x509.Certificate | None,
+    now: dt.datetime,
+    clock_skew: dt.timedelta,
+    who: str,
+) -> None:
+    """Raise CertificateRejected unless ``cert`` is exactly ``request`` for ``key``."""
     if ca is not None and not compat.signed_by(cert, ca):
         raise CertificateRejected(
             f"{who} is not signed by the pinned CA ({_name(ca.subject)}) but by "
@@ -176,16 +244,15 @@ def check_issued(
     )
     if spki_der(cert) != ours:
         raise CertificateRejected(f"{who} carries a public key that is not ours: refusing it")
-    cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    orgs = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
-    if cns != [identity.common_name] or orgs != [NODES_GROUP]:
+    got = [(a.oid, a.value) for a in cert.subject]
+    want = [(a.oid, a.value) for a in request.subject()]
+    if sorted(got, key=repr) != sorted(want, key=repr):
         raise CertificateRejected(
-            f"{who} has subject {_name(cert.subject)}, not "
-            f"CN={identity.common_name}, O={NODES_GROUP}: refusing it"
+            f"{who} has subject {_name(cert.subject)}, not {request.describe()}: refusing it"
         )
     _check_algorithms(cert, who)
-    check_sans(cert, identity, who)
-    _check_usages(cert, who, usage)
+    _check_san_set(cert, set(request.dns_names), set(request.addresses), who)
+    _check_usages(cert, who, request.usages)
     _check_validity(cert, now, clock_skew, who)
 
 
@@ -235,6 +302,12 @@ def _check_algorithms(cert: x509.Certificate, who: str) -> None:
 
 
 def check_sans(cert: x509.Certificate, identity: Identity, who: str) -> None:
+    _check_san_set(cert, set(identity.dns_names), set(identity.addresses), who)
+
+
+def _check_san_set(
+    cert: x509.Certificate, want_dns: set[str], want_ips: set[IPAddress], who: str
+) -> None:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -247,7 +320,6 @@ def check_sans(cert: x509.Certificate, identity: Identity, who: str) -> None:
             ips.add(g.value)
         elif not isinstance(g, x509.DNSName):
             other.append(g)  # IP networks, emails, URIs: nothing we asked for
-    want_dns, want_ips = set(identity.dns_names), set(identity.addresses)
     if dns == want_dns and ips == want_ips and not other:
         return
     extra = sorted(dns - want_dns) + [str(a) for a in _sorted_ips(ips - want_ips)]
@@ -264,7 +336,7 @@ def check_sans(cert: x509.Certificate, identity: Identity, who: str) -> None:
     )
 
 
-def _check_usages(cert: x509.Certificate, who: str, usage: Literal["client", "server"]) -> None:
+def _check_usages(cert: x509.Certificate, who: str, usages: tuple[str, ...]) -> None:
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
         if bc.ca:
@@ -275,10 +347,11 @@ def _check_usages(cert: x509.Certificate, who: str, usage: Literal["client", "se
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         eku = x509.ExtendedKeyUsage([])
-    if usage == "server":
-        if ExtendedKeyUsageOID.SERVER_AUTH not in eku:
-            raise CertificateRejected(f"{who} lacks the server-auth extended key usage")
-    elif ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
+    if "server auth" in usages and ExtendedKeyUsageOID.SERVER_AUTH not in eku:
+        raise CertificateRejected(
+            f"{who} lacks the server-auth extended key usage: check the CA profile's usages"
+        )
+    if "client auth" in usages and ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
         raise CertificateRejected(
             f"{who} lacks the client-auth extended key usage: the CA probably signed it "
             "with another profile (CFSSL falls back to its default profile for an unknown "

@@ -8,6 +8,10 @@ from . import files, state, trust
 from .config import Config
 from .errors import JoinAgentError
 
+# serving.py's files, named here so that reset does not import cryptography.
+SERVING_PENDING_KEY = "kubelet-server-pending.key"
+SERVING_REQUEST = "serving-request.json"
+
 
 def reset(cfg: Config) -> list[str]:
     """Stop a kubelet left behind, remove the credentials, kubeconfig, CA file and recorded
@@ -35,9 +39,11 @@ def reset(cfg: Config) -> list[str]:
             for prefix in ("kubelet-client", "kubelet-server"):
                 candidates += sorted(cfg.paths.pki_dir.glob(f"{prefix}-*.pem"))
                 candidates += sorted(cfg.paths.pki_dir.glob(f"{files.TMP_PREFIX}{prefix}-*"))
+            candidates.append(cfg.paths.pki_dir / SERVING_PENDING_KEY)
         candidates += [cfg.paths.kubeconfig, cfg.paths.ca_file]
         candidates += [
-            cfg.paths.state_dir / n for n in (state.STATUS_FILE, trust.TOFU_FILE, "kubelet.pid")
+            cfg.paths.state_dir / n
+            for n in (state.STATUS_FILE, trust.TOFU_FILE, "kubelet.pid", SERVING_REQUEST)
         ]
         for path in candidates:
             if path.is_symlink() or path.exists():

@@ -18,7 +18,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from . import compat, csr_api, files, pki, state, store
+from . import compat, csr_api, files, pki, reset, state, store
 from .config import Config
 from .errors import CertificateRejected, JoinAgentError, StoreError
 from .identity import Identity
@@ -28,8 +28,8 @@ from .signers.kubernetes import KubernetesSigner
 log = get_logger("join_agent.serving")
 
 SERVER_PREFIX = "kubelet-server"
-REQUEST_FILE = "serving-request.json"
-PENDING_KEY = "kubelet-server-pending.key"
+REQUEST_FILE = reset.SERVING_REQUEST
+PENDING_KEY = reset.SERVING_PENDING_KEY
 RENEW_AT = 0.8  # of the lifetime: approval may take a human, so ask early
 AFTER_DENIAL = dt.timedelta(hours=1)  # a denied request is not asked again sooner
 

@@ -398,7 +398,40 @@ def gather(cfg: Config, now: dt.datetime, *, probe: bool = True) -> Report:
     report.doc["source"] = source
     if cfg.signer_kind == "kubernetes" and cfg.kubernetes.serving:
         report = with_serving(report, _serving_facts(cfg, recorded, agent_running))
+    recorded_extras = (recorded or {}).get("certificates")
+    if agent_running and isinstance(recorded_extras, list):
+        report = with_certificates(report, recorded_extras)
+    elif cfg.certificates or (cfg.paths.state_dir / "certificates").is_dir():
+        from . import certificates
+
+        report = with_certificates(report, certificates.facts_on_disk(cfg, now))
     return report
+
+
+def with_certificates(report: Report, extras: list[dict[str, Any]]) -> Report:
+    """Add the ``[[certificate]]`` reports (pure): one that is not valid, or whose action
+    keeps failing, makes the node degraded."""
+    doc = dict(report.doc)
+    doc["certificates"] = extras
+    problems = list(report.problems)
+    for c in extras:
+        name = c.get("name")
+        err = (c.get("last_error") or {}).get("message")
+        if c.get("state") in ("expired", "failing", "none"):
+            problems.append(f"certificate {name} is {c.get('state')}" + (f": {err}" if err else ""))
+        action = c.get("action") or {}
+        if action.get("pending") and action.get("failures"):
+            problems.append(
+                f"certificate {name}: its {action.get('kind')} action failed "
+                f"{action.get('failures')} time(s) ({action.get('exit')}): "
+                f"{str(action.get('output') or '')[-200:]}"
+            )
+    code = report.exit_code
+    if len(problems) > len(report.problems) and code == EXIT_HEALTHY:
+        code = EXIT_DEGRADED
+        doc["health"] = "degraded"
+    doc["problems"] = problems
+    return Report(state=report.state, exit_code=code, problems=tuple(problems), doc=doc)
 
 
 def _serving_facts(
@@ -516,6 +549,19 @@ def render_text(report: Report) -> str:
     kc = d["kubeconfig"]
     if kc.get("present"):
         lines.append(f"Kubeconfig:   {kc['path']} (server {kc.get('server') or '?'})")
+    lines += _extra_lines(d)
+    lines += _daemon_lines(d)
+    err = d.get("last_error")
+    if err and (d.get("renewal") or {}).get("last_ok") is not False:
+        # A failure that is not the latest outcome: history, not a problem (those are below).
+        lines.append(f"Last error:   {err.get('message')} (at {err.get('at')}, recovered since)")
+    lines += [f"Problem:      {p}" for p in report.problems]
+    return "\n".join(lines) + "\n"
+
+
+def _extra_lines(d: dict[str, Any]) -> list[str]:
+    """The serving certificate and the [[certificate]] tables."""
+    lines: list[str] = []
     served = d.get("serving")
     if served:
         text = str(served.get("state"))
@@ -524,13 +570,18 @@ def render_text(report: Report) -> str:
         elif served.get("present"):
             text += f", valid until {str(served.get('not_after'))[:10]}"
         lines.append(f"Serving:      {text}")
-    lines += _daemon_lines(d)
-    err = d.get("last_error")
-    if err and (d.get("renewal") or {}).get("last_ok") is not False:
-        # A failure that is not the latest outcome: history, not a problem (those are below).
-        lines.append(f"Last error:   {err.get('message')} (at {err.get('at')}, recovered since)")
-    lines += [f"Problem:      {p}" for p in report.problems]
-    return "\n".join(lines) + "\n"
+    for c in d.get("certificates") or []:
+        text = f"{c.get('name')}: {c.get('state')}"
+        if c.get("not_after"):
+            text += f", until {str(c['not_after'])[:16]}Z"
+        action = c.get("action") or {}
+        if action.get("kind"):
+            ok = "pending" if action.get("pending") else "ok" if action.get("ok") else "-"
+            text += f", {action['kind']} {ok}"
+        if c.get("state") == "removed":
+            text += f" ({c.get('message')})"
+        lines.append(f"Certificate:  {text}")
+    return lines
 
 
 def _daemon_lines(d: dict[str, Any]) -> list[str]:

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
-from . import compat
+from . import compat, faults
 from .errors import KeyMismatch, StoreError
 from .files import TMP_PREFIX as _TMP_PREFIX
 from .files import atomic_write, ensure_dir, fsync_dir, state_lock, strerror
@@ -112,7 +112,9 @@ class PairStore:
             with contextlib.suppress(FileNotFoundError):
                 self._pending.unlink()
             os.symlink(version.name, self._pending)
+            faults.point(f"before-switch:{self.current.name}")
             os.replace(self._pending, self.current)
+            faults.point(f"after-switch:{self.current.name}")
             fsync_dir(self.directory)
         except OSError as e:
             with contextlib.suppress(OSError):

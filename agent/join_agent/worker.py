@@ -39,7 +39,11 @@ def enroll_once(
         signers.build(cfg, environ, limits, token=token, token_origin=token_origin) as setup,
     ):
         enroll.client_store(cfg).recover()
-        for directory in {cfg.paths.kubeconfig.parent, cfg.paths.ca_file.parent}:
+        for directory in {
+            cfg.paths.kubeconfig.parent,
+            cfg.paths.ca_file.parent,
+            cfg.paths.state_dir,
+        }:
             files.sweep(directory)
         return enroll.enroll(
             cfg,
@@ -68,6 +72,25 @@ def serving_once(cfg: Config, environ: Mapping[str, str]) -> dict[str, Any]:
         return serving.step(cfg, setup.signer, node, _now)
 
 
+def certificates_once(cfg: Config, environ: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One pass over the ``[[certificate]]`` tables: what is due is issued, pending actions
+    run; the reports, one per table (and one per table removed since)."""
+    from . import certificates
+    from .signers.cfssl import CfsslSigner
+
+    if not cfg.certificates:
+        return certificates.orphans(cfg)
+    wanted = any(spec.node_addresses for spec in cfg.certificates)
+    addresses = identity.resolve(cfg.node).addresses if wanted else ()
+    with (
+        store.state_lock(cfg.paths.state_dir),
+        signers.build(cfg, environ, transport.Limits()) as setup,
+    ):
+        if not isinstance(setup.signer, CfsslSigner):  # pragma: no cover - by config
+            return []
+        return certificates.run_due(cfg, setup.signer, addresses, now=_now)
+
+
 def inspect(cfg: Config) -> dict[str, Any]:
     """Facts about the credentials on disk, with the files' identities, for status.json."""
     from . import status
@@ -92,6 +115,11 @@ def run(cfg: Config, mode: str, environ: Mapping[str, str]) -> dict[str, Any]:
             result.update(ok=False, error=str(e), kind=type(e).__name__)
         else:
             result.update(ca_changed=done.ca_changed, source=done.source)
+    if mode == "certificates":
+        try:
+            result["certificates"] = certificates_once(cfg, environ)
+        except JoinAgentError as e:
+            result.update(ok=False, error=str(e), kind=type(e).__name__)
     if mode == "serving" or (mode == "enroll" and result["ok"]):
         try:
             result["serving"] = serving_once(cfg, environ)

@@ -387,3 +387,39 @@ def test_a_new_cluster_ca_is_learned_again_through_the_token(tmp_path: Path) -> 
         assert _csr_users(new) == ["system:bootstrap:abcdef"]
         assert compat.signed_by(_leaf(n), new.ca_cert)
         assert compat.load_pem_certificates(n.ca_file.read_bytes()) == [new.ca_cert, old.ca_cert]
+
+
+def test_run_installs_the_serving_certificate_once_someone_approves_it(tmp_path: Path) -> None:
+    config: dict[str, dict[str, object]] = {
+        "signer__kubernetes": {"serving": True},
+        "kubelet": {"manage": False},
+    }
+    with standin_node(tmp_path, config=config) as (api, n):
+        daemon = _start_daemon(n)
+        try:
+            doc = _wait_status(n, lambda d: (d.get("serving") or {}).get("state") == "pending")
+            assert doc["state"] == "valid"  # the client certificate did not wait for it
+            name = doc["serving"]["name"]
+            api.approve(name)
+            doc = _wait_status(n, lambda d: (d.get("serving") or {}).get("state") == "current")
+        finally:
+            _stop(daemon)
+        assert doc["serving"]["present"] is True
+        assert (n.pki / "kubelet-server-current.pem").exists()
+        serving = [v for v in api.csrs.values() if v["spec"]["signerName"].endswith("serving")]
+        assert len(serving) == 1
+
+
+def test_reset_removes_the_serving_certificate_and_its_request(
+    node: KubeNode, api: StandinApiServer
+) -> None:
+    node.write_config(signer__kubernetes={"serving": True})
+    assert node.run("join").returncode == 0
+    assert (node.pki / "kubelet-server-pending.key").exists()
+    assert (node.state / "serving-request.json").exists()
+    r = node.run("reset", "--force")
+    assert r.returncode == 0, r.stderr
+    assert "kubelet-server-pending.key" in r.stdout
+    left = sorted(p.name for p in node.pki.iterdir())
+    assert left == []
+    assert not (node.state / "serving-request.json").exists()

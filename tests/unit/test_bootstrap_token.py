@@ -18,6 +18,7 @@ from join_agent.bootstrap_token import (
     signature_valid,
 )
 from join_agent.errors import ConfigError
+from tests.standins.kube_apiserver import JWS_VECTOR, KUBERNETES_JWS_TEST_VECTOR
 
 TOKEN = BootstrapToken(id="abcdef", secret="0123456789abcdef")
 KUBECONFIG = """apiVersion: v1
@@ -92,3 +93,13 @@ def test_signature_valid_never_raises(garbage: str) -> None:
     assert signature_valid(garbage, KUBECONFIG, TOKEN) is (
         garbage == detached_signature(KUBECONFIG, TOKEN)
     )
+
+
+def test_signature_matches_upstream_and_the_standin_vectors() -> None:
+    """Kubernetes' own jws_test.go vector (any key id and secret) and the stand-in's fixed
+    vector: three independent computations agree with ours."""
+    content, token_id, secret, expected = KUBERNETES_JWS_TEST_VECTOR
+    assert detached_signature(content, BootstrapToken(id=token_id, secret=secret)) == expected
+    t = parse_token(JWS_VECTOR.token, "vector")
+    assert detached_signature(JWS_VECTOR.kubeconfig, t) == JWS_VECTOR.jws
+    assert signature_valid(JWS_VECTOR.jws, JWS_VECTOR.kubeconfig, t)

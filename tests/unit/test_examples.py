@@ -39,3 +39,13 @@ def test_kubernetes_example_loads() -> None:
     assert cfg.kubernetes.bootstrap_token_file == Path("/etc/join-agent/bootstrap-token")
     assert len(cfg.kubernetes.ca_pins) == 1
     assert not cfg.kubernetes.serving
+
+
+def test_control_plane_example_loads() -> None:
+    cfg = config.load(EXAMPLE.with_name("control-plane.toml"))
+    assert [c.name for c in cfg.certificates] == [
+        "front-proxy-client", "apiserver-kubelet-client", "etcd-peer",
+    ]  # fmt: skip
+    assert cfg.certificates[0].action.kind == "smf_restart"
+    assert cfg.certificates[2].node_addresses
+    assert not cfg.kubelet.manage

@@ -64,7 +64,14 @@ class CfsslSigner:
         self.limits = limits or Limits()
 
     def sign(self, csr: x509.CertificateSigningRequest, identity: Identity) -> Issued:
-        return self._each_url(lambda url: self._sign_at(url, csr, identity))
+        hosts = pki.hosts_for(identity)
+        return self._each_url(lambda url: self._sign_at(url, csr, hosts, self.cfg.profile))
+
+    def sign_with_profile(
+        self, csr: x509.CertificateSigningRequest, hosts: list[str], profile: str
+    ) -> Issued:
+        """Sign with another profile of the same CA (a ``[[certificate]]`` table)."""
+        return self._each_url(lambda url: self._sign_at(url, csr, hosts, profile))
 
     def fetch_ca(self) -> tuple[x509.Certificate, tuple[x509.Certificate, ...], str]:
         """The pinned CA (issuing CA, bundle, URL) from the first server that answers."""
@@ -115,14 +122,16 @@ class CfsslSigner:
         except TrustError as e:
             raise TrustError(f"the CA at {url}: {e}") from None
 
-    def _sign_at(self, url: str, csr: x509.CertificateSigningRequest, identity: Identity) -> Issued:
+    def _sign_at(
+        self, url: str, csr: x509.CertificateSigningRequest, hosts: list[str], profile: str
+    ) -> Issued:
         ca, bundle = self._ca_at(url)
         inner = json.dumps(
             {
                 "certificate_request": csr.public_bytes(serialization.Encoding.PEM).decode(),
-                "profile": self.cfg.profile,
+                "profile": profile,
                 "label": self.cfg.label,
-                "hosts": pki.hosts_for(identity),
+                "hosts": hosts,
             }
         ).encode()
         token = hmac.new(self._key, inner, hashlib.sha256).digest()
@@ -133,7 +142,7 @@ class CfsslSigner:
             }
         ).encode()
         response = post(self.client, url + AUTHSIGN, body, self.limits, what=f"the CA at {url}")
-        certs = certificates(unwrap(response, url, AUTHSIGN, self.cfg.profile), url, AUTHSIGN)
+        certs = certificates(unwrap(response, url, AUTHSIGN, profile), url, AUTHSIGN)
         return Issued(certificate=certs[0], ca=ca, ca_bundle=bundle, verify_with=ca, source=url)
 
 

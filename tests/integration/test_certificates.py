@@ -1,0 +1,308 @@
+"""Extra certificates (``[[certificate]]`` tables) against the real CFSSL CA.
+
+Rotation timing is driven in-process with an injected clock (the certificates are real,
+from `cfssl serve`; only "now" moves), so hours of lifetime pass in a second. The daemon
+tests run the real `join-agent run` for what a process must show: tables issued at start,
+a failing action retried and reported, a reload that adds and removes tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from join_agent import certificates, compat, config, credentials, transport, trust
+from join_agent.signers.cfssl import CfsslSigner
+from tests.conftest import Node, _toml_table, need
+from tests.lab.cfssl_ca import CfsslCA, seed_config
+
+
+def _profiles(auth_key_hex: str) -> dict[str, Any]:
+    doc = seed_config(auth_key_hex)
+
+    def profile(expiry: str, usages: list[str]) -> dict[str, Any]:
+        return {"auth_key": "node-key", "expiry": expiry, "usages": usages, "backdate": "1s"}
+
+    doc["signing"]["profiles"].update({
+        "front-proxy": profile("1h", ["signing", "key encipherment", "client auth"]),
+        "etcd-peer": profile("2h", ["signing", "key encipherment", "client auth", "server auth"]),
+        "server-only": profile("1h", ["signing", "key encipherment", "server auth"]),
+    })  # fmt: skip
+    return doc
+
+
+@pytest.fixture(scope="module")
+def cp_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CfsslCA]:
+    import shutil
+
+    if not shutil.which("cfssl"):
+        need("cfssl", "apt-get install golang-cfssl")
+    ca = CfsslCA(tmp_path_factory.mktemp("cp-ca"))
+    ca.write_config(_profiles(ca.auth_key_hex))
+    ca.start()
+    yield ca
+    ca.stop()
+
+
+@pytest.fixture
+def host(tmp_path: Path, cp_ca: CfsslCA) -> Node:
+    n = Node(root=tmp_path / "host", ca=cp_ca)
+    n.root.mkdir()
+    cp_ca.write_auth_key(n.auth_key)
+    n.write_config(kubelet={"manage": False})
+    return n
+
+
+def _recorder(root: Path) -> Path:
+    """An action that appends one line per run (its name, argv and whole environment)."""
+    script = root / "record.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        "echo \"$JOIN_AGENT_CERTIFICATE $* $(env | sort | tr '\\n' ' ')\" >> \"$0.log\"\n"
+        'exit "${FAIL:-0}"\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+def _tables(root: Path, script: Path, **extra: dict[str, Any]) -> str:
+    out = root / "out"
+    tables = {
+        "front-proxy": {
+            "profile": "front-proxy",
+            "common_name": "front-proxy-client",
+            "cert_file": str(out / "front-proxy-client.crt"),
+            "key_file": str(out / "front-proxy-client.key"),
+            "ca_file": str(out / "front-proxy-ca.crt"),
+            "action": {"command": [str(script), "front-proxy"]},
+        },
+        "etcd-peer": {
+            "profile": "etcd-peer",
+            "common_name": "etcd-peer",
+            "organization": ["etcd"],
+            "organizational_unit": ["control-plane"],
+            "hosts": ["cp-1.example.org", "10.0.0.5"],
+            "usages": ["client auth", "server auth"],
+            "key": "rsa-2048",
+            "cert_file": str(out / "etcd-peer.crt"),
+            "key_file": str(out / "etcd-peer.key"),
+            "key_mode": "0640",
+            "group": "root",
+            "action": {"command": [str(script), "etcd"]},
+        },
+        **extra,
+    }
+    text = ""
+    for name, t in tables.items():
+        action = t.pop("action", None)
+        text += _toml_table("[certificate]", {"name": name, **t}).replace(
+            "[[[certificate]]]", "[[certificate]]"
+        )
+        if action:
+            text += _toml_table("certificate.action", action)
+    return text
+
+
+def _write(host: Node, text: str) -> config.Config:
+    base = host.config.read_text().split("[[certificate]]")[0]
+    host.config.write_text(base + text)
+    return config.load(host.config)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.offset = dt.timedelta(0)
+
+    def __call__(self) -> dt.datetime:
+        return dt.datetime.now(dt.timezone.utc) + self.offset
+
+
+def _pass(cfg: config.Config, clock: Clock) -> dict[str, dict[str, Any]]:
+    key = credentials.cfssl_auth_key(cfg.cfssl.auth_key_file, {})
+    pins = trust.effective_pins(cfg.cfssl.ca_pins, False, cfg.paths.state_dir)
+    with transport.client_for(cfg.cfssl.urls) as client:
+        signer = CfsslSigner(cfg.cfssl, key, client, pins=pins, now=clock)
+        reports = certificates.run_due(cfg, signer, (), now=clock)
+    return {r["name"]: r for r in reports}
+
+
+def _runs(script: Path) -> list[str]:
+    log = Path(f"{script}.log")
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def _cert(path: Path) -> x509.Certificate:
+    return compat.load_pem_certificates(path.read_bytes())[0]
+
+
+def test_tables_issue_rotate_independently_and_act_once_per_rotation(host: Node) -> None:
+    script = _recorder(host.root)
+    cfg = _write(host, _tables(host.root, script))
+    clock = Clock()
+    first = _pass(cfg, clock)
+    assert {r["state"] for r in first.values()} == {"valid"}
+    runs = _runs(script)
+    assert sorted(r.split()[0] for r in runs) == ["etcd-peer", "front-proxy"]
+    out = host.root / "out"
+    fp = _cert(out / "front-proxy-client.crt")
+    assert fp.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "front-proxy-client"
+    eku = fp.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in eku
+    assert compat.signed_by(fp, _cert(out / "front-proxy-ca.crt"))
+    etcd = _cert(out / "etcd-peer.crt")
+    sans = etcd.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["cp-1.example.org"]
+    assert [str(a) for a in sans.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
+    assert stat.S_IMODE((out / "etcd-peer.key").stat().st_mode) == 0o640
+    assert stat.S_IMODE((out / "front-proxy-client.key").stat().st_mode) == 0o600
+    # The key file and the certificate file are one pair.
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key((out / "etcd-peer.key").read_bytes(), None)
+    assert key.public_key().public_numbers() == etcd.public_key().public_numbers()  # type: ignore[union-attr]
+
+    # A pass with nothing due does nothing: no new certificate, no action.
+    assert _pass(cfg, clock)["front-proxy"]["serial"] == first["front-proxy"]["serial"]
+    assert len(_runs(script)) == 2
+    # 55 minutes later the 1 h certificate is past 70-90 % of its life; the 2 h one is not.
+    clock.offset = dt.timedelta(minutes=55)
+    later = _pass(cfg, clock)
+    assert later["front-proxy"]["serial"] != first["front-proxy"]["serial"]
+    assert later["etcd-peer"]["serial"] == first["etcd-peer"]["serial"]
+    assert [r.split()[0] for r in _runs(script)][2:] == ["front-proxy"]
+    assert _cert(out / "front-proxy-client.crt").serial_number != fp.serial_number
+    # The action's environment carries no secret, and nothing of ours.
+    for line in _runs(script):
+        assert host.ca.auth_key_hex not in line
+        assert "CREDENTIALS_DIRECTORY" not in line and "NOTIFY_SOCKET" not in line
+
+
+def test_a_failing_action_is_retried_and_reported(host: Node) -> None:
+    script = _recorder(host.root)
+    failing = host.root / "fail.sh"
+    failing.write_text('#!/bin/sh\necho "apiserver did not reload" >&2\nexit 3\n')
+    failing.chmod(0o755)
+    text = _tables(host.root, script).replace(
+        f'command = ["{script}", "front-proxy"]', f'command = ["{failing}"]'
+    )
+    cfg = _write(host, text)
+    clock = Clock()
+    report = _pass(cfg, clock)["front-proxy"]
+    assert report["action"]["pending"] is True
+    assert report["action"]["exit"] == 3
+    assert "apiserver did not reload" in report["action"]["output"]
+    serial = report["serial"]
+    # Retried after the backoff, without a new certificate; still reported.
+    clock.offset = dt.timedelta(minutes=10)
+    again = _pass(cfg, clock)["front-proxy"]
+    assert again["serial"] == serial
+    assert again["action"]["failures"] == 2
+    r = host.run("status", "--json")
+    doc = json.loads(r.stdout)
+    assert any("front-proxy: its command action failed" in p for p in doc["problems"])
+    # Fixed: the next retry succeeds and the problem is gone.
+    failing.write_text("#!/bin/sh\nexit 0\n")
+    clock.offset = dt.timedelta(minutes=30)
+    fixed = _pass(cfg, clock)["front-proxy"]
+    assert fixed["action"]["pending"] is False
+    assert fixed["serial"] == serial
+
+
+def test_a_profile_that_does_not_grant_the_usage_is_refused(host: Node) -> None:
+    script = _recorder(host.root)
+    text = _tables(host.root, script).replace('profile = "front-proxy"', 'profile = "server-only"')
+    cfg = _write(host, text)
+    report = _pass(cfg, Clock())["front-proxy"]
+    assert report["state"] == "none"
+    assert "lacks the client-auth extended key usage" in report["last_error"]["message"]
+    assert not (host.root / "out" / "front-proxy-client.crt").exists()
+    assert [r.split()[0] for r in _runs(script)] == ["etcd-peer"]  # no action for a refusal
+
+
+def test_action_runs_without_a_shell_unless_asked(host: Node) -> None:
+    script = _recorder(host.root)
+    marker = host.root / "injected"
+    text = _tables(host.root, script).replace(
+        f'command = ["{script}", "front-proxy"]',
+        f'command = ["{script}", "; touch {marker}"]',
+    )
+    _pass(_write(host, text), Clock())
+    assert not marker.exists()  # the argument stayed an argument
+    assert any(f"; touch {marker}" in r for r in _runs(script))
+
+
+# ---------------------------------------------------------------- the daemon
+
+
+def _daemon(node: Node) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "join_agent", "--config", str(node.config), "run"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+
+
+def _wait_status(
+    node: Node, ok: Callable[[dict[str, Any]], bool], timeout: float = 40.0
+) -> dict[str, Any]:
+    end = time.monotonic() + timeout
+    doc: dict[str, Any] = {}
+    while time.monotonic() < end:
+        r = node.run("status", "--json")
+        if r.stdout:
+            doc = json.loads(r.stdout)
+            if ok(doc):
+                return doc
+        time.sleep(0.3)
+    raise AssertionError(f"status never got there: {json.dumps(doc)[:3000]}")
+
+
+def _named(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in doc.get("certificates") or []}
+
+
+def test_the_daemon_keeps_the_tables_and_reloads_them(host: Node) -> None:
+    script = _recorder(host.root)
+    text = _tables(host.root, script)
+    _write(host, text)
+    daemon = _daemon(host)
+    try:
+        doc = _wait_status(host, lambda d: len(_named(d)) == 2 and all(
+            c["state"] == "valid" for c in _named(d).values()))  # fmt: skip
+        assert doc["agent"]["running"] is True
+        text_out = host.run("status").stdout
+        assert "Certificate:  front-proxy: valid" in text_out
+        # Reload: etcd-peer's table removed, a new one added.
+        new = _tables(host.root, script, **{"kubelet-client": {
+            "profile": "front-proxy", "common_name": "kube-apiserver-kubelet-client",
+            "organization": ["system:masters"],
+            "cert_file": str(host.root / "out" / "apiserver-kubelet-client.crt"),
+            "key_file": str(host.root / "out" / "apiserver-kubelet-client.key"),
+        }})  # fmt: skip
+        start = new.index('[[certificate]]\nname = "etcd-peer"')
+        end = new.index("[[certificate]]", start + 5)
+        _write(host, new[:start] + new[end:])
+        daemon.send_signal(signal.SIGHUP)
+        doc = _wait_status(
+            host, lambda d: _named(d).get("kubelet-client", {}).get("state") == "valid"
+            and _named(d).get("etcd-peer", {}).get("state") == "removed",
+        )  # fmt: skip
+        assert (host.root / "out" / "etcd-peer.crt").exists()  # left on disk
+        assert "removed" in _named(doc)["etcd-peer"]["message"]
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=20)
+    assert sorted(r.split()[0] for r in _runs(script)) == ["etcd-peer", "front-proxy"]

@@ -1,0 +1,158 @@
+"""[[certificate]] tables: config validation and the pure per-certificate decision."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from join_agent import actions, certificates, config
+from join_agent.errors import ConfigError
+
+PIN = "sha256:" + "ab" * 32
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
+MIN, MAX = dt.timedelta(seconds=10), dt.timedelta(minutes=5)
+
+
+def _doc(**table: Any) -> dict[str, Any]:
+    t = {
+        "name": "front-proxy",
+        "profile": "front-proxy",
+        "common_name": "front-proxy-client",
+        "cert_file": "/etc/k/fp.crt",
+        "key_file": "/etc/k/fp.key",
+        **table,
+    }
+    return {
+        "cluster": {"server": "https://10.0.0.5:6443"},
+        "signer": {"cfssl": {"urls": ["http://10.0.0.5:8888"], "ca_pins": [PIN]}},
+        "certificate": [t],
+    }
+
+
+def _error(doc: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as e:
+        config.parse(doc, Path("/c.toml"))
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_a_table_with_defaults() -> None:
+    (spec,) = config.parse(_doc(), Path("/c.toml")).certificates
+    assert spec.usages == ("client auth",)
+    assert (spec.key_mode, spec.cert_mode) == (0o600, 0o644)
+    assert spec.action.kind == ""
+    assert spec.key == "ecdsa-p256"
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        ({"name": "Front_Proxy"}, "certificate[0].name is required: lowercase"),
+        ({"profile": ""}, "certificate.front-proxy.profile is required"),
+        ({"cert_file": "relative.crt"}, "must be an absolute path"),
+        ({"key_file": "/etc/k/fp.crt"}, "key_file is also certificate.front-proxy.cert_file"),
+        ({"usages": ["code signing"]}, "known: client auth, server auth"),
+        ({"key_mode": "0644"}, "must not let everyone read the key"),
+        ({"key_mode": "0640"}, "lets others read the key: give a group"),
+        ({"key_mode": "640x"}, "write an octal mode as a string"),
+        ({"colour": "blue"}, "certificate[0].colour is not a known key"),
+        ({"action": {"command": ["svcadm", "restart", "x"]}}, "first item is an absolute path"),
+        ({"action": {"command": ["/bin/true"], "signal": "HUP"}}, "give one action"),
+        ({"action": {"signal": "HUP"}}, "pidfile is required"),
+        ({"action": {"signal": "KILL", "pidfile": "/run/x.pid"}}, "must be one of HUP"),
+    ],
+)
+def test_table_mistakes_name_the_key(table: dict[str, Any], problem: str) -> None:
+    assert problem in _error(_doc(**table))
+
+
+def test_two_tables_with_one_name_and_the_kubernetes_signer_are_refused() -> None:
+    doc = _doc()
+    doc["certificate"].append(copy.deepcopy(doc["certificate"][0]))
+    assert "is used by another [[certificate]]" in _error(doc)
+    doc = _doc()
+    doc["signer"] = {"kind": "kubernetes", "kubernetes": {"ca_pins": [PIN]}}
+    assert 'need signer.kind = "cfssl"' in _error(doc)
+
+
+def test_actions_become_argv_without_a_shell_unless_asked() -> None:
+    def action(**a: Any) -> config.Action:
+        return config.parse(_doc(action=a), Path("/c.toml")).certificates[0].action
+
+    assert actions.argv_for(action(command=["/bin/echo", "a; rm -rf /"])) == [
+        "/bin/echo", "a; rm -rf /",
+    ]  # fmt: skip
+    script = action(command="kill -HUP $(cat /run/a.pid)", shell=True)  # noqa: S604
+    assert actions.argv_for(script) == [
+        "/bin/sh", "-c", "kill -HUP $(cat /run/a.pid)",
+    ]  # fmt: skip
+    assert actions.argv_for(action(smf_restart="svc:/k8s/apiserver:default")) == [
+        "/usr/sbin/svcadm", "restart", "svc:/k8s/apiserver:default",
+    ]  # fmt: skip
+    assert actions.argv_for(action(systemd_reload="kube-apiserver.service")) == [
+        "systemctl", "reload-or-restart", "kube-apiserver.service",
+    ]  # fmt: skip
+    spec = config.parse(_doc(), Path("/c.toml")).certificates[0]
+    env = actions.environment(spec)
+    assert set(env) == {
+        "PATH", "LANG", "JOIN_AGENT_CERTIFICATE", "JOIN_AGENT_CERT_FILE", "JOIN_AGENT_KEY_FILE",
+    }  # fmt: skip
+
+
+def test_hosts_split_into_names_and_addresses() -> None:
+    spec = config.parse(
+        _doc(hosts=["CP-1.example.org", "10.0.0.5", "fd00::5"], node_addresses=True),
+        Path("/c.toml"),
+    ).certificates[0]
+    import ipaddress
+
+    req = certificates.request_for(spec, [ipaddress.ip_address("192.0.2.7")])
+    assert req.dns_names == ("cp-1.example.org",)
+    assert [str(a) for a in req.addresses] == ["10.0.0.5", "fd00::5", "192.0.2.7"]
+
+
+def _record(**r: Any) -> dict[str, Any]:
+    return {
+        "not_before": "2026-11-22T00:00:00Z",
+        "not_after": "2026-11-23T00:00:00Z",
+        "failures": 0,
+        **r,
+    }
+
+
+def test_decide_issues_at_once_without_a_certificate() -> None:
+    plan = certificates.decide({}, "", now=NOW, retry_min=MIN, retry_max=MAX, draw=0.5)
+    assert plan.issue == "no certificate yet"
+
+
+def test_decide_waits_for_the_deadline_then_renews() -> None:
+    # 70-90 % of a 24 h lifetime: with draw 0.5, 80 % = 19:12.
+    plan = certificates.decide(_record(), "", now=NOW, retry_min=MIN, retry_max=MAX, draw=0.5)
+    assert plan.issue == ""
+    assert plan.next_attempt == dt.datetime(2026, 11, 22, 19, 12, tzinfo=dt.timezone.utc)
+    later = NOW.replace(hour=20)
+    plan = certificates.decide(_record(), "", now=later, retry_min=MIN, retry_max=MAX, draw=0.5)
+    assert plan.issue == "renewal deadline"
+
+
+def test_decide_renews_a_certificate_that_no_longer_matches_its_table() -> None:
+    plan = certificates.decide(
+        _record(), "it no longer matches its table", now=NOW, retry_min=MIN, retry_max=MAX,
+        draw=0.5,
+    )  # fmt: skip
+    assert plan.issue == "it no longer matches its table"
+
+
+def test_decide_backs_off_after_failures_and_retries_a_failed_action() -> None:
+    failing = _record(failures=3, last_attempt="2026-11-22T11:59:59Z")
+    plan = certificates.decide(failing, "", now=NOW, retry_min=MIN, retry_max=MAX, draw=0.5)
+    assert plan.issue == ""  # still valid: backoff first
+    assert NOW < plan.next_attempt <= NOW + MAX
+    pending = _record(action={"pending": True, "failures": 1, "at": "2026-11-22T11:59:00Z"})
+    plan = certificates.decide(pending, "", now=NOW, retry_min=MIN, retry_max=MAX, draw=0.5)
+    assert plan.run_action is True
+    assert plan.issue == ""
