@@ -177,7 +177,8 @@ def load(
         if missing_ok:
             return parse(with_overrides({}, overrides or {}), source=path)
         raise ConfigError(
-            f"config file {path} does not exist: write one (see examples/config.toml) "
+            f"config file {path} does not exist: write one (examples: "
+            f"{platform.current().examples}) "
             f"or point --config or ${CONFIG_ENV} at it"
         ) from None
     except OSError as e:

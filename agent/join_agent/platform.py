@@ -18,6 +18,7 @@ class PlatformDefaults:
     state_dir: Path
     manage_kubelet: bool
     kubelet_command: tuple[str, ...]
+    examples: Path  # where the packages install the example configs
 
 
 LINUX = PlatformDefaults(
@@ -28,6 +29,7 @@ LINUX = PlatformDefaults(
     state_dir=Path("/var/lib/join-agent"),
     manage_kubelet=True,
     kubelet_command=("/usr/bin/kubelet", "--config=/var/lib/kubelet/config.yaml"),
+    examples=Path("/usr/share/doc/join-agent/examples"),
 )
 
 # OmniOS-extra layout (/etc/opt/ooce, /var/opt/ooce). The upstream kubelet does not run on
@@ -40,6 +42,7 @@ ILLUMOS = PlatformDefaults(
     state_dir=Path("/var/opt/ooce/join-agent"),
     manage_kubelet=False,
     kubelet_command=("/opt/ooce/bin/kubelet",),
+    examples=Path("/opt/ooce/join-agent/share/doc/join-agent/examples"),
 )
 
 
