@@ -141,13 +141,13 @@ def test_naive_datetimes_are_refused() -> None:
 @pytest.mark.parametrize(
     ("failures", "draw", "expected"),
     [
-        (1, 0.0, 10 * S),  # cap == retry_min: no jitter left
-        (1, 0.99, 10 * S),
-        (2, 0.0, 10 * S),  # cap 20 s
-        (2, 0.5, 15 * S),
-        (3, 0.5, 25 * S),  # cap 40 s
-        (5, 0.5, 85 * S),  # cap 160 s
-        (6, 0.5, 155 * S),  # 320 s capped at retry_max
+        (1, 0.0, 10 * S),  # cap 20 s: the first retry is jittered too
+        (1, 0.75, 17.5 * S),
+        (2, 0.0, 10 * S),  # cap 40 s
+        (2, 0.5, 25 * S),
+        (3, 0.5, 45 * S),  # cap 80 s
+        (4, 0.5, 85 * S),  # cap 160 s
+        (5, 0.5, 155 * S),  # 320 s capped at retry_max
         (10**6, 0.5, 155 * S),  # no overflow, same cap
     ],
 )
@@ -158,6 +158,19 @@ def test_retry_delay_examples(failures: int, draw: float, expected: dt.timedelta
 def test_retry_delay_stays_below_the_cap() -> None:
     assert retry_delay(6, RETRY_MIN, RETRY_MAX, LAST_DRAW) < RETRY_MAX
     assert retry_delay(6, RETRY_MIN, RETRY_MAX, LAST_DRAW) > RETRY_MAX - S
+
+
+def test_the_first_retry_is_spread_over_retry_min_to_twice_that() -> None:
+    # Nodes that failed in the same second (a fleet that overran the CA) must not all come
+    # back exactly retry_min later: that replays the burst (bench/herd.py measures it).
+    first = [retry_delay(1, RETRY_MIN, RETRY_MAX, d) for d in (0.0, 0.25, 0.5, LAST_DRAW)]
+    assert first[:3] == [10 * S, 12.5 * S, 15 * S]
+    assert 19 * S < first[3] < 20 * S
+    # next_attempt uses the same backoff: a first failure is retried within [10 s, 20 s).
+    got = [attempt(T0, failures=1, last_attempt=T0, draw=d) for d in (0.0, 0.5, LAST_DRAW)]
+    assert got[0] == T0 + 10 * S
+    assert got[1] == T0 + 15 * S
+    assert T0 + 19 * S < got[2] < T0 + 20 * S
 
 
 def test_retry_max_below_retry_min_means_retry_min() -> None:
@@ -184,7 +197,7 @@ def test_retry_delay_is_within_retry_min_and_retry_max(
 ) -> None:
     delay = retry_delay(failures, retry_min, retry_max, draw)
     assert retry_min <= delay <= max(retry_min, retry_max)
-    doubled_us = retry_min // US * 2 ** min(failures - 1, 100)
+    doubled_us = retry_min // US * 2 ** min(failures, 100)
     assert delay // US <= max(retry_min // US, min(retry_max // US, doubled_us))
 
 
@@ -222,7 +235,7 @@ def test_a_deadline_missed_during_downtime_is_now() -> None:
 def test_a_failure_with_a_healthy_certificate_backs_off() -> None:
     not_after = T0 + 100 * DAY
     got = attempt(T0, deadline=T0 - S, not_after=not_after, failures=3, last_attempt=T0)
-    assert got == T0 + 25 * S
+    assert got == T0 + 45 * S  # cap 80 s, draw 0.5
 
 
 def test_a_retry_is_pulled_in_before_expiry() -> None:
@@ -251,7 +264,7 @@ def test_an_outage_across_expiry_attempt_by_attempt() -> None:
         )
         seen.append((now - T0) // S)
     # backoff; pulled in to not_after - retry_min; at expiry; then capped backoff (271 s)
-    assert seen == [10, 29, 66, 90, 100, 371, 642, 913]
+    assert seen == [19, 56, 90, 100, 371, 642, 913, 1184]
 
 
 def test_a_long_suspend_retries_at_once() -> None:
@@ -261,7 +274,7 @@ def test_a_long_suspend_retries_at_once() -> None:
 def test_a_clock_stepped_back_does_not_postpone_the_retry() -> None:
     # last_attempt is a day "in the future": treat it as now, not as a day to wait.
     assert attempt(T0, deadline=T0 - S, last_attempt=T0 + DAY) == T0 + RETRY_MIN
-    assert attempt(T0, failures=1, last_attempt=T0 + DAY) == T0 + RETRY_MIN
+    assert attempt(T0, failures=1, last_attempt=T0 + DAY, draw=0.0) == T0 + RETRY_MIN
 
 
 def test_next_attempt_refuses_negative_failures() -> None:

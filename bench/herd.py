@@ -1,0 +1,572 @@
+"""Herd behaviour of a fleet against one CA: a virtual-time simulation of N join-agents.
+
+Every decision a node takes is made by the real ``join_agent.schedule`` functions of this
+checkout (``splay_delay``, ``next_attempt``, ``renewal_deadline``), wired the way
+``daemon.Daemon`` wires them (``_apply`` sets the splay at the first inspection,
+``_next_attempt`` takes ``max(next_attempt(...), splay_until)``, one fresh draw per
+attempt, one draw per certificate). Time is virtual: the clock and every random draw are
+injected, nothing sleeps, so the whole run takes seconds.
+
+The CA model: it signs at most ``capacity`` certificates per 1-second bin; a request beyond
+that in the same bin fails (and is wasted), as does every request while the CA is down.
+A request takes no time. Offered load is the number of requests per 1-second bin, shown
+relative to the capacity.
+
+Scenarios (one config for all of them, printed first):
+
+- cold boot of 1,000 and 5,000 nodes that power on at the same instant, none joined;
+- steady state over one certificate lifetime (certificates of random age, as a fleet that
+  has been running for a while has);
+- CA outages of 5, 10, 15, 20 and 25 % of the lifetime, and of 1 hour and 1 day, starting
+  from the steady state at t = 0.
+
+Run from the repository root (it puts ``agent/`` first on the path, so the checkout's
+schedule.py is what runs):
+
+    python bench/herd.py                         # print the figures
+    /tmp/vh/bin/python bench/herd.py --write     # also docs/herd.png and docs/benchmarks.md
+
+``--write`` needs matplotlib (the ``bench`` extra; not a runtime dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import heapq
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# The checkout's schedule.py, not whatever join_agent an interpreter has installed.
+sys.path.insert(0, str(REPO / "agent"))
+
+from join_agent import schedule  # noqa: E402 - after the path tweak above
+from join_agent.durations import format_duration, parse_duration  # noqa: E402
+
+MARKER_BEGIN = "<!-- herd.py: begin -->"
+MARKER_END = "<!-- herd.py: end -->"
+EPOCH = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+SECOND = dt.timedelta(seconds=1)
+# Targets of issue 7.
+LOAD_LIMIT = 1.5  # offered load never above 1.5x capacity (cold boot; after an outage)
+COLD_TARGET_NODES = 1000
+COLD_TIME_FACTOR = 1.5  # cold boot done within 1.5x the ideal nodes / capacity
+
+
+def go_duration(value: dt.timedelta) -> str:
+    """The config file's spelling ("10s", "5m", "24h", "1m30s"), so it can be pasted."""
+    total = value / SECOND
+    out = ""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if total >= size:
+            count, total = divmod(total, size)
+            out += f"{int(count)}{unit}"
+    if total or not out:
+        out += f"{total:g}s"
+    return out
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """The one configuration every scenario runs with."""
+
+    capacity: int  # certificates the CA signs per second
+    lifetime: dt.timedelta  # of every certificate the CA issues
+    splay: dt.timedelta  # [renewal] splay
+    retry_min: dt.timedelta  # [renewal] retry_min
+    retry_max: dt.timedelta  # [renewal] retry_max
+    seed: int
+
+    def lines(self) -> list[str]:
+        return [
+            f"CA capacity: {self.capacity} certificates/s (requests beyond it in a 1 s bin fail)",
+            f"certificate lifetime: {go_duration(self.lifetime)}",
+            f'[renewal] splay = "{go_duration(self.splay)}", '
+            f'retry_min = "{go_duration(self.retry_min)}", '
+            f'retry_max = "{go_duration(self.retry_max)}"',
+            f"random seed: {self.seed}",
+        ]
+
+
+@dataclass
+class Node:
+    """What one daemon remembers (daemon.Renewal plus its current certificate)."""
+
+    rng: random.Random
+    not_before: dt.datetime | None = None
+    not_after: dt.datetime | None = None
+    deadline: dt.datetime | None = None  # renewal_deadline of the current certificate
+    failures: int = 0
+    last_attempt: dt.datetime | None = None
+    splay_until: dt.datetime | None = None
+    draw: float = 0.0  # the draw of the next attempt; a new one after every attempt
+    expired_for: float = 0.0  # longest time this node spent with an expired certificate
+
+
+@dataclass
+class Run:
+    """What the CA saw and what happened to the fleet, in virtual seconds from t = 0."""
+
+    offered: dict[int, int] = field(default_factory=dict)  # 1 s bin -> requests
+    rejected: dict[int, int] = field(default_factory=dict)  # 1 s bin -> failed requests
+    first_success: dict[int, float] = field(default_factory=dict)  # node -> time
+    successes: int = 0
+    end: float = 0.0
+
+    def load(self, start: int, stop: int) -> list[int]:
+        """Requests in every bin of [start, stop), idle bins included."""
+        return [self.offered.get(b, 0) for b in range(start, stop)]
+
+    def wasted(self, start: float = -math.inf, stop: float = math.inf) -> int:
+        return sum(n for b, n in self.rejected.items() if start <= b < stop)
+
+
+class Fleet:
+    """N nodes and one CA in virtual time; ``run`` drives them from an event queue."""
+
+    def __init__(self, cfg: FleetConfig, n: int, seed: int) -> None:
+        self.cfg = cfg
+        # Seeded, so a run is reproducible; these draws are jitter, not secrets.
+        master = random.Random(seed)  # noqa: S311
+        self.nodes = [Node(rng=random.Random(master.random())) for _ in range(n)]  # noqa: S311
+        self.queue: list[tuple[float, int]] = []
+        self.down: tuple[float, float] | None = None  # CA outage [start, end)
+        self.served: dict[int, int] = {}
+        self.log = Run()
+        self.failing = 0  # nodes whose last attempt failed
+
+    # -- set-up ----------------------------------------------------------------------
+
+    def cold_boot(self) -> None:
+        """Every node powers on at t = 0 without credentials (daemon._apply, "inspect")."""
+        now = EPOCH
+        for i, node in enumerate(self.nodes):
+            node.draw = node.rng.random()
+            if self.cfg.splay:
+                delay = schedule.splay_delay(self.cfg.splay, node.rng.random())
+                node.splay_until = now + delay
+            self._push(i, self._due(node, now))
+
+    def steady_state(self) -> None:
+        """Certificates of random age: each node is somewhere between its last renewal and
+        its next deadline, uniformly (a renewal process that has run for a long time)."""
+        lifetime = self.cfg.lifetime
+        for i, node in enumerate(self.nodes):
+            node.draw = node.rng.random()
+            share_draw = node.rng.random()
+            # The deadline as a share of the lifetime, from the real function.
+            probe = schedule.renewal_deadline(EPOCH, EPOCH + lifetime, share_draw) - EPOCH
+            age = probe * node.rng.random()
+            self._install(node, EPOCH - age, share_draw)
+            self._push(i, self._due(node, EPOCH))
+
+    # -- the daemon's wiring of schedule.py ------------------------------------------
+
+    def _install(self, node: Node, not_before: dt.datetime, share_draw: float) -> None:
+        node.not_before = not_before
+        node.not_after = not_before + self.cfg.lifetime
+        # daemon._deadline: one draw per certificate (seeded by its serial there).
+        node.deadline = schedule.renewal_deadline(node.not_before, node.not_after, share_draw)
+
+    def _due(self, node: Node, now: dt.datetime) -> dt.datetime:
+        """daemon._next_attempt."""
+        at = schedule.next_attempt(
+            now,
+            deadline=node.deadline,
+            not_after=node.not_after,
+            failures=node.failures,
+            last_attempt=node.last_attempt,
+            retry_min=self.cfg.retry_min,
+            retry_max=self.cfg.retry_max,
+            draw=node.draw,
+        )
+        if node.splay_until is not None:
+            at = max(at, node.splay_until)
+        return at
+
+    def _push(self, i: int, at: dt.datetime) -> None:
+        heapq.heappush(self.queue, ((at - EPOCH) / SECOND, i))
+
+    def _attempt(self, i: int, node: Node, t: float, now: dt.datetime) -> None:
+        """One enrollment against the CA model; daemon._apply with its result."""
+        b = math.floor(t)
+        self.log.offered[b] = self.log.offered.get(b, 0) + 1
+        up = self.down is None or not (self.down[0] <= t < self.down[1])
+        ok = up and self.served.get(b, 0) < self.cfg.capacity
+        before = node.failures
+        node.last_attempt = now
+        node.draw = node.rng.random()  # daemon._draw_for_attempt: new attempt, new draw
+        if ok:
+            self.served[b] = self.served.get(b, 0) + 1
+            if node.not_after is not None and now > node.not_after:
+                node.expired_for = max(node.expired_for, (now - node.not_after) / SECOND)
+            self._install(node, now, node.rng.random())
+            node.failures = 0
+            node.splay_until = None
+            self.log.successes += 1
+            self.log.first_success.setdefault(i, t)
+            if before:
+                self.failing -= 1
+        else:
+            self.log.rejected[b] = self.log.rejected.get(b, 0) + 1
+            node.failures += 1
+            if not before:
+                self.failing += 1
+
+    def run(self, horizon: float, *, until_joined: bool = False, clear_after: float = -1) -> Run:
+        """Process events up to ``horizon`` virtual seconds; stop early once every node has
+        joined (``until_joined``) or, after ``clear_after``, once no node is failing."""
+        n = len(self.nodes)
+        while self.queue:
+            t, i = self.queue[0]
+            if t > horizon:
+                break
+            if until_joined and len(self.log.first_success) == n:
+                break
+            if clear_after >= 0 and t > clear_after and self.failing == 0:
+                break
+            heapq.heappop(self.queue)
+            node = self.nodes[i]
+            now = EPOCH + dt.timedelta(seconds=t)
+            due = self._due(node, now)
+            if due > now:  # a wake-up that is not due yet (the daemon recomputes, sleeps)
+                self._push(i, due)
+                continue
+            self._attempt(i, node, t, now)
+            self.log.end = t
+            self._push(i, self._due(node, now))
+        end = (horizon if not self.queue else min(horizon, self.queue[0][0])) + 0.0
+        # Certificates that ran out and were not replaced by the end count as expired too.
+        stop = EPOCH + dt.timedelta(seconds=end)
+        for node in self.nodes:
+            if node.not_after is not None and node.not_after < stop:
+                node.expired_for = max(node.expired_for, (stop - node.not_after) / SECOND)
+        return self.log
+
+
+# -- scenarios -------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    name: str
+    nodes: int
+    done_s: float  # cold boot: until all joined; steady: until all renewed; outage: backlog
+    peak: float  # offered / capacity, highest 1 s bin in the judged window
+    p99: float  # ... its 99th percentile (nearest rank)
+    wasted: int  # rejected requests in the judged window (outage: after the CA is back)
+    wasted_down: int  # requests sent while the CA was down
+    expired: int  # nodes whose certificate ran out before a renewal
+    longest_expired_s: float
+    window: tuple[int, int]  # the 1 s bins judged
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def p99(values: Sequence[int]) -> int:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)] if ordered else 0
+
+
+def judge(
+    name: str,
+    fleet: Fleet,
+    run: Run,
+    *,
+    window: tuple[int, int],
+    done: float,
+    wasted_down: int = 0,
+) -> Result:
+    load = run.load(*window)
+    cap = fleet.cfg.capacity
+    expired = [n.expired_for for n in fleet.nodes if n.expired_for > 0]
+    return Result(
+        name=name,
+        nodes=len(fleet.nodes),
+        done_s=done,
+        peak=max(load, default=0) / cap,
+        p99=p99(load) / cap,
+        wasted=run.wasted(*window),
+        wasted_down=wasted_down,
+        expired=len(expired),
+        longest_expired_s=max(expired, default=0.0),
+        window=window,
+    )
+
+
+def cold_boot(cfg: FleetConfig, n: int) -> tuple[Result, Run]:
+    fleet = Fleet(cfg, n, cfg.seed)
+    fleet.cold_boot()
+    run = fleet.run(horizon=cfg.lifetime / SECOND / 2, until_joined=True)
+    if len(run.first_success) != n:
+        raise RuntimeError(f"cold boot of {n}: only {len(run.first_success)} joined")
+    done = max(run.first_success.values())
+    window = (0, math.floor(done) + 1)
+    result = judge(f"cold boot, {n:,} nodes", fleet, run, window=window, done=done)
+    ideal = n / cfg.capacity
+    result.extra["ideal_s"] = f"{ideal:g}"
+    return result, run
+
+
+def steady(cfg: FleetConfig, n: int) -> tuple[Result, Run]:
+    fleet = Fleet(cfg, n, cfg.seed + 1)
+    fleet.steady_state()
+    horizon = cfg.lifetime / SECOND
+    # Every node renews at least once within a lifetime (its deadline is <= 90 % of it).
+    run = fleet.run(horizon=horizon)
+    renewed = [t for t in run.first_success.values()]
+    if len(renewed) != n:
+        raise RuntimeError(f"steady state: only {len(renewed)} of {n} renewed")
+    window = (0, math.ceil(horizon))
+    result = judge(f"steady state, {n:,} nodes", fleet, run, window=window, done=max(renewed))
+    return result, run
+
+
+def outage(cfg: FleetConfig, n: int, length: dt.timedelta, label: str) -> tuple[Result, Run]:
+    fleet = Fleet(cfg, n, cfg.seed + 2)
+    fleet.steady_state()
+    back = length / SECOND
+    fleet.down = (0.0, back)
+    # Long enough for any backlog: the outage, then a lifetime.
+    run = fleet.run(horizon=back + cfg.lifetime / SECOND, clear_after=back)
+    if fleet.failing:
+        raise RuntimeError(f"outage {label}: {fleet.failing} nodes still failing at the end")
+    done = max(run.end - back, 0.0)
+    window = (math.floor(back), max(math.floor(back), math.floor(run.end)) + 1)
+    down = run.wasted(0, back)
+    result = judge(f"CA outage {label}", fleet, run, window=window, done=done, wasted_down=down)
+    result.extra["outage_s"] = f"{back:g}"
+    return result, run
+
+
+# -- output ----------------------------------------------------------------------------
+
+
+def seconds(value: float) -> str:
+    if value < 120:
+        return f"{value:.1f} s"
+    return f"{value:.0f} s ({format_duration(dt.timedelta(seconds=round(value)))})"
+
+
+def table(results: Sequence[Result]) -> list[str]:
+    lines = [
+        "| scenario | nodes | done after | peak load | p99 load | wasted | sent while down "
+        "| expired | longest expired |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.name} | {r.nodes:,} | {seconds(r.done_s)} | {r.peak:.2f}x | {r.p99:.2f}x "
+            f"| {r.wasted:,} | {r.wasted_down:,} | {r.expired:,} "
+            f"| {seconds(r.longest_expired_s) if r.expired else '-'} |"
+        )
+    return lines
+
+
+def verdicts(cfg: FleetConfig, results: Sequence[Result]) -> list[str]:
+    out = []
+    for r in results:
+        if r.name == f"cold boot, {COLD_TARGET_NODES:,} nodes":
+            ideal = COLD_TARGET_NODES / cfg.capacity
+            ok = r.done_s <= COLD_TIME_FACTOR * ideal and r.peak <= LOAD_LIMIT
+            out.append(
+                f"cold boot of {COLD_TARGET_NODES:,}: done in {r.done_s:.1f} s "
+                f"(target <= {COLD_TIME_FACTOR * ideal:g} s = {COLD_TIME_FACTOR}x the ideal "
+                f"{ideal:g} s), peak {r.peak:.2f}x capacity (target <= {LOAD_LIMIT}x): "
+                + ("met" if ok else "NOT met")
+            )
+    outages = [r for r in results if r.name.startswith("CA outage")]
+    worst = max(outages, key=lambda r: r.peak, default=None)
+    if worst is not None:
+        ok = worst.peak <= LOAD_LIMIT
+        out.append(
+            f"after every outage: highest 1 s bin {worst.peak:.2f}x capacity ({worst.name}; "
+            f"target <= {LOAD_LIMIT}x): " + ("met" if ok else "NOT met")
+        )
+    return out
+
+
+def sweep_line(sweep: Sequence[Result]) -> str:
+    worst_done = max(r.done_s for r in sweep)
+    worst_peak = max(r.peak for r in sweep)
+    misses = sum(
+        1
+        for r in sweep
+        if r.done_s > COLD_TIME_FACTOR * float(r.extra["ideal_s"]) or r.peak > LOAD_LIMIT
+    )
+    return (
+        f"cold boot of 1,000 with {len(sweep)} seeds: slowest {worst_done:.1f} s, highest "
+        f"1 s bin {worst_peak:.2f}x capacity, wasted {sum(r.wasted for r in sweep):,} in all; "
+        f"target missed on {misses} of {len(sweep)}"
+    )
+
+
+def render(
+    cfg: FleetConfig,
+    results: Sequence[Result],
+    *,
+    sweep: Sequence[Result],
+    advice: Result,
+    elapsed: float,
+    plot: str,
+) -> str:
+    lines = [
+        MARKER_BEGIN,
+        "## Herd: a fleet against one CA (`bench/herd.py`)",
+        "",
+        f"Generated by `bench/herd.py` on {dt.date.today().isoformat()} in {elapsed:.1f} s; "
+        "re-run with `/tmp/vh/bin/python bench/herd.py --write` from the repository root "
+        "(matplotlib comes from the `bench` extra).",
+        "",
+        "### Method",
+        "",
+        "- A virtual-time simulation (no sleeping, no network) of N daemons. Every decision "
+        "is made by the real `join_agent.schedule` functions of this checkout "
+        "(`splay_delay`, `renewal_deadline`, `next_attempt`), wired as `daemon.Daemon` wires "
+        "them: the splay is drawn once at the first inspection of a node without "
+        "credentials, `max(next_attempt(...), splay_until)`, one fresh draw per attempt, "
+        "one per certificate. A node that wakes before its due time recomputes and sleeps "
+        "again, as the daemon does.",
+        "- The CA signs at most `capacity` certificates per 1-second bin; a request beyond "
+        "that in the same bin is rejected (wasted), and so is every request while the CA is "
+        "down. A request takes no time. Offered load = requests per 1-second bin / capacity.",
+        "- Cold boot: all nodes power on at t = 0 without credentials. Steady state and "
+        "outages: every node holds a certificate of random age (uniform between its last "
+        "renewal and its next deadline); the outage runs from t = 0.",
+        "- Judged windows: cold boot from power-on until the last node joined; steady state "
+        "over one lifetime; outages from the moment the CA is back until no node is failing "
+        "any more (**done after** is that time, counted from the CA's return). **Expired**: "
+        "nodes whose certificate ran out before a renewal succeeded. Steady state: **done "
+        "after** is when the last node had renewed once.",
+        "",
+        "### Config (the same for every scenario)",
+        "",
+        *[f"- {line}" for line in cfg.lines()],
+        "",
+        "### Results",
+        "",
+        *table(results),
+        "",
+        *[f"- {v}" for v in verdicts(cfg, results)],
+        f"- {sweep_line(sweep)}",
+        "",
+        "Not the config above: the same 5,000-node cold boot with only the splay multiplied "
+        "by five (sized to that fleet, as the operator of such a fleet would):",
+        "",
+        *table([advice]),
+        "",
+        f"![offered load over time]({plot})",
+        "",
+        MARKER_END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(cfg: FleetConfig, runs: Sequence[tuple[Result, Run]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(runs), 1, figsize=(9, 2.6 * len(runs)), squeeze=False)
+    for ax, (result, run) in zip(axes[:, 0], runs, strict=True):
+        start, stop = result.window
+        start, stop = max(0, start - 10), stop + 10
+        # Outages: time counted from the CA's return, the moment the table judges from.
+        zero = float(result.extra.get("outage_s", 0))
+        xs = [b - zero for b in range(start, stop)]
+        ys = [v / cfg.capacity for v in run.load(start, stop)]
+        ax.step(xs, ys, where="post", linewidth=1, label="offered load")
+        ax.axhline(1.0, color="grey", linestyle="--", linewidth=0.8, label="capacity")
+        ax.axhline(LOAD_LIMIT, color="red", linestyle=":", linewidth=0.8, label="1.5x capacity")
+        if "outage_s" in result.extra:
+            ax.axvline(0, color="green", linewidth=0.8, label="the CA is back")
+            ax.set_xlabel("seconds since the CA came back (before: every request fails)")
+        else:
+            ax.set_xlabel("seconds since power-on")
+        ax.set_title(result.name, fontsize=10)
+        ax.set_ylabel("requests / capacity")
+        ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def write_doc(path: Path, section: str) -> None:
+    """Replace this bench's marked section of ``path`` (or append it), keeping the rest."""
+    old = path.read_text()
+    if MARKER_BEGIN in old and MARKER_END in old:
+        before, rest = old.split(MARKER_BEGIN, 1)
+        after = rest.split(MARKER_END, 1)[1].lstrip("\n")
+        new = before + section + ("\n" + after if after else "")
+    else:
+        new = old.rstrip("\n") + "\n\n" + section
+    path.write_text(new)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--capacity", type=int, default=100, help="certificates/s (default 100)")
+    p.add_argument("--lifetime", default="24h", help="certificate lifetime (default 24h)")
+    p.add_argument("--splay", default="13s", help="[renewal] splay (default 13s)")
+    p.add_argument("--retry-min", default="10s", help="[renewal] retry_min (default 10s)")
+    p.add_argument("--retry-max", default="5m", help="[renewal] retry_max (default 5m)")
+    p.add_argument("--outage-nodes", type=int, default=5000, help="fleet for steady/outages")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--write", action="store_true", help="write docs/herd.png and the doc")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = FleetConfig(
+        capacity=args.capacity,
+        lifetime=parse_duration(args.lifetime),
+        splay=parse_duration(args.splay),
+        retry_min=parse_duration(args.retry_min),
+        retry_max=parse_duration(args.retry_max),
+        seed=args.seed,
+    )
+    print("\n".join(cfg.lines()), flush=True)
+    started = time.perf_counter()
+    runs: list[tuple[Result, Run]] = [cold_boot(cfg, 1000), cold_boot(cfg, 5000)]
+    runs.append(steady(cfg, args.outage_nodes))
+    lengths = [
+        (cfg.lifetime * pct / 100, f"{pct} % of the lifetime") for pct in (5, 10, 15, 20, 25)
+    ]
+    lengths += [(dt.timedelta(hours=1), "1 hour"), (dt.timedelta(days=1), "1 day")]
+    for length, label in lengths:
+        t0 = time.perf_counter()
+        runs.append(outage(cfg, args.outage_nodes, length, f"{label} ({go_duration(length)})"))
+        print(f"  {label}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    # The cold-boot target on more than one seed: the splay's draws decide the peak bin.
+    sweep = [cold_boot(dataclasses.replace(cfg, seed=cfg.seed + k), 1000)[0] for k in range(20)]
+    # Not the one config: what sizing the splay to the bigger fleet would change.
+    sized = dataclasses.replace(cfg, splay=cfg.splay * 5)
+    advice, _ = cold_boot(sized, 5000)
+    advice.name += f', splay "{go_duration(sized.splay)}"'
+    elapsed = time.perf_counter() - started
+    results = [r for r, _ in runs]
+    print("\n".join(table(results)))
+    print("\n".join(verdicts(cfg, results)))
+    print(sweep_line(sweep))
+    print("Not the config above, the splay alone sized for 5,000 nodes:")
+    print("\n".join(table([advice])))
+    print(f"simulated in {elapsed:.1f} s")
+    if args.write:
+        png = REPO / "docs" / "herd.png"
+        picks = [runs[0], runs[1], *[x for x in runs if x[0].name.startswith("CA outage 1 day")]]
+        plot(cfg, picks, png)
+        section = render(cfg, results, sweep=sweep, advice=advice, elapsed=elapsed, plot="herd.png")
+        write_doc(REPO / "docs" / "benchmarks.md", section)
+        print(f"wrote {png} and docs/benchmarks.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
