@@ -29,6 +29,10 @@ CLUSTER_INFO_PATH = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
 JWS_PREFIX = "jws-kubeconfig-"
 
 
+class NoSignature(TrustError):
+    """cluster-info carries no JWS for the token: it is unknown, expired or not for signing."""
+
+
 @dataclass(frozen=True)
 class Cluster:
     """An API server and the CA certificates trusted to verify it (after the pin check)."""
@@ -168,7 +172,7 @@ def token_discovery(
         raise CAResponseError(f"{what} serves a cluster-info ConfigMap without a kubeconfig")
     jws = first.get(JWS_PREFIX + token.id)
     if jws is None:
-        raise TrustError(
+        raise NoSignature(
             f"cluster-info at {server} carries no signature for bootstrap token "
             f"{token.id!r}: the token does not exist, has expired, or lacks "
             f"usage-bootstrap-signing; create one with `kubeadm token create` and put it in "

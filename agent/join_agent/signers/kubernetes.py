@@ -29,7 +29,6 @@ from ..errors import (
     JoinAgentError,
     StoreError,
     TransportError,
-    TrustError,
 )
 from ..identity import Identity
 from ..store import PairStore
@@ -214,10 +213,9 @@ class KubernetesSigner:
                 clock_skew=skew,
                 token_origin=self._token_origin,
             )
-        except TrustError as e:
-            if "carries no signature" in str(e):
-                raise CredentialsRefused(self._token_gone(token, str(e))) from None
-            raise
+        except discovery.NoSignature:
+            detail = f"cluster-info at {self.cfg.cluster.server} carries no signature for it"
+            raise CredentialsRefused(self._token_gone(token, detail)) from None
 
     def _token_gone(self, token: BootstrapToken, detail: str) -> str:
         return (
