@@ -7,7 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,34 @@ class Sandbox:
             check=False,
         )
 
+    def start(self, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """`join-agent run` as its own process (stderr piped, for the caller to read)."""
+        full = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("NOTIFY_SOCKET", "CREDENTIALS_DIRECTORY", "JOIN_AGENT_TEST_FAULT")
+        }
+        full.update(env or {})
+        return subprocess.Popen(
+            [sys.executable, "-m", "join_agent", "--config", str(self.config), "run"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=full,
+        )  # fmt: skip
+
+    def wait_status(
+        self, ok: Callable[[dict[str, Any]], bool], timeout: float = 40.0
+    ) -> dict[str, Any]:
+        """Poll `status --json` until ``ok`` holds; the last document otherwise fails the test."""
+        end = time.monotonic() + timeout
+        doc: dict[str, Any] = {}
+        while time.monotonic() < end:
+            r = self.run("status", "--json")
+            if r.stdout:
+                doc = json.loads(r.stdout)
+                if ok(doc):
+                    return doc
+            time.sleep(0.3)
+        raise AssertionError(f"status never got there: {json.dumps(doc)[:3000]}")
+
     def tree(self) -> dict[str, bytes | str]:
         """Every file and link under the node's root but its inputs: proves "nothing changed"."""
         out: dict[str, bytes | str] = {}
@@ -176,6 +205,17 @@ class KubeNode(Sandbox):
     def write_token(self, token: str) -> None:
         self.token_file.write_text(token + "\n")
         self.token_file.chmod(0o600)
+
+
+def stop(p: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL if it does not exit in 20 s."""
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def kubectl_view(kubectl: str, kubeconfig: Path, *, flatten: bool = False) -> dict[str, Any]:

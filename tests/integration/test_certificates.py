@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import signal
 import stat
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -247,29 +243,6 @@ def test_action_runs_without_a_shell_unless_asked(host: Node) -> None:
 # ---------------------------------------------------------------- the daemon
 
 
-def _daemon(node: Node) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "join_agent", "--config", str(node.config), "run"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-
-
-def _wait_status(
-    node: Node, ok: Callable[[dict[str, Any]], bool], timeout: float = 40.0
-) -> dict[str, Any]:
-    end = time.monotonic() + timeout
-    doc: dict[str, Any] = {}
-    while time.monotonic() < end:
-        r = node.run("status", "--json")
-        if r.stdout:
-            doc = json.loads(r.stdout)
-            if ok(doc):
-                return doc
-        time.sleep(0.3)
-    raise AssertionError(f"status never got there: {json.dumps(doc)[:3000]}")
-
-
 def _named(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in doc.get("certificates") or []}
 
@@ -278,9 +251,9 @@ def test_the_daemon_keeps_the_tables_and_reloads_them(host: Node) -> None:
     script = _recorder(host.root)
     text = _tables(host.root, script)
     _write(host, text)
-    daemon = _daemon(host)
+    daemon = host.start()
     try:
-        doc = _wait_status(host, lambda d: len(_named(d)) == 2 and all(
+        doc = host.wait_status(lambda d: len(_named(d)) == 2 and all(
             c["state"] == "valid" for c in _named(d).values()))  # fmt: skip
         assert doc["agent"]["running"] is True
         text_out = host.run("status").stdout
@@ -296,8 +269,7 @@ def test_the_daemon_keeps_the_tables_and_reloads_them(host: Node) -> None:
         end = new.index("[[certificate]]", start + 5)
         _write(host, new[:start] + new[end:])
         daemon.send_signal(signal.SIGHUP)
-        doc = _wait_status(
-            host, lambda d: _named(d).get("kubelet-client", {}).get("state") == "valid"
+        doc = host.wait_status(lambda d: _named(d).get("kubelet-client", {}).get("state") == "valid"
             and _named(d).get("etcd-peer", {}).get("state") == "removed",
         )  # fmt: skip
         assert (host.root / "out" / "etcd-peer.crt").exists()  # left on disk

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 
 from join_agent import compat, kubeconfig, store
 from join_agent.faults import ENV
-from tests.conftest import IN_CI, Node
+from tests.conftest import IN_CI, Node, stop
 from tests.lab.cfssl_ca import CfsslCA
 
 VERSION = "kubelet-client-2*"  # a versioned pair: kubelet-client-<timestamp>.pem
@@ -113,28 +112,12 @@ def test_the_first_use_pin_killed_while_recorded(node: Node) -> None:
 # ---------------------------------------------------------------- the daemon
 
 
-def _daemon(node: Node, fault: str | None = None) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", ENV)}
-    if fault:
-        env[ENV] = fault
-    return subprocess.Popen(
-        [sys.executable, "-m", "join_agent", "--config", str(node.config), "run"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-
-
 @pytest.fixture
 def daemons() -> Iterator[list[subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
     yield started
     for p in started:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop(p)
 
 
 def _wait(predicate: object, timeout: float = 30.0) -> None:
@@ -151,11 +134,11 @@ def test_the_daemon_killed_while_writing_status_json_recovers(
 ) -> None:
     node.write_config(kubelet={"manage": False})
     assert _join(node).returncode == 0
-    first = _daemon(node, "before-rename:status.json")
+    first = node.start({ENV: "before-rename:status.json"})
     daemons.append(first)
     assert first.wait(timeout=30) == -signal.SIGKILL
     assert not (node.state / "status.json").exists()
-    second = _daemon(node)
+    second = node.start()
     daemons.append(second)
 
     def running() -> bool:
@@ -173,7 +156,7 @@ def test_a_worker_killed_mid_rotation_leaves_the_kubelet_credentials_whole(
     node.write_config(kubelet={"manage": False}, renewal={"retry_min": "1s", "retry_max": "2s"})
     assert _join(node).returncode == 0
     before = _assert_consistent(node, joined=True)
-    daemon = _daemon(node, f"before-switch:{CURRENT}")
+    daemon = node.start({ENV: f"before-switch:{CURRENT}"})
     daemons.append(daemon)
 
     def up() -> bool:

@@ -11,12 +11,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from join_agent import compat
-from tests.conftest import KubeNode, kubectl_view
+from tests.conftest import KubeNode, kubectl_view, stop
 from tests.standins.kube_apiserver import CSR_PATH, StandinApiServer
 
 TOKEN = "abcdef.0123456789abcdef"
@@ -218,11 +216,11 @@ def test_expired_certificate_and_expired_token_say_what_to_do(tmp_path: Path) ->
                         "kubeadm token create", str(n.token_file))  # fmt: skip
         assert SECRET not in line
         # The daemon keeps trying, and status says the same thing.
-        daemon = _start_daemon(n)
+        daemon = n.start()
         try:
-            doc = _wait_status(n, lambda d: bool(d.get("last_error")))
+            doc = n.wait_status(lambda d: bool(d.get("last_error")))
         finally:
-            _stop(daemon)
+            stop(daemon)
         assert doc["state"] == "expired"
         assert any("kubeadm token create" in p for p in doc["problems"]), doc["problems"]
 
@@ -300,40 +298,6 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _start_daemon(n: KubeNode) -> subprocess.Popen[str]:
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "CREDENTIALS_DIRECTORY")
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "join_agent", "--config", str(n.config), "run"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-
-
-def _wait_status(
-    n: KubeNode, ok: Callable[[dict[str, Any]], bool], timeout: float = 30.0
-) -> dict[str, Any]:
-    end = time.monotonic() + timeout
-    doc: dict[str, Any] = {}
-    while time.monotonic() < end:
-        r = n.run("status", "--json")
-        if r.stdout:
-            doc = json.loads(r.stdout)
-            if ok(doc):
-                return doc
-        time.sleep(0.3)
-    raise AssertionError(f"status never got there: {doc}")
-
-
-def _stop(p: subprocess.Popen[str]) -> None:
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-
-
 def test_check_runs_discovery_without_asking_for_a_certificate(
     node: KubeNode, api: StandinApiServer
 ) -> None:
@@ -354,14 +318,14 @@ def test_run_keeps_retrying_while_nobody_approves(tmp_path: Path) -> None:
         config=dict(signer__kubernetes={"csr_timeout": "1s"}, kubelet={"manage": False}),
         approver="never",
     ) as (api, n):
-        daemon = _start_daemon(n)
+        daemon = n.start()
         try:
-            doc = _wait_status(n, lambda d: ((d.get("renewal") or {}).get("failures") or 0) >= 2)
+            doc = n.wait_status(lambda d: ((d.get("renewal") or {}).get("failures") or 0) >= 2)
             assert "was not approved and signed within 1s" in str(doc["last_error"])
             api.approver = "auto"  # an administrator fixes the auto-approval
-            doc = _wait_status(n, lambda d: d.get("state") == "valid")
+            doc = n.wait_status(lambda d: d.get("state") == "valid")
         finally:
-            _stop(daemon)
+            stop(daemon)
         assert len(api.csrs) >= 3
         assert doc["certificate"]["node"] == "worker-1"
 
@@ -395,15 +359,15 @@ def test_run_installs_the_serving_certificate_once_someone_approves_it(tmp_path:
         "kubelet": {"manage": False},
     }
     with standin_node(tmp_path, config=config) as (api, n):
-        daemon = _start_daemon(n)
+        daemon = n.start()
         try:
-            doc = _wait_status(n, lambda d: (d.get("serving") or {}).get("state") == "pending")
+            doc = n.wait_status(lambda d: (d.get("serving") or {}).get("state") == "pending")
             assert doc["state"] == "valid"  # the client certificate did not wait for it
             name = doc["serving"]["name"]
             api.approve(name)
-            doc = _wait_status(n, lambda d: (d.get("serving") or {}).get("state") == "current")
+            doc = n.wait_status(lambda d: (d.get("serving") or {}).get("state") == "current")
         finally:
-            _stop(daemon)
+            stop(daemon)
         assert doc["serving"]["present"] is True
         assert (n.pki / "kubelet-server-current.pem").exists()
         serving = [v for v in api.csrs.values() if v["spec"]["signerName"].endswith("serving")]
