@@ -89,9 +89,15 @@ def run(spec: CertificateSpec, *, environ: Mapping[str, str] | None = None) -> O
 def _signal(action: Action) -> Outcome:
     assert action.pidfile is not None  # noqa: S101 - config validation guarantees it
     try:
+        st = action.pidfile.stat()
         pid = int(action.pidfile.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return Outcome(False, None, f"no process id in {action.pidfile}")
+    # Whoever can write the pidfile chooses whom we signal: only root (or we) may.
+    if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+        return Outcome(
+            False, None, f"{action.pidfile} is writable by others than root: not signalling"
+        )
     if pid <= 1:
         return Outcome(False, None, f"{action.pidfile} names pid {pid}: refusing to signal it")
     try:

@@ -124,10 +124,20 @@ def run_due(
 ) -> list[dict[str, Any]]:
     """One pass over every table: issue what is due, run pending actions; the reports,
     plus one for each certificate left on disk by a table that was removed."""
-    reports = [
-        _one(cfg, signer, spec, node_addresses, now=now, run_action=run_action)
-        for spec in cfg.certificates
-    ]
+    reports = []
+    for spec in cfg.certificates:
+        try:
+            reports.append(_one(cfg, signer, spec, node_addresses, now=now, run_action=run_action))
+        except (JoinAgentError, OSError, ValueError) as e:
+            # One table's trouble (a folder gone, a value the libraries refuse) must neither
+            # stop the others nor leave its last "valid" standing in status.
+            message = str(e) if isinstance(e, JoinAgentError) else f"{type(e).__name__}: {e}"
+            log.error("certificate_failed", name=spec.name, error=message)
+            record = _read_record(_record_path(cfg, spec))
+            record["failures"] = int(record.get("failures") or 0) + 1
+            record["last_error"] = {"message": message[:500], "at": state.iso(now())}
+            retry = now() + cfg.renewal.retry_max
+            reports.append({**_report(spec, record, retry, now()), "state": "failing"})
     reports += orphans(cfg)
     return reports
 
@@ -165,6 +175,14 @@ def _one(
     record = _read_record(_record_path(cfg, spec))
     request = request_for(spec, node_addresses)
     current = _current(pairs)
+    if current is not None and record.get("serial") != f"{current.certificate.serial_number:x}":
+        # A pair installed by a pass that died (or failed to export) before recording it:
+        # finish that rotation (files, then the action) rather than ask the CA again.
+        log.warning("certificate_rotation_resumed", name=spec.name)
+        record.update(_facts(current.certificate), failures=0, last_error=None)
+        record["action"] = {"pending": bool(spec.action.kind), "failures": 0}
+        _write_record(cfg, spec, record)
+        _export(spec, current, _ca_bundle(pairs, spec, current))
     mismatch = _mismatch(current, request, now(), cfg.renewal.clock_skew)
     draw = random.Random(f"{spec.name}:{record.get('serial')}").random()  # noqa: S311
     plan = decide(
@@ -198,6 +216,8 @@ def _one(
         retry_max=cfg.renewal.retry_max,
         draw=random.Random(f"{spec.name}:{record.get('serial')}").random(),  # noqa: S311
     )  # fmt: skip
+    record["next_attempt"] = state.iso(after.next_attempt)  # for status without the daemon
+    _write_record(cfg, spec, record)
     return _report(spec, record, after.next_attempt, now())
 
 
@@ -210,6 +230,7 @@ def _issue(
     *,
     now: Callable[[], dt.datetime],
 ) -> store.Pair:
+    _owner(spec)  # an unknown owner or group fails here, before the CA signs anything
     key = pki.generate_key(spec.key)
     issued = signer.sign_with_profile(
         pki.build_request_csr(key, request), request.hosts(), spec.profile
@@ -260,7 +281,8 @@ def _export(spec: CertificateSpec, pair: store.Pair, cas: Sequence[Any]) -> None
             tmp = files.stage(path, data, mode)
             staged.append((tmp, path))
             if uid != -1 or gid != -1:
-                os.chown(tmp, uid, gid)
+                # Not through a symlink someone may have put in the temp file's place.
+                os.chown(tmp, uid, gid, follow_symlinks=False)
         for tmp, path in staged:
             files.commit(tmp, path)
     except OSError as e:
@@ -281,11 +303,14 @@ def _export_if_changed(spec: CertificateSpec, pair: store.Pair) -> None:
         same = False
     if not same:
         log.warning("certificate_files_restored", name=spec.name)
-        try:
-            cas = compat.load_pem_certificates(_ca_copy(pair_store_of(pair), spec).read_bytes())
-        except (OSError, ValueError):
-            cas = list(pair.chain[1:])
-        _export(spec, pair, cas)
+        _export(spec, pair, _ca_bundle(pair_store_of(pair), spec, pair))
+
+
+def _ca_bundle(pairs: store.PairStore, spec: CertificateSpec, pair: store.Pair) -> list[Any]:
+    try:
+        return compat.load_pem_certificates(_ca_copy(pairs, spec).read_bytes())
+    except (OSError, ValueError):
+        return list(pair.chain[1:])
 
 
 def _ca_copy(pairs: store.PairStore, spec: CertificateSpec) -> Path:

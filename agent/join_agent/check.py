@@ -199,7 +199,8 @@ def _cluster(
         Result(
             "PASS",
             name,
-            f"{found.source}: CA {found.cas[0].subject.rfc4514_string()} matches a pin",
+            f"{found.source}: CA {found.cas[0].subject.rfc4514_string()} "
+            + ("matches a pin" if k.ca_pins else "(no pin: trusted as the file's)"),
         )
     ]
     try:

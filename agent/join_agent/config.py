@@ -303,15 +303,13 @@ def parse(doc: Mapping[str, Any], source: Path = Path("<config>")) -> Config:
     manage = r.boolean(kubelet, "kubelet.manage", defaults.manage_kubelet)
     if manage and not command:
         raise ConfigError(f"{source}: kubelet.command is empty while kubelet.manage is true")
-    _distinct_paths(
-        source,
-        {
-            "paths.pki_dir": r.path(paths, "paths.pki_dir", defaults.pki_dir),
-            "paths.kubeconfig": r.path(paths, "paths.kubeconfig", defaults.kubeconfig),
-            "paths.ca_file": r.path(paths, "paths.ca_file", defaults.ca_file),
-            "paths.state_dir": r.path(paths, "paths.state_dir", defaults.state_dir),
-        },
-    )
+    node_paths = {
+        "paths.pki_dir": r.path(paths, "paths.pki_dir", defaults.pki_dir),
+        "paths.kubeconfig": r.path(paths, "paths.kubeconfig", defaults.kubeconfig),
+        "paths.ca_file": r.path(paths, "paths.ca_file", defaults.ca_file),
+        "paths.state_dir": r.path(paths, "paths.state_dir", defaults.state_dir),
+    }
+    _distinct_paths(source, node_paths)
     return Config(
         source=source,
         cluster=ClusterConfig(
@@ -357,7 +355,7 @@ def parse(doc: Mapping[str, Any], source: Path = Path("<config>")) -> Config:
             ),
         ),
         metrics_listen=r.string(metrics, "metrics.listen", ""),
-        certificates=_certificates(r, kind),
+        certificates=_certificates(r, kind, node_paths),
     )
 
 
@@ -368,17 +366,24 @@ _CERT_KEYS = {
 }  # fmt: skip
 _ACTION_KEYS = {"command", "shell", "smf_restart", "smf_refresh", "systemd_reload", "signal",
                 "pidfile", "timeout"}  # fmt: skip
+_HOST = re.compile(
+    r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
+)
 _CERT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
-def _certificates(r: _Reader, kind: str) -> tuple[CertificateSpec, ...]:
+def _certificates(
+    r: _Reader, kind: str, node_paths: dict[str, Path]
+) -> tuple[CertificateSpec, ...]:
     raw = r.doc.get("certificate", [])
     if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
         raise r.fail("certificate", "must be an array of tables ([[certificate]])")
     if raw and kind != "cfssl":
         raise r.fail("certificate", 'tables need signer.kind = "cfssl" (profiles are CFSSL\'s)')
     specs: list[CertificateSpec] = []
-    seen_files: dict[Path, str] = {}
+    # The node's own files, and everything in its pki and state folders, are off limits.
+    seen_files = {node_paths[k]: k for k in ("paths.kubeconfig", "paths.ca_file")}
+    folders = {k: node_paths[k] for k in ("paths.pki_dir", "paths.state_dir")}
     for i, t in enumerate(raw):
         where = f"certificate[{i}]"
         for k in t:
@@ -394,6 +399,7 @@ def _certificates(r: _Reader, kind: str) -> tuple[CertificateSpec, ...]:
             raise r.fail(f"{where}.name", f"{name!r} is used by another [[certificate]]")
         spec = _certificate(r, t, f"certificate.{name}", name)
         _check_certificate(r, spec, f"certificate.{name}", seen_files)
+        _check_outputs(r, spec, f"certificate.{name}", seen_files, folders)
         specs.append(spec)
     return tuple(specs)
 
@@ -428,6 +434,19 @@ def _check_certificate(
     for key in ("profile", "common_name"):
         if not getattr(spec, key):
             raise r.fail(f"{where}.{key}", "is required")
+    # X.509's upper bound for a CN, and hosts a certificate can carry (IPs or A-label names).
+    if len(spec.common_name) > 64:
+        raise r.fail(f"{where}.common_name", "is longer than the 64 characters a CN may have")
+    for host in spec.hosts:
+        if not _HOST.match(host):
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise r.fail(
+                    f"{where}.hosts",
+                    f"has {host!r}, which is neither an IP address nor a DNS name "
+                    "(internationalized names go in their xn-- form)",
+                ) from None
     for key in ("cert_file", "key_file"):
         if getattr(spec, key) == Path():
             raise r.fail(f"{where}.{key}", "is required (an absolute path)")
@@ -435,12 +454,29 @@ def _check_certificate(
         raise r.fail(f"{where}.key_mode", "must not let everyone read the key")
     if spec.key_mode & 0o077 and not spec.group:
         raise r.fail(f"{where}.key_mode", "lets others read the key: give a group, or 0600")
+
+
+def _check_outputs(
+    r: _Reader,
+    spec: CertificateSpec,
+    where: str,
+    seen_files: dict[Path, str],
+    folders: dict[str, Path],
+) -> None:
+    """A table's files are its own: never the node's, never another table's certificate or
+    key (tables may share one CA file: it holds the same CA)."""
     for key in ("cert_file", "key_file", "ca_file"):
         path = getattr(spec, key)
-        if path is not None and path in seen_files:
-            raise r.fail(f"{where}.{key}", f"is also {seen_files[path]} ({path})")
-        if path is not None:
-            seen_files[path] = f"{where}.{key}"
+        if path is None:
+            continue
+        owner = seen_files.get(path)
+        shared_ca = key == "ca_file" and owner is not None and owner.endswith(".ca_file")
+        if owner is not None and not shared_ca:
+            raise r.fail(f"{where}.{key}", f"is also {owner} ({path})")
+        for folder_key, folder in folders.items():
+            if path.is_relative_to(folder):
+                raise r.fail(f"{where}.{key}", f"is inside {folder_key} ({folder}), the node's")
+        seen_files[path] = f"{where}.{key}"
 
 
 def _usages(r: _Reader, t: Mapping[str, Any], key: str) -> tuple[str, ...]:
@@ -468,6 +504,9 @@ def _action(r: _Reader, t: Mapping[str, Any], key: str) -> Action:
     if len(given) > 1:
         raise r.fail(key, f"names {' and '.join(given)}: give one action")
     timeout = r.duration(a, f"{key}.timeout", "1m")
+    if not dt.timedelta(0) < timeout <= dt.timedelta(minutes=10):
+        # The pass that runs it is itself bounded; a longer one would be killed unfinished.
+        raise r.fail(f"{key}.timeout", "must be more than 0 and at most 10m")
     if not given:
         return Action(kind="", timeout=timeout)
     kind = given[0]

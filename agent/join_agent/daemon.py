@@ -103,6 +103,7 @@ class Daemon:
         self.last_status_line = ""
         self.last_watchdog = 0.0
         self.identity_checked = -1e9  # monotonic time of the last address check
+        self.seen_addresses: list[str] | None = None
         self.selector = selectors.DefaultSelector()
         self.metrics: Any = None
 
@@ -265,6 +266,11 @@ class Daemon:
             log.warning("identity_unavailable", error=str(e))
             return
         want_ips = sorted(str(a) for a in ident.addresses)
+        if self.seen_addresses is not None and want_ips != self.seen_addresses:
+            # The serving certificate and [[certificate]] tables with node_addresses name
+            # them too: look at those at once rather than at their next deadline.
+            self.serving_next = self.extras_next = None
+        self.seen_addresses = want_ips
         have_ips = sorted(c.get("sans", {}).get("ip", []))
         if self.cfg.signer_kind == "kubernetes":
             want_ips = have_ips  # the kubelet client signer takes no SANs: only the name counts
@@ -386,6 +392,8 @@ class Daemon:
     def _apply(self, now: dt.datetime, mode: str, result: dict[str, Any]) -> None:
         if isinstance(result.get("serving"), dict):
             self._apply_serving(now, result["serving"])
+        elif mode == "serving":  # the worker died before it could report: not at once again
+            self.serving_next = now + self.cfg.renewal.retry_max
         if mode == "certificates":
             self._apply_extras(now, result)
         if mode in ("serving", "certificates"):
@@ -677,10 +685,13 @@ _WORKER_TIMEOUT = dt.timedelta(minutes=10)
 
 
 def worker_timeout(cfg: Config) -> dt.timedelta:
-    """How long an enrollment may take: a CSR may wait for approval up to csr_timeout."""
+    """How long a worker may take: a CSR may wait for approval up to csr_timeout, and a pass
+    over the [[certificate]] tables runs each table's action, each up to its timeout."""
+    limit = _WORKER_TIMEOUT
     if cfg.signer_kind == "kubernetes":
-        return max(_WORKER_TIMEOUT, cfg.kubernetes.csr_timeout + dt.timedelta(minutes=2))
-    return _WORKER_TIMEOUT
+        limit = max(limit, cfg.kubernetes.csr_timeout + dt.timedelta(minutes=2))
+    actions = sum((c.action.timeout for c in cfg.certificates), dt.timedelta(0))
+    return max(limit, actions + dt.timedelta(minutes=5))
 
 
 _NOT_FOR_CHILDREN = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
@@ -695,7 +706,9 @@ def _signer_facts(cfg: Config) -> dict[str, object]:
 
 def _identity_of(cfg: Config) -> tuple[object, ...]:
     """What, when changed by a reload, calls for a new certificate or kubeconfig."""
-    return (cfg.cluster, cfg.node, cfg.signer_kind, cfg.cfssl, cfg.kubernetes, cfg.paths)
+    k = cfg.kubernetes  # serving and csr_timeout do not touch the client certificate
+    discovery = (k.bootstrap_token_file, k.ca_pins, k.discovery_file)
+    return (cfg.cluster, cfg.node, cfg.signer_kind, cfg.cfssl, discovery, cfg.paths)
 
 
 def _read_text(path: Path) -> str | None:

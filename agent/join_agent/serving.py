@@ -118,18 +118,28 @@ def _look(
         files.discard(cfg.paths.pki_dir / PENDING_KEY)
         log.warning("serving_request_refused", name=pending.name, reason=detail)
         return {"state": "denied", "name": pending.name, "message": message}
-    key_pem = (cfg.paths.pki_dir / PENDING_KEY).read_bytes()
-    key = serialization.load_pem_private_key(key_pem, password=None)
+    try:
+        key_pem = (cfg.paths.pki_dir / PENDING_KEY).read_bytes()
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (OSError, ValueError, TypeError):
+        # The key is gone (pki_dir wiped) or damaged: this answer can never be used.
+        log.warning("serving_key_lost", name=pending.name, msg="asking again")
+        clear_pending(cfg)
+        return None
     cert = found.certificates[0]
-    pki.check_issued(
-        cert,
-        key=key,  # type: ignore[arg-type]
-        identity=identity,
-        ca=None,  # the API server we verified vouches for it (per-signer CAs exist)
-        now=now(),
-        clock_skew=cfg.renewal.clock_skew,
-        usage="server",
-    )
+    try:
+        pki.check_issued(
+            cert,
+            key=key,  # type: ignore[arg-type]
+            identity=identity,
+            ca=None,  # the API server we verified vouches for it (per-signer CAs exist)
+            now=now(),
+            clock_skew=cfg.renewal.clock_skew,
+            usage="server",
+        )
+    except CertificateRejected:
+        clear_pending(cfg)  # not usable (the node's names changed meanwhile?): ask anew
+        raise
     version = server_store(cfg).install(list(found.certificates), key_pem, now())
     server_store(cfg).prune()
     clear_pending(cfg)

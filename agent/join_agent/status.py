@@ -421,9 +421,10 @@ def with_certificates(report: Report, extras: list[dict[str, Any]]) -> Report:
             problems.append(f"certificate {name} is {c.get('state')}" + (f": {err}" if err else ""))
         action = c.get("action") or {}
         if action.get("pending") and action.get("failures"):
+            how = f"exit status {action['exit']}" if action.get("exit") is not None else "no exit"
             problems.append(
                 f"certificate {name}: its {action.get('kind')} action failed "
-                f"{action.get('failures')} time(s) ({action.get('exit')}): "
+                f"{action.get('failures')} time(s) ({how}): "
                 f"{str(action.get('output') or '')[-200:]}"
             )
     code = report.exit_code

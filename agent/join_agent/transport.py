@@ -210,22 +210,26 @@ def _lines(
     on_line: Callable[[bytes], T | None],
     stop: threading.Event,
 ) -> T | None:
-    pending = b""
+    # Linear in the stream's size: only the new bytes are searched for a newline.
+    pending = bytearray()
     for chunk in r.iter_bytes():
         if stop.is_set():
             return None
+        start = len(pending)
         pending += chunk
-        *lines, pending = pending.split(b"\n")
-        if len(pending) > limits.max_body:
-            raise TransportError(
-                f"{what} sent a watch event larger than the {limits.max_body}-byte limit"
-            )
-        for line in lines:
+        while (end := pending.find(b"\n", start)) != -1:
+            line = bytes(pending[:end])
+            del pending[: end + 1]
+            start = 0
             if line.strip():
                 result = on_line(line)
                 if result is not None:
                     return result
-    return on_line(pending) if pending.strip() else None
+        if len(pending) > limits.max_body:
+            raise TransportError(
+                f"{what} sent a watch event larger than the {limits.max_body}-byte limit"
+            )
+    return on_line(bytes(pending)) if pending.strip() else None
 
 
 def _within_deadline(

@@ -88,6 +88,10 @@ def certificates_once(cfg: Config, environ: Mapping[str, str]) -> list[dict[str,
     ):
         if not isinstance(setup.signer, CfsslSigner):  # pragma: no cover - by config
             return []
+        if setup.record_tofu_pin:
+            # Trust on first use: the node's own enrollment records the CA's pin; until then
+            # no other certificate is asked of a CA nobody vouched for.
+            return _all_failing(cfg, "waiting for the node's first enrollment to record the CA pin")
         return certificates.run_due(cfg, setup.signer, addresses, now=_now)
 
 
@@ -115,18 +119,41 @@ def run(cfg: Config, mode: str, environ: Mapping[str, str]) -> dict[str, Any]:
             result.update(ok=False, error=str(e), kind=type(e).__name__)
         else:
             result.update(ca_changed=done.ca_changed, source=done.source)
+    # Neither side job may cost the node's own enrollment its result: their failures,
+    # expected or not (a file gone, a value the libraries refuse), land in their report.
     if mode == "certificates":
         try:
             result["certificates"] = certificates_once(cfg, environ)
-        except JoinAgentError as e:
-            result.update(ok=False, error=str(e), kind=type(e).__name__)
+        except (JoinAgentError, OSError, ValueError) as e:
+            result.update(ok=False, error=_sentence(e), kind=type(e).__name__)
+            result["certificates"] = _all_failing(cfg, _sentence(e))
     if mode == "serving" or (mode == "enroll" and result["ok"]):
         try:
             result["serving"] = serving_once(cfg, environ)
-        except JoinAgentError as e:
-            result["serving"] = {"state": "error", "message": str(e)}
+        except (JoinAgentError, OSError, ValueError) as e:
+            result["serving"] = {"state": "error", "message": _sentence(e)}
     result["credentials"] = inspect(cfg)
     return result
+
+
+def _sentence(e: Exception) -> str:
+    if isinstance(e, JoinAgentError):
+        return str(e)
+    from . import log
+
+    return f"{type(e).__name__}: {log.scrub(str(e))[:300]}"
+
+
+def _all_failing(cfg: Config, message: str) -> list[dict[str, Any]]:
+    """Every table's last report, marked failing: a pass that could not run at all (no CA,
+    no auth key) must show in status, not leave yesterday's "valid" standing."""
+    from . import certificates
+
+    reports = certificates.facts_on_disk(cfg, _now())
+    for r in reports:
+        if r.get("state") != "removed":
+            r.update(state="failing", last_error={"message": message, "at": state.iso(_now())})
+    return reports
 
 
 def dumps(doc: dict[str, Any]) -> str:

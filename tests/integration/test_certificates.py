@@ -77,6 +77,7 @@ def _recorder(root: Path) -> Path:
 def _tables(root: Path, script: Path, **extra: dict[str, Any]) -> str:
     out = root / "out"
     tables = {
+        **extra,  # first: a broken extra table must not stop the ones after it
         "front-proxy": {
             "profile": "front-proxy",
             "common_name": "front-proxy-client",
@@ -99,7 +100,6 @@ def _tables(root: Path, script: Path, **extra: dict[str, Any]) -> str:
             "group": "root",
             "action": {"command": [str(script), "etcd"]},
         },
-        **extra,
     }
     text = ""
     for name, t in tables.items():
@@ -266,7 +266,7 @@ def test_the_daemon_keeps_the_tables_and_reloads_them(host: Node) -> None:
             "key_file": str(host.root / "out" / "apiserver-kubelet-client.key"),
         }})  # fmt: skip
         start = new.index('[[certificate]]\nname = "etcd-peer"')
-        end = new.index("[[certificate]]", start + 5)
+        end = new.find("[[certificate]]", start + 5) % (len(new) + 1)  # -1: to the end
         _write(host, new[:start] + new[end:])
         daemon.send_signal(signal.SIGHUP)
         doc = host.wait_status(lambda d: _named(d).get("kubelet-client", {}).get("state") == "valid"
@@ -278,3 +278,33 @@ def test_the_daemon_keeps_the_tables_and_reloads_them(host: Node) -> None:
         daemon.terminate()
         daemon.wait(timeout=20)
     assert sorted(r.split()[0] for r in _runs(script)) == ["etcd-peer", "front-proxy"]
+
+
+def test_a_rotation_whose_record_was_lost_is_finished_not_repeated(host: Node) -> None:
+    """A pass killed between installing a pair and recording it: the next pass exports that
+    pair and runs the action, without asking the CA for another certificate."""
+    script = _recorder(host.root)
+    cfg = _write(host, _tables(host.root, script))
+    clock = Clock()
+    first = _pass(cfg, clock)["front-proxy"]
+    record_path = host.state / "certificates" / "front-proxy.json"
+    record = json.loads(record_path.read_text())
+    record.update(serial="0", action={"pending": False})  # as before the rotation
+    record_path.write_text(json.dumps(record))
+    (host.root / "out" / "front-proxy-client.crt").unlink()
+    again = _pass(cfg, clock)["front-proxy"]
+    assert again["serial"] == first["serial"]
+    assert (host.root / "out" / "front-proxy-client.crt").exists()
+    assert [r.split()[0] for r in _runs(script)].count("front-proxy") == 2
+
+
+def test_one_broken_table_does_not_stop_the_others(host: Node) -> None:
+    script = _recorder(host.root)
+    text = _tables(host.root, script, **{"broken": {
+        "profile": "front-proxy", "common_name": "broken", "owner": "no-such-user-here",
+        "cert_file": str(host.root / "out" / "b.crt"), "key_file": str(host.root / "out" / "b.key"),
+    }})  # fmt: skip
+    reports = _pass(_write(host, text), Clock())
+    assert reports["broken"]["state"] in ("none", "failing")
+    assert "no-such-user-here" in reports["broken"]["last_error"]["message"]
+    assert reports["front-proxy"]["state"] == reports["etcd-peer"]["state"] == "valid"

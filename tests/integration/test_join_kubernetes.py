@@ -387,3 +387,16 @@ def test_reset_removes_the_serving_certificate_and_its_request(
     left = sorted(p.name for p in node.pki.iterdir())
     assert left == []
     assert not (node.state / "serving-request.json").exists()
+
+
+def test_a_renamed_node_joins_again_with_the_token(node: KubeNode, api: StandinApiServer) -> None:
+    """The approver renews a node's certificate only under its own name: after a rename the
+    old certificate cannot ask for the new one, so the token does."""
+    assert node.run("join").returncode == 0
+    node.write_config(node={"name": "worker-9", "addresses": ["192.0.2.10"]})
+    r = node.run("join")
+    assert r.returncode == 0, r.stderr
+    assert _csr_users(api) == ["system:bootstrap:abcdef", "system:bootstrap:abcdef"]
+    assert _leaf(node).subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == (
+        "system:node:worker-9"
+    )

@@ -64,6 +64,12 @@ def test_a_table_with_defaults() -> None:
         ({"action": {"command": ["/bin/true"], "signal": "HUP"}}, "give one action"),
         ({"action": {"signal": "HUP"}}, "pidfile is required"),
         ({"action": {"signal": "KILL", "pidfile": "/run/x.pid"}}, "must be one of HUP"),
+        ({"common_name": "x" * 65}, "longer than the 64 characters"),
+        ({"hosts": ["a b"]}, "neither an IP address nor a DNS name"),
+        ({"hosts": ["bücher.de"]}, "xn-- form"),
+        ({"cert_file": "/etc/kubernetes/pki/ca.crt"}, "is also paths.ca_file"),
+        ({"key_file": "/var/lib/kubelet/pki/x.key"}, "is inside paths.pki_dir"),
+        ({"ca_file": "/var/lib/join-agent/status.json"}, "is inside paths.state_dir"),
     ],
 )
 def test_table_mistakes_name_the_key(table: dict[str, Any], problem: str) -> None:
@@ -156,3 +162,13 @@ def test_decide_backs_off_after_failures_and_retries_a_failed_action() -> None:
     plan = certificates.decide(pending, "", now=NOW, retry_min=MIN, retry_max=MAX, draw=0.5)
     assert plan.run_action is True
     assert plan.issue == ""
+
+
+def test_tables_may_share_a_ca_file_but_nothing_else() -> None:
+    doc = _doc(ca_file="/etc/k/ca.crt")
+    second = dict(doc["certificate"][0], name="other", cert_file="/etc/k/o.crt",
+                  key_file="/etc/k/o.key")  # fmt: skip
+    doc["certificate"].append(second)
+    assert len(config.parse(doc, Path("/c.toml")).certificates) == 2
+    doc["certificate"][1]["cert_file"] = "/etc/k/ca.crt"
+    assert "is also certificate.front-proxy.ca_file" in _error(doc)

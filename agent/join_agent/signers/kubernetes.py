@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from .. import compat, credentials, csr_api, discovery, log, transport
 from ..bootstrap_token import BootstrapToken
@@ -79,6 +80,22 @@ class Auth:
         return headers
 
 
+def _unfit(
+    cert: x509.Certificate, identity: Identity | None, now: dt.datetime, skew: dt.timedelta
+) -> str | None:
+    """Why the node's certificate cannot ask for its own renewal (pure); None if it can."""
+    na = compat.not_valid_after(cert)
+    if now >= na:
+        return f"the node's client certificate expired at {na:%Y-%m-%d %H:%M:%S}Z"
+    if now + skew < compat.not_valid_before(cert):
+        return "the node's client certificate is not valid yet"
+    held = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if identity is not None and held != [identity.common_name]:
+        # The selfnodeclient approver only approves a node renewing under its own name.
+        return f"the node's client certificate is for another name ({', '.join(held)})"
+    return None
+
+
 def _what(auth: Auth) -> str:
     return f"the API server at {auth.server}"
 
@@ -115,7 +132,7 @@ class KubernetesSigner:
     # ------------------------------------------------------------------ the Signer API
 
     def sign(self, csr: x509.CertificateSigningRequest, identity: Identity) -> Issued:
-        why = self._why_not_node()
+        why = self._why_not_node(identity)
         if why is None:
             auth = self._node_auth()
             try:
@@ -136,7 +153,7 @@ class KubernetesSigner:
 
     # ------------------------------------------------------------------ credentials
 
-    def _why_not_node(self) -> str | None:
+    def _why_not_node(self, identity: Identity | None = None) -> str | None:
         """None when the node's own certificate can authenticate; else why not."""
         try:
             pair = PairStore(self.cfg.paths.pki_dir, CLIENT_PREFIX).load_current()
@@ -144,17 +161,10 @@ class KubernetesSigner:
             return f"the node's client certificate is unusable ({e})"
         if pair is None:
             return "the node has no client certificate yet"
-        now = self.now()
-        na = compat.not_valid_after(pair.certificate)
-        if now >= na:
-            return f"the node's client certificate expired at {na:%Y-%m-%d %H:%M:%S}Z"
-        if now + self.cfg.renewal.clock_skew < compat.not_valid_before(pair.certificate):
-            return "the node's client certificate is not valid yet"
-        if not self._ca_file_cas():
-            return (
-                f"{self.cfg.paths.ca_file} holds no CA that signer.kubernetes.ca_pins vouches for"
-            )
-        return None
+        why = _unfit(pair.certificate, identity, self.now(), self.cfg.renewal.clock_skew)
+        if why is None and not self._ca_file_cas():
+            why = f"{self.cfg.paths.ca_file} holds no CA that signer.kubernetes.ca_pins vouches for"
+        return why
 
     def _node_auth(self) -> Auth:
         server = self.cfg.cluster.server
