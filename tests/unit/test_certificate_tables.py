@@ -172,3 +172,27 @@ def test_tables_may_share_a_ca_file_but_nothing_else() -> None:
     assert len(config.parse(doc, Path("/c.toml")).certificates) == 2
     doc["certificate"][1]["cert_file"] = "/etc/k/ca.crt"
     assert "is also certificate.front-proxy.ca_file" in _error(doc)
+
+
+def test_a_signal_goes_only_to_the_pid_a_root_owned_pidfile_names(tmp_path: Path) -> None:
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        pidfile = tmp_path / "x.pid"
+        pidfile.write_text(f"{child.pid}\n")
+        pidfile.chmod(0o666)
+        spec = config.parse(
+            _doc(action={"signal": "TERM", "pidfile": str(pidfile)}), Path("/c.toml")
+        ).certificates[0]
+        refused = actions.run(spec)
+        assert refused is not None and not refused.ok
+        assert "writable by others than root" in refused.output
+        assert child.poll() is None
+        pidfile.chmod(0o644)
+        sent = actions.run(spec)
+        assert sent is not None and sent.ok, sent
+        assert child.wait(timeout=5) == -15
+    finally:
+        child.kill()
+        child.wait()
