@@ -63,6 +63,12 @@ class Renewal:
     requested: bool = False  # SIGUSR1 / `join-agent renew` / an identity change
     reason: str = ""
     splay_until: dt.datetime | None = None
+    held_until: dt.datetime | None = None  # after a denial: no new request before this
+
+
+# A request someone denied is not asked again at the pace of an outage: each attempt would
+# leave one more CSR for the administrator to deny. `join-agent renew` asks at once.
+AFTER_DENIAL = dt.timedelta(hours=1)
 
 
 class Daemon:
@@ -239,6 +245,8 @@ class Daemon:
             at = now  # an explicit request does not wait for the floor
         if r.splay_until is not None:
             at = max(at, r.splay_until)
+        if r.held_until is not None and not r.requested:
+            at = max(at, r.held_until)
         return at
 
     def _draw_for_attempt(self) -> float:
@@ -424,7 +432,7 @@ class Daemon:
         if result.get("ok"):
             r.failures, r.requested, r.reason = 0, False, ""
             r.last_success, r.last_ok = now, True
-            r.splay_until = None
+            r.splay_until = r.held_until = None
             log.info(
                 "renewed", serial=(self.creds or {}).get("serial"), source=result.get("source")
             )
@@ -440,6 +448,8 @@ class Daemon:
                 "at": state.iso(now),
             }
             log.error("renewal_failed", error=r.last_error["message"], failures=r.failures)
+            if r.last_error["kind"] == "RequestDenied":
+                r.held_until, r.requested = now + AFTER_DENIAL, False
             if self.metrics:
                 self.metrics.renewals.labels(result="failure").inc()
                 self.metrics.failures.labels(reason=r.last_error["kind"] or "unknown").inc()

@@ -400,3 +400,20 @@ def test_a_renamed_node_joins_again_with_the_token(node: KubeNode, api: StandinA
     assert _leaf(node).subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == (
         "system:node:worker-9"
     )
+
+
+def test_run_does_not_pile_up_requests_after_a_denial(tmp_path: Path) -> None:
+    config: dict[str, dict[str, object]] = {"kubelet": {"manage": False}}
+    with standin_node(tmp_path, config=config, approver="deny") as (api, n):
+        daemon = n.start()
+        try:
+            n.wait_status(lambda d: "was denied" in str(d.get("last_error")))
+            time.sleep(4)  # retry_max is 2 s: without the hold there would be more requests
+            assert len(api.csrs) == 1
+            api.approver = "auto"
+            r = n.run("renew")  # the operator asks again: no hold for that
+            assert r.returncode == 0, r.stderr + r.stdout
+            n.wait_status(lambda d: d.get("state") == "valid")
+        finally:
+            stop(daemon)
+        assert len(api.csrs) == 2
