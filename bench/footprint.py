@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
+from bench.common import write_section
 from tests.lab.cfssl_ca import CfsslCA, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -1152,21 +1153,6 @@ def rerun_command(args: argparse.Namespace, script: str) -> str:
     return cmd
 
 
-def write_doc(path: Path, section: str, begin: str = MARKER_BEGIN, end: str = MARKER_END) -> None:
-    """Replace this bench's marked section of ``path`` (or append it), keeping the rest."""
-    try:
-        old = path.read_text()
-    except FileNotFoundError:
-        old = "# Benchmarks\n"
-    if begin in old and end in old:
-        before, rest = old.split(begin, 1)
-        after = rest.split(end, 1)[1].lstrip("\n")
-        new = before + section + ("\n" + after if after else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + section
-    path.write_text(new)
-
-
 # ----------------------------------------------------------------------------- main
 
 
@@ -1239,7 +1225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print("\n".join(imports_lines(fps)))
     if not args.no_write:
-        write_doc(args.write, render_markdown(fps, info, args))
+        write_section(args.write, render_markdown(fps, info, args), MARKER_BEGIN, MARKER_END)
         print(f"wrote {args.write}", file=sys.stderr)
     return 0
 

@@ -24,7 +24,7 @@ Run from the repository root (it puts ``agent/`` first on the path, so the check
 schedule.py is what runs):
 
     python bench/herd.py                         # print the figures
-    /tmp/vh/bin/python bench/herd.py --write     # also docs/herd.png and docs/benchmarks.md
+    .venv/bin/python bench/herd.py --write       # also docs/herd.png and docs/benchmarks.md
 
 ``--write`` needs matplotlib (the ``bench`` extra; not a runtime dependency).
 """
@@ -44,10 +44,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# The checkout's schedule.py, not whatever join_agent an interpreter has installed.
-sys.path.insert(0, str(REPO / "agent"))
+# The checkout's schedule.py, not whatever join_agent an interpreter has installed; and
+# bench.common from the checkout, without PYTHONPATH.
+sys.path[:0] = [str(REPO / "agent"), str(REPO)]
 
-from join_agent import schedule  # noqa: E402 - after the path tweak above
+from bench.common import write_section  # noqa: E402 - after the path tweak above
+
+from join_agent import schedule  # noqa: E402
 from join_agent.durations import format_duration, parse_duration  # noqa: E402
 
 MARKER_BEGIN = "<!-- herd.py: begin -->"
@@ -497,18 +500,6 @@ def plot(cfg: FleetConfig, runs: Sequence[tuple[Result, Run]], path: Path) -> No
     fig.savefig(path, dpi=100)
 
 
-def write_doc(path: Path, section: str) -> None:
-    """Replace this bench's marked section of ``path`` (or append it), keeping the rest."""
-    old = path.read_text()
-    if MARKER_BEGIN in old and MARKER_END in old:
-        before, rest = old.split(MARKER_BEGIN, 1)
-        after = rest.split(MARKER_END, 1)[1].lstrip("\n")
-        new = before + section + ("\n" + after if after else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + section
-    path.write_text(new)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--capacity", type=int, default=100, help="certificates/s (default 100)")
@@ -563,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         picks = [runs[0], runs[1], *[x for x in runs if x[0].name.startswith("CA outage 1 day")]]
         plot(cfg, picks, png)
         section = render(cfg, results, sweep=sweep, advice=advice, elapsed=elapsed, plot="herd.png")
-        write_doc(REPO / "docs" / "benchmarks.md", section)
+        write_section(REPO / "docs" / "benchmarks.md", section, MARKER_BEGIN, MARKER_END)
         print(f"wrote {png} and docs/benchmarks.md")
     return 0
 

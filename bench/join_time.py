@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.common import Stats, write_section
+
 if TYPE_CHECKING:
     from tests.lab.cfssl_ca import CfsslCA
 
@@ -409,23 +411,6 @@ def check_certificate(path: Path, key: KeyKind, ca_pem: bytes) -> None:
 
 
 # ----------------------------------------------------------------------------- measuring
-
-
-@dataclass(frozen=True)
-class Stats:
-    runs: tuple[float, ...]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.runs)
-
-    @property
-    def p90(self) -> float:
-        return statistics.quantiles(self.runs, n=10, method="inclusive")[8]
-
-    @property
-    def min(self) -> float:
-        return min(self.runs)
 
 
 Results = dict[tuple[str, str], Stats]  # (flow, key label) -> timings
@@ -935,22 +920,6 @@ def render_markdown(
     return "\n".join(lines) + "\n"
 
 
-def write_doc(path: Path, section: str) -> None:
-    """Replace the generated section of ``path`` (or create the file), keeping the rest."""
-    try:
-        old = path.read_text()
-    except FileNotFoundError:
-        old = "# Benchmarks\n"
-    if MARKER_BEGIN in old and MARKER_END in old:
-        before, rest = old.split(MARKER_BEGIN, 1)
-        after = rest.split(MARKER_END, 1)[1].lstrip("\n")
-        new = before + section + ("\n" + after if after else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
-
-
 # ----------------------------------------------------------------------------- main
 
 
@@ -1092,7 +1061,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prof=prof,
             args=args,
         )
-        write_doc(args.write, section)
+        write_section(args.write, section, MARKER_BEGIN, MARKER_END)
         print(f"\nwrote {args.write}", file=sys.stderr)
     return 0
 

@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.common import Stats, write_section
 from bench.footprint import (
     REPO,
     BenchError,
@@ -49,7 +50,6 @@ from bench.footprint import (
     python_env,
     rerun_command,
     running_agent,
-    write_doc,
 )
 from tests.lab.cfssl_ca import CfsslCA
 
@@ -78,23 +78,6 @@ VERSION = "`join-agent --version`"
 FAST = "`status`, fast path"
 JSON = "`status --json`, fast path"
 SLOW = "`status`, slow path (no daemon)"
-
-
-@dataclass(frozen=True)
-class Stats:
-    runs: tuple[float, ...]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.runs)
-
-    @property
-    def p90(self) -> float:
-        return statistics.quantiles(self.runs, n=10, method="inclusive")[8]
-
-    @property
-    def min(self) -> float:
-        return min(self.runs)
 
 
 @dataclass(frozen=True)
@@ -527,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print("\n".join(imports_lines(variants)))
     if not args.no_write:
-        write_doc(args.write, render_markdown(variants, info, args), MARKER_BEGIN, MARKER_END)
+        write_section(args.write, render_markdown(variants, info, args), MARKER_BEGIN, MARKER_END)
         print(f"wrote {args.write}", file=sys.stderr)
     return 0
 
