@@ -242,36 +242,24 @@ def _within_deadline(
     what: str,
     headers: Mapping[str, str] | None,
 ) -> Response:
-    done = _bounded(
-        lambda: _request(method, client, url, body, limits=limits, what=what, headers=headers),
-        limits.deadline,
-    )
-    if not done:
-        raise _deadline(what, limits)  # the thread is left to its read timeout
-    return done[0]
-
-
-def _request(
-    method: str,
-    client: httpx.Client,
-    url: str,
-    body: bytes | None,
-    *,
-    limits: Limits,
-    what: str,
-    headers: Mapping[str, str] | None,
-) -> Response:
     sent = {"Accept-Encoding": "identity", **(headers or {})}
     if body is not None:
         sent["Content-Type"] = "application/json"
-    with _errors_named(what):
-        try:
-            with client.stream(method, url, content=body, headers=sent) as r:
-                _refuse_compressed(r, what)
-                body_read = _read_capped(r, limits, what)
-                return Response(url=url, status=r.status_code, headers=r.headers, body=body_read)
-        except httpx.TimeoutException:
-            raise _deadline(what, limits) from None
+
+    def request() -> Response:
+        with _errors_named(what):
+            try:
+                with client.stream(method, url, content=body, headers=sent) as r:
+                    _refuse_compressed(r, what)
+                    data = _read_capped(r, limits, what)
+                    return Response(url=url, status=r.status_code, headers=r.headers, body=data)
+            except httpx.TimeoutException:
+                raise _deadline(what, limits) from None
+
+    done = _bounded(request, limits.deadline)
+    if not done:
+        raise _deadline(what, limits)  # the thread is left to its read timeout
+    return done[0]
 
 
 def _refuse_compressed(r: httpx.Response, what: str) -> None:
