@@ -207,6 +207,16 @@ class KubeNode(Sandbox):
         self.token_file.chmod(0o600)
 
 
+def alive(pid: int) -> bool:
+    """``pid`` runs and is not a zombie (a child nobody reaped yet counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+
+
 def stop(p: subprocess.Popen[str]) -> None:
     """SIGTERM, then SIGKILL if it does not exit in 20 s."""
     if p.poll() is None:

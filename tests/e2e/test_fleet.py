@@ -40,7 +40,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import Node, need
+from tests.conftest import Node, alive, need
 from tests.lab.cfssl_ca import CfsslCA, cfssl_binary
 from tests.standins import kubelet_command
 
@@ -208,15 +208,6 @@ def _stat(path: str) -> tuple[bool, int]:
         return True, os.stat(path).st_mtime_ns
     except FileNotFoundError:
         return False, 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _kill_standin(pid: int, record: Path) -> None:
@@ -460,7 +451,7 @@ def test_a_fleet_joins_one_ca_keeps_its_kubelets_through_an_outage_and_renews(
         docs = fleet.wait_all("still failing", lambda _m, d: _failures(d) >= 2, 5)
         for name, d in docs.items():
             assert d["kubelet"]["pid"] == kubelets[name], name
-            assert _alive(kubelets[name]), name
+            assert alive(kubelets[name]), name
     finally:
         fleet.net.link(fleet.net.ca, "up")
     outage = time.monotonic() - cut
@@ -473,7 +464,7 @@ def test_a_fleet_joins_one_ca_keeps_its_kubelets_through_an_outage_and_renews(
     )
     for m in members:
         assert docs[m.name]["kubelet"]["pid"] == kubelets[m.name]
-        assert _alive(kubelets[m.name])
+        assert alive(kubelets[m.name])
         assert len(m.kubelet_starts()) == 1, m.kubelet_starts()
     assert outage > RETRY_MAX
 
@@ -481,7 +472,7 @@ def test_a_fleet_joins_one_ca_keeps_its_kubelets_through_an_outage_and_renews(
     _stop(members, None)
     for m in members:
         assert m.proc is not None and m.proc.returncode == 0, m.logs()
-        assert not _alive(kubelets[m.name])
+        assert not alive(kubelets[m.name])
     assert {p: _stat(p) for p in SYSTEM_PATHS} == system_before
 
 

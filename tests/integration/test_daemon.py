@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Node, kubectl_view, need
+from tests.conftest import Node, alive, kubectl_view, need
 from tests.lab.cfssl_ca import CfsslCA, free_port, seed_config
 from tests.standins import kubelet_command
 
@@ -116,15 +116,6 @@ def wait_for_record(node: Node, pid: int, timeout: float = 10) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"the stand-in kubelet {pid} wrote no record in {timeout}s")
         time.sleep(0.05)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 @pytest.fixture
