@@ -37,6 +37,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.unit._certs import DEFAULT_KU, ca_key_usage
+
 INFO = "/api/v1/cfssl/info"
 AUTHSIGN = "/api/v1/cfssl/authsign"
 NODES = "system:nodes"
@@ -80,20 +82,7 @@ class Authority:
             .not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + dt.timedelta(days=365))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(ca_key_usage(), critical=True)
             .sign(key, hashes.SHA256())
         )
         return cls(key, cert)
@@ -101,19 +90,6 @@ class Authority:
     @property
     def pin(self) -> str:
         return spki_pin(self.cert)
-
-
-LEAF_KU = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=True,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
 
 
 @dataclass
@@ -147,7 +123,7 @@ class Leaf:
             .serial_number(x509.random_serial_number())
             .not_valid_before(self.not_before)
             .not_valid_after(self.not_after)
-            .add_extension(LEAF_KU, critical=True)
+            .add_extension(DEFAULT_KU, critical=True)
             .add_extension(x509.BasicConstraints(ca=self.ca, path_length=None), critical=True)
         )
         if self.eku:

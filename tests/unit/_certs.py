@@ -50,17 +50,6 @@ NO_DIGITAL_SIGNATURE_KU = x509.KeyUsage(
     encipher_only=False,
     decipher_only=False,
 )
-_CA_KU = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=True,
-    crl_sign=True,
-    encipher_only=False,
-    decipher_only=False,
-)
 
 
 def ec_key() -> ec.EllipticCurvePrivateKey:
@@ -186,6 +175,9 @@ def ca_key_usage(*, key_cert_sign: bool = True) -> x509.KeyUsage:
         encipher_only=False,
         decipher_only=False,
     )
+
+
+_CA_KU = ca_key_usage()
 
 
 def authority(
