@@ -380,12 +380,12 @@ class Daemon:
 
     def _apply_serving(self, now: dt.datetime, report: dict[str, Any]) -> None:
         """Remember the serving certificate's state and when to look at it again: soon
-        while a request waits for approval, at 80 % of its lifetime once it is current."""
+        while a request waits for approval, at its renewal point once it is current."""
         self.serving = report
         self.serving_next = now + self.cfg.renewal.retry_max
-        if report.get("state") == "current" and report.get("present"):
-            nb, na = state.parse_iso(report["not_before"]), state.parse_iso(report["not_after"])
-            self.serving_next = max(nb + (na - nb) * 0.8, now + self.cfg.renewal.retry_min)
+        if report.get("state") == "current" and report.get("renew_at"):
+            renew_at = state.parse_iso(report["renew_at"])
+            self.serving_next = max(renew_at, now + self.cfg.renewal.retry_min)
         if report.get("state") in ("pending", "denied", "error"):
             log.info("serving_certificate", state=report.get("state"), msg=report.get("message"))
         if (

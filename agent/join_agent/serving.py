@@ -45,12 +45,16 @@ def server_store(cfg: Config) -> store.PairStore:
     return store.PairStore(cfg.paths.pki_dir, SERVER_PREFIX)
 
 
+def renew_at(cert: x509.Certificate) -> dt.datetime:
+    nb, na = compat.not_valid_before(cert), compat.not_valid_after(cert)
+    return nb + (na - nb) * RENEW_AT
+
+
 def why_due(cert: x509.Certificate | None, identity: Identity, now: dt.datetime) -> str | None:
     """Why a new serving certificate is needed now, or None (pure)."""
     if cert is None:
         return "no serving certificate yet"
-    nb, na = compat.not_valid_before(cert), compat.not_valid_after(cert)
-    if now >= nb + (na - nb) * RENEW_AT:
+    if now >= renew_at(cert):
         return "the serving certificate is due for renewal"
     try:
         pki.check_sans(cert, identity, "the serving certificate")
@@ -206,6 +210,7 @@ def _facts(cert: x509.Certificate | None) -> dict[str, Any]:
         "serial": f"{cert.serial_number:x}",
         "not_before": state.iso(compat.not_valid_before(cert)),
         "not_after": state.iso(compat.not_valid_after(cert)),
+        "renew_at": state.iso(renew_at(cert)),  # the daemon looks again then
     }
 
 

@@ -411,9 +411,7 @@ def gather(cfg: Config, now: dt.datetime, *, probe: bool = True) -> Report:
 def with_certificates(report: Report, extras: list[dict[str, Any]]) -> Report:
     """Add the ``[[certificate]]`` reports (pure): one that is not valid, or whose action
     keeps failing, makes the node degraded."""
-    doc = dict(report.doc)
-    doc["certificates"] = extras
-    problems = list(report.problems)
+    problems = []
     for c in extras:
         name = c.get("name")
         err = (c.get("last_error") or {}).get("message")
@@ -427,12 +425,22 @@ def with_certificates(report: Report, extras: list[dict[str, Any]]) -> Report:
                 f"{action.get('failures')} time(s) ({how}): "
                 f"{str(action.get('output') or '')[-200:]}"
             )
+    return _with_part(report, "certificates", extras, problems)
+
+
+def _with_part(report: Report, key: str, value: object, problems: list[str]) -> Report:
+    """``report`` with ``doc[key] = value``; any of ``problems`` makes a healthy node
+    degraded (pure)."""
+    doc = {**report.doc, key: value}
     code = report.exit_code
-    if len(problems) > len(report.problems) and code == EXIT_HEALTHY:
-        code = EXIT_DEGRADED
-        doc["health"] = "degraded"
-    doc["problems"] = problems
-    return Report(state=report.state, exit_code=code, problems=tuple(problems), doc=doc)
+    if problems:
+        doc["problems"] = [*report.problems, *problems]
+        if code == EXIT_HEALTHY:
+            code = EXIT_DEGRADED
+            doc["health"] = "degraded"
+    return Report(
+        state=report.state, exit_code=code, problems=(*report.problems, *problems), doc=doc
+    )
 
 
 def _serving_facts(
@@ -449,17 +457,10 @@ def _serving_facts(
 def with_serving(report: Report, served: dict[str, Any]) -> Report:
     """Add the serving certificate (pure). Pending approval is normal, not a problem: the
     kubelet serves its self-signed certificate meanwhile; a refusal or an error is."""
-    doc = dict(report.doc)
-    doc["serving"] = served
-    problems = list(report.problems)
-    code = report.exit_code
+    problems = []
     if served.get("state") in ("denied", "error"):
         problems.append(f"serving certificate: {served.get('message')}")
-        code = max(code, EXIT_DEGRADED)
-        doc["problems"] = problems
-        if code == EXIT_DEGRADED:
-            doc["health"] = "degraded"
-    return Report(state=report.state, exit_code=code, problems=tuple(problems), doc=doc)
+    return _with_part(report, "serving", served, problems)
 
 
 def expected_node_name(cfg: Config) -> str | None:
