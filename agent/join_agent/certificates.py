@@ -181,14 +181,17 @@ def _one(
         log.warning("certificate_rotation_resumed", name=spec.name)
         record.update(_facts(current.certificate), failures=0, last_error=None)
         record["action"] = {"pending": bool(spec.action.kind), "failures": 0}
-        _write_record(cfg, spec, record)
         _export(spec, current, _ca_bundle(pairs, spec, current))
-    mismatch = _mismatch(current, request, now(), cfg.renewal.clock_skew)
-    draw = random.Random(f"{spec.name}:{record.get('serial')}").random()  # noqa: S311
-    plan = decide(
-        record, mismatch, now=now(), retry_min=cfg.renewal.retry_min,
-        retry_max=cfg.renewal.retry_max, draw=draw,
-    )  # fmt: skip
+
+    def plan_for(mismatch: str) -> Plan:
+        # One draw per certificate (its serial), as for the node's own.
+        draw = random.Random(f"{spec.name}:{record.get('serial')}").random()  # noqa: S311
+        return decide(
+            record, mismatch, now=now(), retry_min=cfg.renewal.retry_min,
+            retry_max=cfg.renewal.retry_max, draw=draw,
+        )  # fmt: skip
+
+    plan = plan_for(_mismatch(current, request, now(), cfg.renewal.clock_skew))
     if plan.issue:
         record["last_attempt"] = state.iso(now())
         try:
@@ -203,19 +206,14 @@ def _one(
             record["action"] = {"pending": bool(spec.action.kind), "failures": 0}
             plan = Plan(issue="", run_action=bool(spec.action.kind), next_attempt=now())
     elif current is not None:
-        _export_if_changed(spec, current)  # a deleted or edited output file comes back
+        _export_if_changed(spec, pairs, current)  # a deleted or edited output file comes back
     if current is not None:
         record.update(_facts(current.certificate))
     record["files"] = [str(p) for p in (spec.cert_file, spec.key_file, spec.ca_file) if p]
-    _write_record(cfg, spec, record)  # before the action: a crash must not lose "pending"
     if plan.run_action:
+        _write_record(cfg, spec, record)  # before the action: a crash must not lose "pending"
         _run_action(spec, record, now, run_action)
-        _write_record(cfg, spec, record)
-    after = decide(
-        record, "", now=now(), retry_min=cfg.renewal.retry_min,
-        retry_max=cfg.renewal.retry_max,
-        draw=random.Random(f"{spec.name}:{record.get('serial')}").random(),  # noqa: S311
-    )  # fmt: skip
+    after = plan_for("")
     record["next_attempt"] = state.iso(after.next_attempt)  # for status without the daemon
     _write_record(cfg, spec, record)
     return _report(spec, record, after.next_attempt, now())
@@ -295,7 +293,7 @@ def _export(spec: CertificateSpec, pair: store.Pair, cas: Sequence[Any]) -> None
         raise
 
 
-def _export_if_changed(spec: CertificateSpec, pair: store.Pair) -> None:
+def _export_if_changed(spec: CertificateSpec, pairs: store.PairStore, pair: store.Pair) -> None:
     try:
         same = spec.cert_file.read_bytes() == compat.pem(pair.chain)
         same = same and spec.key_file.read_bytes() == pair.key_pem
@@ -303,7 +301,7 @@ def _export_if_changed(spec: CertificateSpec, pair: store.Pair) -> None:
         same = False
     if not same:
         log.warning("certificate_files_restored", name=spec.name)
-        _export(spec, pair, _ca_bundle(pair_store_of(pair), spec, pair))
+        _export(spec, pair, _ca_bundle(pairs, spec, pair))
 
 
 def _ca_bundle(pairs: store.PairStore, spec: CertificateSpec, pair: store.Pair) -> list[Any]:
@@ -315,10 +313,6 @@ def _ca_bundle(pairs: store.PairStore, spec: CertificateSpec, pair: store.Pair) 
 
 def _ca_copy(pairs: store.PairStore, spec: CertificateSpec) -> Path:
     return pairs.directory / f"{spec.name}-ca.crt"
-
-
-def pair_store_of(pair: store.Pair) -> store.PairStore:
-    return store.PairStore(pair.path.parent, pair.path.parent.name)
 
 
 def _owner(spec: CertificateSpec) -> tuple[int, int]:
