@@ -92,16 +92,13 @@ def kubeconfig_cluster(
 
 
 def _cluster_entry(doc: dict[str, Any]) -> dict[str, Any] | None:
-    clusters = [c for c in doc.get("clusters") or [] if isinstance(c, dict)]
-    current = doc.get("current-context")
-    for ctx in doc.get("contexts") or []:
-        if isinstance(ctx, dict) and ctx.get("name") == current:
-            wanted = (ctx.get("context") or {}).get("cluster")
-            for c in clusters:
-                if c.get("name") == wanted and isinstance(c.get("cluster"), dict):
-                    return dict(c["cluster"])
-    for c in clusters:
-        if isinstance(c.get("cluster"), dict):
+    current = kubeconfig.current_cluster(doc)
+    if current:
+        return current
+    # kubeadm's cluster-info has no context: its one cluster (named "") is the one.
+    clusters = doc.get("clusters")
+    for c in clusters if isinstance(clusters, list) else []:
+        if isinstance(c, dict) and isinstance(c.get("cluster"), dict):
             return dict(c["cluster"])
     return None
 

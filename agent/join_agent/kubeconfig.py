@@ -78,13 +78,19 @@ def facts(doc: dict[str, Any]) -> dict[str, Any]:
     """What the current context says: server, user, and the cert and key it points at."""
     out: dict[str, Any] = {"current_context": doc.get("current-context")}
     ctx = _named(doc.get("contexts"), out["current_context"], "context")
-    cluster = _named(doc.get("clusters"), ctx.get("cluster"), "cluster")
+    cluster = current_cluster(doc)
     user = _named(doc.get("users"), ctx.get("user"), "user")
     out["server"] = cluster.get("server")
     out["user"] = ctx.get("user")
     out["client_certificate"] = user.get("client-certificate")
     out["client_key"] = user.get("client-key")
     return out
+
+
+def current_cluster(doc: dict[str, Any]) -> dict[str, Any]:
+    """The cluster entry the current context names; {} when there is none."""
+    ctx = _named(doc.get("contexts"), doc.get("current-context"), "context")
+    return _named(doc.get("clusters"), ctx.get("cluster"), "cluster")
 
 
 def ca_certificates(doc: dict[str, Any]) -> list[Any] | None:
@@ -94,10 +100,7 @@ def ca_certificates(doc: dict[str, Any]) -> list[Any] | None:
 
     from . import compat
 
-    ctx = _named(doc.get("contexts"), doc.get("current-context"), "context")
-    data = _named(doc.get("clusters"), ctx.get("cluster"), "cluster").get(
-        "certificate-authority-data"
-    )
+    data = current_cluster(doc).get("certificate-authority-data")
     if not isinstance(data, str):
         return None
     try:
