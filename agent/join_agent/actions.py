@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from . import log
+from . import children, guard, log, platform
 from .config import Action, CertificateSpec
+from .platform import TOOLS
 
 SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_OUTPUT = 2000  # characters of the action's output kept for status
@@ -33,17 +34,22 @@ class Outcome:
         return f"exit status {self.exit}" if self.exit is not None else self.output
 
 
-def argv_for(action: Action) -> list[str]:
-    """The command an action runs (pure); [] for a signal or no action."""
+def argv_for(action: Action, tool: Callable[[str], str] = lambda n: TOOLS[n][0]) -> list[str]:
+    """The command an action runs (pure); [] for a signal or no action. ``tool`` gives the
+    absolute path of sh, svcadm and systemctl (platform.TOOLS)."""
     if action.kind == "command":
-        return ["/bin/sh", "-c", action.argv[0]] if action.shell else list(action.argv)
+        return [tool("sh"), "-c", action.argv[0]] if action.shell else list(action.argv)
     if action.kind == "smf_restart":
-        return ["/usr/sbin/svcadm", "restart", action.argv[0]]
+        return [tool("svcadm"), "restart", action.argv[0]]
     if action.kind == "smf_refresh":
-        return ["/usr/sbin/svcadm", "refresh", action.argv[0]]
+        return [tool("svcadm"), "refresh", action.argv[0]]
     if action.kind == "systemd_reload":
-        return ["systemctl", "reload-or-restart", action.argv[0]]
+        return [tool("systemctl"), "reload-or-restart", action.argv[0]]
     return []
+
+
+def _tool(name: str) -> str:
+    return platform.tool(name) or TOOLS[name][0]
 
 
 def environment(spec: CertificateSpec) -> dict[str, str]:
@@ -67,7 +73,11 @@ def run(spec: CertificateSpec, *, environ: Mapping[str, str] | None = None) -> O
         return None
     if action.kind == "signal":
         return _signal(action)
-    argv = argv_for(action)
+    argv = argv_for(action, _tool)
+    # Checked at each run, not only at load: what runs as root must still be root's alone.
+    unsafe = guard.command_problems(argv, f"the action of [[certificate]] {spec.name}")
+    if unsafe:
+        return Outcome(False, None, "not run: " + "; ".join(unsafe))
     try:
         done = subprocess.run(
             argv,
@@ -76,7 +86,7 @@ def run(spec: CertificateSpec, *, environ: Mapping[str, str] | None = None) -> O
             capture_output=True,
             timeout=action.timeout.total_seconds(),
             check=False,
-            cwd="/",
+            cwd=children.WORKING_DIRECTORY,
         )
     except subprocess.TimeoutExpired as e:
         text = _text((e.stdout or b"") + (e.stderr or b""))
@@ -89,15 +99,13 @@ def run(spec: CertificateSpec, *, environ: Mapping[str, str] | None = None) -> O
 def _signal(action: Action) -> Outcome:
     assert action.pidfile is not None  # noqa: S101 - config validation guarantees it
     try:
-        st = action.pidfile.stat()
-        pid = int(action.pidfile.read_text().split()[0])
+        # Whoever can write the pidfile chooses whom we signal: root's alone (guard's rule).
+        text = guard.read_text(action.pidfile, "the action's pidfile", cap=guard.SMALL_CAP)
+        pid = int(text.split()[0])
+    except guard.UnsafePath as e:
+        return Outcome(False, None, f"not signalling: {e}")
     except (OSError, ValueError, IndexError):
         return Outcome(False, None, f"no process id in {action.pidfile}")
-    # Whoever can write the pidfile chooses whom we signal: only root (or we) may.
-    if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
-        return Outcome(
-            False, None, f"{action.pidfile} is writable by others than root: not signalling"
-        )
     if pid <= 1:
         return Outcome(False, None, f"{action.pidfile} names pid {pid}: refusing to signal it")
     try:

@@ -25,7 +25,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from . import actions, compat, files, pki, schedule, state, store
+from . import actions, compat, files, guard, pki, schedule, state, store
 from .config import CertificateSpec, Config, IPAddress
 from .errors import CertificateRejected, ConfigError, JoinAgentError, StoreError
 from .log import get_logger
@@ -247,7 +247,7 @@ def _issue(
         chain.append(issued.ca)
     version = pairs.install(chain, pki.key_pem(key), now())
     pairs.prune()
-    pair = store.parse_pair(version, version.read_bytes())
+    pair = store.parse_pair(version, guard.read(version, "the new pair", cap=guard.PEM_CAP))
     # Kept beside the pairs, so that a deleted ca_file can be written again without the CA.
     files.atomic_write(_ca_copy(pairs, spec), compat.pem(issued.ca_bundle), 0o644)
     _export(spec, pair, issued.ca_bundle)
@@ -295,9 +295,9 @@ def _export(spec: CertificateSpec, pair: store.Pair, cas: Sequence[Any]) -> None
 
 def _export_if_changed(spec: CertificateSpec, pairs: store.PairStore, pair: store.Pair) -> None:
     try:
-        same = spec.cert_file.read_bytes() == compat.pem(pair.chain)
-        same = same and spec.key_file.read_bytes() == pair.key_pem
-    except OSError:
+        same = _read(spec.cert_file) == compat.pem(pair.chain)
+        same = same and _read(spec.key_file) == pair.key_pem
+    except (OSError, StoreError):
         same = False
     if not same:
         log.warning("certificate_files_restored", name=spec.name)
@@ -306,9 +306,13 @@ def _export_if_changed(spec: CertificateSpec, pairs: store.PairStore, pair: stor
 
 def _ca_bundle(pairs: store.PairStore, spec: CertificateSpec, pair: store.Pair) -> list[Any]:
     try:
-        return compat.load_pem_certificates(_ca_copy(pairs, spec).read_bytes())
-    except (OSError, ValueError):
+        return compat.load_pem_certificates(_read(_ca_copy(pairs, spec)))
+    except (OSError, ValueError, StoreError):
         return list(pair.chain[1:])
+
+
+def _read(path: Path) -> bytes:
+    return guard.read(path, "the certificate file", cap=guard.PEM_CAP)
 
 
 def _ca_copy(pairs: store.PairStore, spec: CertificateSpec) -> Path:
@@ -400,8 +404,8 @@ def _record_path(cfg: Config, spec: CertificateSpec) -> Path:
 
 def _read_record(path: Path) -> dict[str, Any]:
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
+        doc = json.loads(guard.read(path, "the certificate record", cap=guard.SMALL_CAP))
+    except (OSError, ValueError, RecursionError, StoreError):
         return {}
     return doc if isinstance(doc, dict) else {}
 

@@ -125,6 +125,7 @@ def run(
     except JoinAgentError as e:
         return [Result("FAIL", "config", str(e))]
     results = [Result("PASS", "config", f"{config_path} is valid")]
+    results += _trust(cfg)
     results += _secrets(cfg, environ)
     results += _ca(cfg, now) if cfg.signer_kind == "cfssl" else _cluster(cfg, environ, now)
     results += _apiserver(cfg)
@@ -134,6 +135,22 @@ def run(
         results.append(Result("SKIP", "kernel", f"no kernel checks for {sys.platform} yet"))
     results += _kubelet(cfg)
     return results
+
+
+def _trust(cfg: Config) -> list[Result]:
+    """guard's rule over what this config has root trust and run (preflight.problems)."""
+    from . import preflight
+
+    found = preflight.problems(cfg)
+    if found:
+        return [Result("FAIL", "trust", p) for p in found]
+    return [
+        Result(
+            "PASS",
+            "trust",
+            "the node's directories and what runs as root are writable by root alone",
+        )
+    ]
 
 
 def _secrets(cfg: Config, environ: Mapping[str, str]) -> list[Result]:
@@ -327,7 +344,6 @@ def _kubelet(cfg: Config) -> list[Result]:
 
 
 def _read_text(path: str) -> str | None:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return None
+    from . import kubelet
+
+    return kubelet.read_text(Path(path))

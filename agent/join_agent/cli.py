@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from .errors import JoinAgentError
@@ -17,10 +18,53 @@ if TYPE_CHECKING:
     from .config import Config
 
 
-def _common(defaults: bool) -> argparse.ArgumentParser:
+# `status` exits 0/1/2 for healthy/degraded/broken (status.EXIT_*); when it cannot judge
+# at all (no config, an unexpected error), 3: what a script must tell apart from
+# "degraded", and what monitoring plugins call UNKNOWN.
+STATUS_UNKNOWN = 3
+PUBLIC_VERBS = ("join", "run", "status", "check", "renew", "reset", "pin")
+_TOKEN_LIKE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
+_HEX_LIKE = re.compile(r"[0-9a-fA-F]{16,}")
+_NOT_ON_ARGV_HINT = (
+    "; the bootstrap token is read from a file or standard input, never from the command "
+    "line, where ps and the shell history keep it: --token-file FILE, or --token-file - "
+    "(if you typed the token, it is in your shell history now: replace it with "
+    "`kubeadm token create` and delete the old one)"
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse without abbreviations, whose errors never repeat a value they were given
+    (it may be a secret typed where it does not belong) nor name the hidden worker verb."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {safe_usage_error(message)}\n")
+
+
+def safe_usage_error(message: str) -> str:
+    """argparse's ``message`` with what the operator typed reduced to option names (pure)."""
+    prefix = "unrecognized arguments: "
+    if message.startswith(prefix):
+        words = message[len(prefix) :].split(" ")
+        shown = [w.split("=", 1)[0] if w.startswith("-") else "..." for w in words]
+        message = prefix + " ".join(shown)
+        if any(w.split("=", 1)[0] == "--token" for w in words):
+            message += _NOT_ON_ARGV_HINT
+    message = re.sub(r"\(choose from [^)]*\)", "", message).rstrip()
+    if "argument VERB: invalid choice" in message:
+        message += f" (verbs: {', '.join(PUBLIC_VERBS)})"
+    return _HEX_LIKE.sub("...", _TOKEN_LIKE.sub("...", message))
+
+
+def _common(defaults: bool) -> _Parser:
     # The same options before and after the verb; after it, they must not reset what was
     # given before it, so the verbs' copies default to "absent".
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     d = {} if defaults else {"default": argparse.SUPPRESS}
     common.add_argument(
         "--config",
@@ -39,13 +83,13 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
 
 def _parser() -> argparse.ArgumentParser:
     common = _common(defaults=False)
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="join-agent",
         description="Join this node to a Kubernetes cluster and keep its credentials valid.",
         parents=[_common(defaults=True)],
     )
     p.add_argument("--version", action="version", version=f"join-agent {__version__}")
-    verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
     jn = verbs.add_parser(
         "join",
         parents=[common],
@@ -78,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
         "status",
         parents=[common],
         help="show the node's credentials, kubelet and daemon "
-        "(exit 0 healthy, 1 degraded, 2 broken)",
+        "(exit 0 healthy, 1 degraded, 2 broken, 3 status could not run)",
     )
     st.add_argument("--json", action="store_true", help="machine-readable output (stable keys)")
     pn = verbs.add_parser(
@@ -118,20 +162,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from . import log
 
+    # Whatever umask we were started under, nothing we (or the kubelet, an action) create
+    # is writable by group or others unless a mode says so explicitly.
+    os.umask(0o022)
     log.setup(debug=args.debug, quiet=args.verb != "run")
+    failed = STATUS_UNKNOWN if args.verb == "status" else 1
     try:
         return _VERBS[args.verb](args)
     except JoinAgentError as e:
-        return _fail(str(e), args.debug, e.exit_code)
+        return _fail(str(e), args.debug, failed if failed != 1 else e.exit_code)
     except KeyboardInterrupt:
         return 130
     except OSError as e:
         where = f" {e.filename}" if e.filename else ""
-        return _fail(f"cannot access{where}: {e.strerror or e}", args.debug)
+        return _fail(f"cannot access{where}: {e.strerror or e}", args.debug, failed)
     except Exception as e:  # noqa: BLE001 - last resort: a sentence, never a traceback
         return _fail(
             f"unexpected error ({type(e).__name__}: {log.scrub(str(e))[:200]}); please report it",
             args.debug,
+            failed,
         )
 
 

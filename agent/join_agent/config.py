@@ -153,12 +153,64 @@ class Config:
     certificates: tuple[CertificateSpec, ...] = ()
 
 
+# A node's client certificate says CN=system:node:<name>, and X.509 allows a CN of at most
+# 64 characters (RFC 5280's ub-common-name): the name itself may have 52.
+NODE_CN_PREFIX = "system:node:"
+MAX_CN = 64
+MAX_NODE_NAME = MAX_CN - len(NODE_CN_PREFIX)
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+
+
+def node_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a node's name, or None (pure). Every limit that applies: a
+    DNS-1123 subdomain (Kubernetes' rule for node names: 253 characters, 63 per label)
+    and the 64-character CN that carries it."""
+    if not _DNS1123_SUBDOMAIN.match(name):
+        return (
+            "it is not a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', "
+            "each label starting and ending with a letter or digit), as Kubernetes requires "
+            "of a node name"
+        )
+    long_label = next((label for label in name.split(".") if len(label) > 63), None)
+    if long_label is not None:
+        return f"its label {long_label[:16]}... has {len(long_label)} characters (DNS allows 63)"
+    if len(name) > 253:
+        return f"it has {len(name)} characters (a DNS-1123 subdomain has at most 253)"
+    if len(name) > MAX_NODE_NAME:
+        return (
+            f"it has {len(name)} characters: the certificate's CN {NODE_CN_PREFIX}<name> "
+            f"may have at most {MAX_CN} (X.509), so a node name at most {MAX_NODE_NAME}"
+        )
+    return None
+
+
+NOT_AN_ADDRESS = "which is not an IP address"
+
+
+def address_problem(text: str) -> str | None:
+    """Why ``text`` cannot be an IP SAN of this node's certificate, or None (pure)."""
+    try:
+        a = ipaddress.ip_address(text)
+    except ValueError:
+        return NOT_AN_ADDRESS
+    if isinstance(a, ipaddress.IPv6Address) and a.scope_id:
+        return "a scoped address: a certificate carries no zone (%...); give the address alone"
+    if a.is_link_local:
+        return "a link-local address, which other hosts cannot reach without a zone"
+    if a.is_unspecified or a.is_multicast:
+        return "which is not the address of one host"
+    return None
+
+
 def config_path(flag: str | None, environ: Mapping[str, str]) -> Path:
     """--config wins, then $JOIN_AGENT_CONFIG, then the platform default."""
+    # Absolute from here on: the daemon's children start in "/", not where we were started.
     if flag:
-        return Path(flag)
+        return Path(flag).absolute()
     if environ.get(CONFIG_ENV):
-        return Path(environ[CONFIG_ENV])
+        return Path(environ[CONFIG_ENV]).absolute()
     return platform.current().config_file
 
 
@@ -171,8 +223,14 @@ def load(
     the file; with ``missing_ok`` an absent file counts as empty, so that flags alone
     (``join --server … --token-file … --ca-pin …``) can describe a join.
     """
+    from . import guard
+    from .errors import StoreError
+
     try:
-        raw = path.read_bytes()
+        # It decides what runs as root: root's alone (guard's rule), and of a sane size.
+        raw = guard.read(path, "config file", cap=guard.CONFIG_CAP)
+    except StoreError as e:
+        raise ConfigError(str(e)) from None
     except FileNotFoundError:
         if missing_ok:
             return parse(with_overrides({}, overrides or {}), source=path)
@@ -303,6 +361,13 @@ def parse(doc: Mapping[str, Any], source: Path = Path("<config>")) -> Config:
     manage = r.boolean(kubelet, "kubelet.manage", defaults.manage_kubelet)
     if manage and not command:
         raise ConfigError(f"{source}: kubelet.command is empty while kubelet.manage is true")
+    if command and not command[0].startswith("/"):
+        raise r.fail(
+            "kubelet.command",
+            f"starts with {command[0]!r}: give the kubelet as an absolute path (a bare name "
+            "would be looked up in PATH, and whoever can write there would choose what runs "
+            "as root)",
+        )
     node_paths = {
         "paths.pki_dir": r.path(paths, "paths.pki_dir", defaults.pki_dir),
         "paths.kubeconfig": r.path(paths, "paths.kubeconfig", defaults.kubeconfig),
@@ -318,7 +383,7 @@ def parse(doc: Mapping[str, Any], source: Path = Path("<config>")) -> Config:
             ca_bundle=r.optional_path(cluster, "cluster.ca_bundle"),
         ),
         node=NodeConfig(
-            name=r.string(node, "node.name", "").strip().lower(),
+            name=r.node_name(node, "node.name"),
             addresses=r.addresses(node, "node.addresses"),
             exclude_interfaces=tuple(
                 r.string_list(node, "node.exclude_interfaces", list(DEFAULT_EXCLUDE_INTERFACES))
@@ -435,18 +500,22 @@ def _check_certificate(
         if not getattr(spec, key):
             raise r.fail(f"{where}.{key}", "is required")
     # X.509's upper bound for a CN, and hosts a certificate can carry (IPs or A-label names).
-    if len(spec.common_name) > 64:
-        raise r.fail(f"{where}.common_name", "is longer than the 64 characters a CN may have")
+    if len(spec.common_name) > MAX_CN:
+        raise r.fail(
+            f"{where}.common_name", f"is longer than the {MAX_CN} characters a CN may have"
+        )
     for host in spec.hosts:
-        if not _HOST.match(host):
-            try:
-                ipaddress.ip_address(host)
-            except ValueError:
-                raise r.fail(
-                    f"{where}.hosts",
-                    f"has {host!r}, which is neither an IP address nor a DNS name "
-                    "(internationalized names go in their xn-- form)",
-                ) from None
+        if _HOST.match(host):
+            continue
+        problem = address_problem(host)
+        if problem == NOT_AN_ADDRESS:
+            raise r.fail(
+                f"{where}.hosts",
+                f"has {host!r}, which is neither an IP address nor a DNS name "
+                "(internationalized names go in their xn-- form)",
+            )
+        if problem is not None:
+            raise r.fail(f"{where}.hosts", f"has {host!r}, {problem}")
     for key in ("cert_file", "key_file"):
         if getattr(spec, key) == Path():
             raise r.fail(f"{where}.{key}", "is required (an absolute path)")
@@ -710,11 +779,19 @@ class _Reader:
     def addresses(self, t: Mapping[str, Any], key: str) -> tuple[IPAddress, ...]:
         out: list[IPAddress] = []
         for v in self.string_list(t, key, []):
-            try:
-                out.append(ipaddress.ip_address(v.strip()))
-            except ValueError:
-                raise self.fail(key, f"has {v!r}, which is not an IP address") from None
+            problem = address_problem(v.strip())
+            if problem is not None:
+                raise self.fail(key, f"has {v!r}, {problem}")
+            out.append(ipaddress.ip_address(v.strip()))
         return tuple(dict.fromkeys(out))
+
+    def node_name(self, t: Mapping[str, Any], key: str) -> str:
+        name = self.string(t, key, "").strip().lower()
+        if name:
+            problem = node_name_problem(name)
+            if problem is not None:
+                raise self.fail(key, f"is {name!r}: {problem}")
+        return name
 
 
 def _toml_name(python_name: str) -> str:

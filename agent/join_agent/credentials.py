@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from . import guard
 from .bootstrap_token import BootstrapToken, parse_token
 from .errors import ConfigError
 
@@ -66,12 +67,17 @@ def read_secret(credential: str, configured: Path, key: str, environ: Mapping[st
             )
         if st.st_mode & 0o077:
             raise ConfigError(
-                f"{key} {path} is readable by group or others "
+                f"{key} {path} is {guard.access(st.st_mode)} "
                 f"(mode {stat.S_IMODE(st.st_mode):04o}): run `chmod 600 {path}`"
             )
         data = os.read(fd, _MAX_SECRET + 1)
     finally:
         os.close(fd)
+    # The directories on the way must be root's too: another user who can write one can
+    # swap the file for their own between two reads.
+    problem = guard.problem(path, key)
+    if problem is not None:
+        raise ConfigError(problem)
     if len(data) > _MAX_SECRET:
         raise ConfigError(f"{key} {path} is too large to be a secret")
     try:

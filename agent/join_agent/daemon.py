@@ -16,7 +16,6 @@ import random
 import selectors
 import signal
 import subprocess
-import sys
 import time
 import typing
 from collections.abc import Callable, Mapping
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from . import __version__, config, files, schedule, state
+from . import __version__, children, config, files, platform, schedule, state
 from .config import Config
 from .durations import format_duration
 from .errors import ConfigError, JoinAgentError
@@ -61,6 +60,7 @@ class Renewal:
     last_error: dict[str, str] | None = None
     last_ok: bool | None = None
     requested: bool = False  # SIGUSR1 / `join-agent renew` / an identity change
+    asked: bool = False  # SIGUSR1 / `join-agent renew`: the next attempt now, whatever waits
     reason: str = ""
     splay_until: dt.datetime | None = None
     held_until: dt.datetime | None = None  # after a denial: no new request before this
@@ -180,6 +180,7 @@ class Daemon:
             elif sig == signal.SIGUSR1 and not self.stopping:
                 log.info("renewal_requested", via="SIGUSR1")
                 self._request_renewal("requested (SIGUSR1 / join-agent renew)")
+                self.renewal.asked = True
 
     # ------------------------------------------------------------------ decisions
 
@@ -247,6 +248,8 @@ class Daemon:
             at = max(at, r.splay_until)
         if r.held_until is not None and not r.requested:
             at = max(at, r.held_until)
+        if r.asked:
+            at = now  # someone asked: not after a backoff, a splay or a hold
         return at
 
     def _draw_for_attempt(self) -> float:
@@ -299,23 +302,21 @@ class Daemon:
     # ------------------------------------------------------------------ the worker child
 
     def _spawn_worker(self, mode: str) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "join_agent",
-            "--config",
-            str(self.cfg.source),
-            "worker",
-            mode,
-        ]
-        env = {k: v for k, v in self.environ.items() if k not in _NOT_FOR_CHILDREN}
+        argv = children.worker_argv(self.cfg.source, mode)
+        env = children.worker_env(self.environ)
         now = self.clock()
         if mode == "enroll":
             self.renewal.last_attempt = now
+            self.renewal.asked = False  # answered by this attempt, whatever it brings
             log.info("enrolling", reason=self.renewal.reason or "renewal deadline")
         try:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env, close_fds=True
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                env=env,
+                close_fds=True,
+                cwd=children.WORKING_DIRECTORY,
             )
         except OSError as e:  # out of memory or processes: a failed attempt, retried later
             error = f"cannot start the worker process: {e.strerror or e}"
@@ -430,7 +431,7 @@ class Daemon:
                 r.reason = "no credentials yet"
             return
         if result.get("ok"):
-            r.failures, r.requested, r.reason = 0, False, ""
+            r.failures, r.requested, r.asked, r.reason = 0, False, False, ""
             r.last_success, r.last_ok = now, True
             r.splay_until = r.held_until = None
             log.info(
@@ -472,9 +473,9 @@ class Daemon:
             self.kubelet.restart(now)
 
     def _kubelet_serves_our_cert(self) -> bool:
-        from .kubelet import serving_cert_file
+        from .kubelet import read_text, serving_cert_file
 
-        served = serving_cert_file(list(self.cfg.kubelet.command), _read_text)
+        served = serving_cert_file(list(self.cfg.kubelet.command), read_text)
         if served is None:
             return False
         for name in ("kubelet-client-current.pem", "kubelet-server-current.pem"):
@@ -517,12 +518,19 @@ class Daemon:
         return self.kubelet is None or self.kubelet.snapshot().get("state") == "stopped"
 
     def _reload(self, now: dt.datetime) -> None:
-        self.notifier.send("RELOADING=1", "STATUS=reloading the config")
+        # Before READY=1 there is no reload for the service manager to wait for: a reload
+        # then must not turn the unit active before the node can work.
+        if self.ready_sent:
+            self.notifier.send("RELOADING=1", "STATUS=reloading the config")
         try:
             new = config.load(self.cfg.source)
-        except ConfigError as e:
+            refusal = reload_refusal(self.cfg, new) or _unsafe_commands(new)
+            if refusal:
+                raise ConfigError(refusal)
+        except JoinAgentError as e:
             log.error("reload_refused", error=str(e), msg="keeping the running config")
-            self.notifier.send("READY=1", f"STATUS=config reload refused: {e}"[:200])
+            if self.ready_sent:
+                self.notifier.send("READY=1", f"STATUS=config reload refused: {e}"[:200])
             return
         changed = _identity_of(new) != _identity_of(self.cfg)
         kubelet_changed = new.kubelet != self.cfg.kubelet
@@ -536,7 +544,8 @@ class Daemon:
         if kubelet_changed and self.kubelet is not None:
             self.kubelet.stop(now)
             self.kubelet = None  # started again with the new command by _decide
-        self.notifier.send("READY=1")
+        if self.ready_sent:
+            self.notifier.send("READY=1")
 
     # ------------------------------------------------------------------ reporting
 
@@ -714,18 +723,43 @@ def _signer_facts(cfg: Config) -> dict[str, object]:
     return {"kind": cfg.signer_kind, "urls": list(cfg.cfssl.urls)}
 
 
+# What a running agent cannot take over from a reload: its files (status, lock and
+# pidfiles live there; a daemon under another state_dir is invisible to `status` and
+# `reset`), the name the kubelet runs as, the signer, the metrics listener's socket.
+_RESTART_ONLY: tuple[tuple[str, Callable[[Config], object]], ...] = (
+    ("paths.state_dir", lambda c: c.paths.state_dir),
+    ("paths.pki_dir", lambda c: c.paths.pki_dir),
+    ("paths.kubeconfig", lambda c: c.paths.kubeconfig),
+    ("paths.ca_file", lambda c: c.paths.ca_file),
+    ("node.name", lambda c: c.node.name),
+    ("signer.kind", lambda c: c.signer_kind),
+    ("metrics.listen", lambda c: c.metrics_listen),
+)
+
+
+def reload_refusal(old: Config, new: Config) -> str | None:
+    """Why ``new`` cannot replace ``old`` in a running agent, or None (pure)."""
+    changed = [key for key, get in _RESTART_ONLY if get(old) != get(new)]
+    if not changed:
+        return None
+    return (
+        f"{' and '.join(changed)} changed, which a running agent cannot apply: restart it "
+        f"({platform.current().restart_command}) to use the new config"
+    )
+
+
+def _unsafe_commands(cfg: Config) -> str | None:
+    from . import preflight
+
+    problems = preflight.command_problems(cfg)
+    return "; ".join(problems) if problems else None
+
+
 def _identity_of(cfg: Config) -> tuple[object, ...]:
     """What, when changed by a reload, calls for a new certificate or kubeconfig."""
     k = cfg.kubernetes  # serving and csr_timeout do not touch the client certificate
     discovery = (k.bootstrap_token_file, k.ca_pins, k.discovery_file)
     return (cfg.cluster, cfg.node, cfg.signer_kind, cfg.cfssl, discovery, cfg.paths)
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except OSError:
-        return None
 
 
 def kubelet_pidfile(cfg: Config) -> Path:
@@ -751,7 +785,8 @@ def _default_kubelet(cfg: Config, node_name: str) -> KubeletSupervisor | None:
 
 def main(cfg: Config, environ: Mapping[str, str]) -> int:
     """Preflight, then the loop: what ``join-agent run`` does."""
-    from . import files, kubelet, notify
+    from . import files, kubelet, notify, preflight
+    from .guard import UnsafePath
 
     notifier = notify.for_environment(environ)
     # Like sd_notify's unset_environment: the socket is ours alone. A child that inherits
@@ -759,6 +794,11 @@ def main(cfg: Config, environ: Mapping[str, str]) -> int:
     child_env = {k: v for k, v in environ.items() if k not in _NOT_FOR_CHILDREN}
     for name in _NOT_FOR_CHILDREN:
         os.environ.pop(name, None)
+    unsafe = preflight.problems(cfg)
+    if unsafe:
+        raise UnsafePath("; ".join(unsafe))
+    # The working directory is nobody's business here (and must not keep a mount busy).
+    os.chdir(children.WORKING_DIRECTORY)
     files.ensure_dir(cfg.paths.state_dir, 0o700)
     other = state.running_agent(cfg.paths.state_dir)
     if other is not None and other != os.getpid():

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 from cryptography import x509
 
-from . import compat, kubeconfig, pki, transport
+from . import compat, guard, kubeconfig, pki, transport
 from .bootstrap_token import BootstrapToken, signature_valid
 from .errors import CAResponseError, ConfigError, TrustError
 
@@ -213,11 +213,11 @@ def file_discovery(
     else:
         path = Path(source)
         try:
-            text = _text(path.read_bytes(), what)
+            text = _text(_read(path, what), what)
         except OSError as e:
             raise ConfigError(f"cannot read {what}: {e.strerror}") from None
         server, ca_pem = kubeconfig_cluster(
-            text, what, base=path.parent, read=lambda p: p.read_bytes()
+            text, what, base=path.parent, read=lambda p: _read(p, f"the CA file of {what}")
         )
     cas = accept_cas(ca_pem, pins, now=now, clock_skew=clock_skew, what=what)
     return Cluster(server=server, cas=cas, source=f"discovery file {source}")
@@ -239,6 +239,11 @@ def _cluster_info(
             "kube-public ConfigMap granted (docs/kubernetes.md)?"
         )
     return cluster_info_data(r.body, f"cluster-info at {what}")
+
+
+def _read(path: Path, what: str) -> bytes:
+    # The file names the API server and the CA the node will trust: root's alone.
+    return guard.read(path, what, cap=guard.PEM_CAP)
 
 
 def _text(data: bytes, what: str) -> str:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from cryptography import x509
 
-from . import compat, files, kubeconfig, pki, store, trust
+from . import compat, files, guard, kubeconfig, pki, store, trust
 from .config import Config
-from .errors import ConfigError, JoinAgentError, TrustError
+from .errors import ConfigError, JoinAgentError, StoreError, TrustError
 from .identity import Identity
 from .log import get_logger
 from .signers.base import Signer
@@ -183,7 +183,7 @@ def _cluster_ca(cfg: Config, bundle: tuple[x509.Certificate, ...]) -> bytes:
     if cfg.cluster.ca_bundle is None:
         return compat.pem(bundle)
     try:
-        data = cfg.cluster.ca_bundle.read_bytes()
+        data = guard.read(cfg.cluster.ca_bundle, "cluster.ca_bundle", cap=guard.PEM_CAP)
     except OSError as e:
         raise ConfigError(
             f"cannot read cluster.ca_bundle {cfg.cluster.ca_bundle}: {e.strerror}"
@@ -207,6 +207,8 @@ def _read_bundle(path: Path) -> tuple[x509.Certificate, ...]:
 
 def _read(path: Path) -> bytes | None:
     try:
-        return path.read_bytes()
-    except OSError:
+        return guard.read(path, "the CA file", cap=guard.PEM_CAP)
+    except FileNotFoundError:
         return None
+    except OSError as e:
+        raise StoreError(f"cannot read the CA file {path}: {e.strerror or e}") from None

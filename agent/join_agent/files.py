@@ -10,15 +10,17 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import faults, state
+from . import faults, guard, state
 from .errors import LockedError, StoreError
 
 TMP_PREFIX = ".join-agent-tmp-"
+LOCK_FILE = "lock"
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -68,14 +70,24 @@ def commit(tmp: Path, path: Path) -> None:
 
 
 def unchanged(path: Path, data: bytes, mode: int) -> bool:
-    """True when ``path`` holds exactly ``data``; a widened mode is put back on the way."""
+    """True when ``path`` is a regular file holding exactly ``data``; a widened mode is put
+    back on the way. Never through a symlink: a link there is replaced, not followed."""
     try:
-        if path.read_bytes() != data:
-            return False
-        if path.stat().st_mode & 0o777 != mode:
-            path.chmod(mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != len(data):
+            return False
+        if os.read(fd, len(data) + 1) != data:
+            return False
+        if stat.S_IMODE(st.st_mode) != mode:
+            os.fchmod(fd, mode)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     return True
 
 
@@ -107,8 +119,10 @@ def discard(tmp: Path) -> None:
 
 
 def ensure_dir(directory: Path, mode: int = 0o755) -> None:
+    """The directory, created with exactly ``mode`` if missing; an existing one must pass
+    guard's rule (owned by root, writable by nobody else, on the whole path)."""
     try:
-        directory.mkdir(mode=mode, parents=True, exist_ok=True)
+        guard.ensure_dir(directory, mode)
     except OSError as e:
         raise StoreError(f"cannot create directory {directory}: {strerror(e)}") from None
 
@@ -129,12 +143,21 @@ def state_lock(state_dir: Path, wait: float = 60.0) -> Iterator[None]:
     vain can say who holds it.
     """
     ensure_dir(state_dir, 0o700)
-    path = state_dir / "lock"
+    path = state_dir / LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # Never through a link: the holder's line is written into whatever this opens.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise guard.UnsafePath(
+                f"the lock {path} is a symlink: remove it (`rm {path}`)"
+            ) from None
         raise StoreError(f"cannot open the lock {path}: {strerror(e)}") from None
     try:
+        wrong = guard.judge(os.fstat(fd), uids=guard.trusted_uids(), on_the_way=False)
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or wrong is not None:
+            what = wrong[0] if wrong else "is not a regular file"
+            raise guard.UnsafePath(f"the lock {path} {what}: remove it (`rm {path}`)")
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -157,9 +180,10 @@ def state_lock(state_dir: Path, wait: float = 60.0) -> Iterator[None]:
 
 def _holder(path: Path) -> str:
     try:
-        pid, _, args = path.read_text().strip().partition(" ")
-    except OSError:
-        pid, args = "", ""
+        text = guard.read_text(path, "the lock", cap=4096)
+    except (OSError, StoreError):
+        text = ""
+    pid, _, args = text.strip().partition(" ")
     if not pid.isdigit():
         return "another join-agent"
     return f"join-agent {args} (pid {pid})" if args else f"another join-agent (pid {pid})"

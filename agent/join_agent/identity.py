@@ -6,21 +6,16 @@ The choice of addresses is pure (``select_addresses``); reading the OS is a thin
 from __future__ import annotations
 
 import fnmatch
-import re
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .config import IPAddress, NodeConfig
+from .config import IPAddress, NodeConfig, node_name_problem
 from .errors import IdentityError
 
 if TYPE_CHECKING:  # netlink is imported only when addresses are discovered
     from .netlink import InterfaceAddress
-
-_DNS1123_SUBDOMAIN = re.compile(
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-)
 
 
 @dataclass(frozen=True)
@@ -37,13 +32,13 @@ class Identity:
 
 
 def validate_node_name(name: str, origin: str) -> str:
-    """Return ``name`` if it is a DNS-1123 subdomain (what Kubernetes requires of node names)."""
+    """Return ``name`` if it can be a node's name (``config.node_name_problem``)."""
     if not name:
         raise IdentityError(f"the node name from {origin} is empty: set [node] name")
-    if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+    problem = node_name_problem(name)
+    if problem is not None:
         raise IdentityError(
-            f"node name {name!r} from {origin} is not a valid Kubernetes node name "
-            "(lowercase letters, digits, '-' and '.', at most 253 characters): set [node] name"
+            f"node name {name!r} from {origin} cannot be used: {problem}; set [node] name"
         )
     return name
 

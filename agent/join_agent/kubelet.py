@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from . import files, state
+from . import children, files, guard, platform, state
 from .errors import JoinAgentError, StoreError
 from .log import get_logger
 
@@ -40,11 +40,6 @@ State = Literal["stopped", "starting", "running", "backoff", "stopping"]
 
 STOP_POLL = dt.timedelta(milliseconds=100)
 """While stopping, how often ``tick`` wants to look for the child's exit."""
-
-_STRIPPED_ENV = frozenset(
-    {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "CREDENTIALS_DIRECTORY"}
-)
-_STRIPPED_ENV_PREFIXES = ("LISTEN_", "WATCHDOG_")
 
 
 class KubeletError(JoinAgentError):
@@ -60,15 +55,10 @@ def kubelet_argv(command: Sequence[str], kubeconfig: Path, node_name: str) -> li
 
 
 def kubelet_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """Our environment minus what belongs to us: sd_notify and watchdog (the kubelet notifies
-    systemd itself, and NotifyAccess=main would drop it), our secrets' directory, and
-    socket activation.
-    """
-    return {
-        k: v
-        for k, v in environ.items()
-        if k not in _STRIPPED_ENV and not k.startswith(_STRIPPED_ENV_PREFIXES)
-    }
+    """What the kubelet starts with (``children.kubelet_env``)."""
+    from . import children
+
+    return children.kubelet_env(environ)
 
 
 def flag_value(argv: Sequence[str], name: str, *, boolean: bool = False) -> str | None:
@@ -198,21 +188,27 @@ def serving_cert_file(argv: Sequence[str], read_file: Callable[[Path], str | Non
 
 
 def read_text(path: Path) -> str | None:
-    """A file's text, or None if it cannot be read (the ``read_file`` of ``conflicts``)."""
+    """A regular file's text (at most 1 MiB), or None if it cannot be read (the
+    ``read_file`` of ``conflicts``)."""
     try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        return guard.read_text(path, "the file", cap=guard.CONFIG_CAP, trusted=False)
+    except (OSError, StoreError):
         return None
 
 
 def systemd_unit_active(unit: str) -> bool:
     """``systemctl is-active`` for one unit; False where there is no systemd."""
+    systemctl = platform.tool("systemctl")
+    if systemctl is None:
+        return False
     try:
         done = subprocess.run(
-            ["systemctl", "is-active", "--quiet", unit],  # noqa: S607 - PATH lookup is fine
+            [systemctl, "is-active", "--quiet", unit],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env={"PATH": children.DEFAULT_PATH, "LC_ALL": "C"},
+            cwd=children.WORKING_DIRECTORY,
             timeout=10,
             check=False,
         )
@@ -264,6 +260,7 @@ class OsProcesses:
             stdin=subprocess.DEVNULL,
             close_fds=True,
             start_new_session=True,
+            cwd=children.WORKING_DIRECTORY,
         )
         self._children[child.pid] = child
         return child.pid
@@ -314,13 +311,17 @@ class OsProcesses:
                 return None
             boot = read_text(self._proc / "sys" / "kernel" / "random" / "boot_id")
             return fields[19] + (f" boot={boot.strip()}" if boot else "")
+        ps = platform.tool("ps")
+        if ps is None:
+            return None
         try:
             out = subprocess.run(
-                ["ps", "-o", "stime=", "-p", str(pid)],  # noqa: S607 - PATH lookup is fine
+                [ps, "-o", "stime=", "-p", str(pid)],
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
-                env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                env={"LC_ALL": "C", "PATH": children.DEFAULT_PATH},
+                cwd=children.WORKING_DIRECTORY,
                 timeout=10,
                 check=False,
             )
@@ -340,9 +341,14 @@ def write_pidfile(pidfile: Path, pid: int, start_time: str | None) -> None:
 
 
 def read_pidfile(pidfile: Path) -> tuple[int, str | None] | None:
-    """(pid, start token) from a pidfile; None if absent; ValueError if garbled."""
-    text = read_text(pidfile)
-    if text is None:
+    """(pid, start token) from a pidfile; None if absent; ValueError if garbled.
+
+    UnsafePath when someone but root could have written it: whoever writes it chooses
+    whom root signals.
+    """
+    try:
+        text = guard.read_text(pidfile, "the kubelet pidfile", cap=guard.SMALL_CAP)
+    except OSError:
         return None
     parts = text.strip().split(maxsplit=1)
     if not parts or not parts[0].isdigit() or int(parts[0]) <= 1:

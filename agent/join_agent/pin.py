@@ -7,14 +7,16 @@ from pathlib import Path
 
 from cryptography import x509
 
-from . import compat, kubeconfig, pki
-from .errors import ConfigError
+from . import compat, guard, kubeconfig, pki
+from .errors import ConfigError, StoreError
 
 
 def certificates_from_file(path: Path) -> list[x509.Certificate]:
     """CA certificates in a PEM bundle, a DER certificate, or a kubeconfig's CA data."""
     try:
-        data = path.read_bytes()
+        data = guard.read(path, "the certificate file", cap=guard.PEM_CAP, trusted=False)
+    except StoreError as e:
+        raise ConfigError(str(e)) from None
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
     if b"-----BEGIN CERTIFICATE-----" in data:

@@ -19,6 +19,7 @@ class PlatformDefaults:
     manage_kubelet: bool
     kubelet_command: tuple[str, ...]
     examples: Path  # where the packages install the example configs
+    restart_command: str  # how an operator restarts the agent's service
 
 
 LINUX = PlatformDefaults(
@@ -30,6 +31,7 @@ LINUX = PlatformDefaults(
     manage_kubelet=True,
     kubelet_command=("/usr/bin/kubelet", "--config=/var/lib/kubelet/config.yaml"),
     examples=Path("/usr/share/doc/join-agent/examples"),
+    restart_command="systemctl restart join-agent",
 )
 
 # OmniOS-extra layout (/etc/opt/ooce, /var/opt/ooce). The upstream kubelet does not run on
@@ -43,7 +45,25 @@ ILLUMOS = PlatformDefaults(
     manage_kubelet=False,
     kubelet_command=("/opt/ooce/bin/kubelet",),
     examples=Path("/opt/ooce/join-agent/share/doc/join-agent/examples"),
+    restart_command="svcadm restart join-agent",
 )
+
+
+# The tools the agent runs, by absolute path: never looked up in PATH. The first that
+# exists wins (merged /usr or not; illumos keeps svcadm in /usr/sbin).
+TOOLS: dict[str, tuple[str, ...]] = {
+    "systemctl": ("/usr/bin/systemctl", "/bin/systemctl"),
+    "svcadm": ("/usr/sbin/svcadm",),
+    "ps": ("/usr/bin/ps", "/bin/ps"),
+    "sh": ("/bin/sh", "/usr/bin/sh"),
+}
+
+
+def tool(name: str) -> str | None:
+    """The absolute path of one of TOOLS on this machine, or None where it is missing."""
+    import os
+
+    return next((p for p in TOOLS[name] if os.path.exists(p)), None)
 
 
 def current() -> PlatformDefaults:

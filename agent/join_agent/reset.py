@@ -16,6 +16,11 @@ SERVING_REQUEST = "serving-request.json"
 def reset(cfg: Config) -> list[str]:
     """Stop a kubelet left behind, remove the credentials, kubeconfig, CA file and recorded
     state; returns one line per thing done."""
+    from . import preflight
+
+    # Nothing is signalled or removed on the word of a file someone else could have put
+    # there: the directories first, then each pidfile as it is read.
+    preflight.require_directories(cfg)
     pid = state.running_agent(cfg.paths.state_dir)
     if pid is not None:
         raise JoinAgentError(

@@ -18,7 +18,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from . import compat, csr_api, files, pki, reset, state, store
+from . import compat, csr_api, files, guard, pki, reset, state, store
 from .config import Config
 from .errors import CertificateRejected, JoinAgentError, StoreError
 from .identity import Identity
@@ -123,9 +123,9 @@ def _look(
         log.warning("serving_request_refused", name=pending.name, reason=detail)
         return {"state": "denied", "name": pending.name, "message": message}
     try:
-        key_pem = (cfg.paths.pki_dir / PENDING_KEY).read_bytes()
+        key_pem = guard.read(cfg.paths.pki_dir / PENDING_KEY, "the pending key", cap=guard.PEM_CAP)
         key = serialization.load_pem_private_key(key_pem, password=None)
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, StoreError):
         # The key is gone (pki_dir wiped) or damaged: this answer can never be used.
         log.warning("serving_key_lost", name=pending.name, msg="asking again")
         clear_pending(cfg)
@@ -182,13 +182,14 @@ def _ask(
 
 def read_pending(cfg: Config) -> Pending | None:
     try:
-        doc = json.loads((cfg.paths.state_dir / REQUEST_FILE).read_text())
+        path = cfg.paths.state_dir / REQUEST_FILE
+        doc = json.loads(guard.read(path, "the serving request record", cap=guard.SMALL_CAP))
         return Pending(
             name=str(doc["name"]),
             requested_at=state.parse_iso(str(doc["requested_at"])),
             denied=str(doc.get("denied", "")),
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, StoreError):
         return None
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import schedule, state
+from . import guard, schedule, state
 from .config import Config
 from .durations import format_duration
 from .errors import KeyMismatch, StoreError
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from . import store
 
 SCHEMA = 1
-EXIT_HEALTHY, EXIT_DEGRADED, EXIT_BROKEN = 0, 1, 2
+CAP = guard.PEM_CAP
+EXIT_HEALTHY, EXIT_DEGRADED, EXIT_BROKEN = 0, 1, 2  # and cli.STATUS_UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -71,19 +72,25 @@ def snapshot(cfg: Config, credentials: Path) -> Snapshot:
         mismatch = isinstance(e, KeyMismatch)
     kc, kc_error = None, None
     try:
-        kc = kubeconfig.parse(cfg.paths.kubeconfig.read_text())
+        kc = kubeconfig.parse(guard.read_text(cfg.paths.kubeconfig, "the kubeconfig", cap=CAP))
     except FileNotFoundError:
         pass
     except OSError as e:
         kc_error = f"cannot read the kubeconfig {cfg.paths.kubeconfig}: {e.strerror}"
+    except StoreError as e:
+        kc_error = str(e)
     except ValueError as e:
         kc_error = f"the kubeconfig {cfg.paths.kubeconfig} is {e}"
     ca: tuple[x509.Certificate, ...] = ()
     ca_error = None
     try:
-        ca = tuple(compat.load_pem_certificates(cfg.paths.ca_file.read_bytes()))
+        ca = tuple(
+            compat.load_pem_certificates(guard.read(cfg.paths.ca_file, "the CA file", cap=CAP))
+        )
     except FileNotFoundError:
         pass
+    except StoreError as e:
+        ca_error = str(e)
     except (OSError, ValueError) as e:
         ca_error = f"cannot read the CA file {cfg.paths.ca_file}: {e}"
     # Without a readable ca_file there is nothing to compare the kubeconfig with; the
@@ -91,8 +98,9 @@ def snapshot(cfg: Config, credentials: Path) -> Snapshot:
     cluster_ca: tuple[x509.Certificate, ...] | None = ca or None
     if cfg.cluster.ca_bundle is not None:
         try:
-            cluster_ca = tuple(compat.load_pem_certificates(cfg.cluster.ca_bundle.read_bytes()))
-        except (OSError, ValueError):
+            bundle = guard.read(cfg.cluster.ca_bundle, "cluster.ca_bundle", cap=CAP)
+            cluster_ca = tuple(compat.load_pem_certificates(bundle))
+        except (OSError, ValueError, StoreError):
             cluster_ca = None  # config trouble, reported by join; nothing to compare here
     return Snapshot(
         key_mismatch=mismatch,
@@ -363,8 +371,13 @@ def _kubelet_trouble(k: dict[str, Any]) -> str:
 def gather(cfg: Config, now: dt.datetime, *, probe: bool = True) -> Report:
     """The whole status: recorded facts when they are fresh, the files otherwise."""
     credentials = cfg.paths.pki_dir / "kubelet-client-current.pem"
-    recorded = state.read(cfg.paths.state_dir)
-    agent_running = state.running_agent(cfg.paths.state_dir) is not None
+    recorded, damage = state.read_checked(cfg.paths.state_dir)
+    try:
+        agent_running = state.running_agent(cfg.paths.state_dir) is not None
+    except StoreError as e:  # a pidfile someone else could write: no daemon to believe
+        agent_running, damage = False, str(e)
+    if damage is not None:
+        recorded = None  # judged from the files on disk alone
     f = _fresh_facts(recorded, credentials, cfg) if agent_running else None
     source = "daemon"
     if f is None:
@@ -396,6 +409,10 @@ def gather(cfg: Config, now: dt.datetime, *, probe: bool = True) -> Report:
         facts=f,
     )
     report.doc["source"] = source
+    if damage is not None:
+        report = _with_part(
+            report, "source", source, [f"{damage}: judged from the files on disk alone"]
+        )
     if cfg.signer_kind == "kubernetes" and cfg.kubernetes.serving:
         report = with_serving(report, _serving_facts(cfg, recorded, agent_running))
     recorded_extras = (recorded or {}).get("certificates")
@@ -535,8 +552,11 @@ def render_text(report: Report) -> str:
         lines.append(f"Node:         {d['node']}")
     if cert.get("present"):
         renewal = d.get("renewal") or {}
-        expires = f"Expires:      {cert['not_after'][:10]} ({_left(cert['seconds_left'])}"
-        if renewal.get("renew_at") and cert["seconds_left"] > 0:
+        left = _left(cert["seconds_left"])
+        if report.state == "not-yet-valid":  # not "VALID: n days" beside that verdict
+            left = f"NOT VALID YET: from {cert['not_before']}"
+        expires = f"Expires:      {cert['not_after'][:10]} ({left}"
+        if renewal.get("renew_at") and cert["seconds_left"] > 0 and report.state != "not-yet-valid":
             expires += f", {_renews(renewal['renew_at'], d['checked_at'])}"
         lines += [
             expires + ")",

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
-from . import compat, faults
+from . import compat, faults, guard
 from .errors import KeyMismatch, StoreError
 from .files import TMP_PREFIX as _TMP_PREFIX
 from .files import atomic_write, ensure_dir, fsync_dir, state_lock, strerror
@@ -84,7 +84,7 @@ class PairStore:
     def load_current(self) -> Pair | None:
         """The pair ``current`` points at, None when there is none yet."""
         try:
-            data = self.current.read_bytes()
+            data = guard.read(self.current, "the credentials", cap=guard.PEM_CAP)
         except FileNotFoundError:
             return None
         except OSError as e:
@@ -131,7 +131,7 @@ class PairStore:
         if self._pending.is_symlink():
             target = self.directory / os.readlink(self._pending)
             try:
-                parse_pair(target, target.read_bytes())
+                parse_pair(target, guard.read(target, "the credentials", cap=guard.PEM_CAP))
                 os.replace(self._pending, self.current)
                 done.append(f"finished switching {self.current} to {target.name}")
             except (OSError, StoreError):

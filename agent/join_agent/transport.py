@@ -199,6 +199,8 @@ def _stream(
                     )
                 _refuse_compressed(r, what)
                 return _lines(r, limits, what, on_line, stop)
+        except httpx.ConnectTimeout:
+            raise _connect_timeout(what, limits) from None
         except httpx.TimeoutException:
             return None  # an idle watch that outlived its time: the caller looks again
 
@@ -253,6 +255,9 @@ def _within_deadline(
                     _refuse_compressed(r, what)
                     data = _read_capped(r, limits, what)
                     return Response(url=url, status=r.status_code, headers=r.headers, body=data)
+            except httpx.ConnectTimeout:
+                # TCP and the TLS handshake have their own, shorter bound: name that one.
+                raise _connect_timeout(what, limits) from None
             except httpx.TimeoutException:
                 raise _deadline(what, limits) from None
 
@@ -290,6 +295,13 @@ def _read_capped(r: httpx.Response, limits: Limits, what: str) -> bytes:
 
 def _deadline(what: str, limits: Limits) -> TransportError:
     return TransportError(f"{what} did not answer within {limits.deadline:g}s")
+
+
+def _connect_timeout(what: str, limits: Limits) -> TransportError:
+    bound = min(limits.connect, limits.deadline)
+    return TransportError(
+        f"cannot connect to {what}: no connection (TCP and TLS handshake) within {bound:g}s"
+    )
 
 
 def _connect_error(e: httpx.ConnectError, what: str) -> TransportError:

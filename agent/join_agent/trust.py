@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import guard
 from .config import PIN_PATTERN
 from .errors import StoreError
 
@@ -14,7 +15,7 @@ def recorded_pin(state_dir: Path) -> str | None:
     """The pin recorded by trust on first use, or None before the first join."""
     path = state_dir / TOFU_FILE
     try:
-        text = path.read_text().strip()
+        text = guard.read_text(path, "the recorded CA pin", cap=guard.SMALL_CAP).strip()
     except FileNotFoundError:
         return None
     except OSError as e:

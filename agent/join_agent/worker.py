@@ -30,6 +30,10 @@ def enroll_once(
     token_origin: str = "",
 ) -> enroll.Enrolled:
     """One enrollment under the state lock: what ``join`` does."""
+    from . import preflight
+
+    # Before any request: a CSR answered is wasted if its files cannot be written safely.
+    preflight.require_directories(cfg)
     node = identity.resolve(cfg.node)
     limits = transport.Limits()
     # Under the lock: the pins (a pin recorded on first use included) are read and

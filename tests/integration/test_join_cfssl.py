@@ -228,7 +228,7 @@ def test_auth_key_readable_by_others_is_refused(node: Node) -> None:
     node.auth_key.chmod(0o644)
     r = node.run("join")
     assert r.returncode != 0
-    assert "readable by group or others (mode 0644)" in r.stderr
+    assert "readable by group and others (mode 0644)" in r.stderr
     assert_nothing_written(node)
 
 
@@ -277,13 +277,14 @@ def test_check_reports_each_item_on_its_own_line(node: Node, ca: CfsslCA) -> Non
     r = node.run("check")
     lines = r.stdout.splitlines()
     assert lines[0] == f"PASS  config: {node.config} is valid"
-    assert lines[1].startswith(f"PASS  auth key: {node.auth_key}")
-    assert lines[2] == f"PASS  CA {ca.url}: answers; CN=join-agent test CA matches a pin"
-    assert lines[3].startswith(f"PASS  clock vs {ca.url}: within ")
+    assert lines[1].startswith("PASS  trust: the node's directories and what runs as root")
+    assert lines[2].startswith(f"PASS  auth key: {node.auth_key}")
+    assert lines[3] == f"PASS  CA {ca.url}: answers; CN=join-agent test CA matches a pin"
+    assert lines[4].startswith(f"PASS  clock vs {ca.url}: within ")
     # cfssl serve answers /newcert to anyone: a warning, not a failure.
-    assert lines[4].startswith(f"WARN  /newcert at {ca.url}: reachable from this node")
+    assert lines[5].startswith(f"WARN  /newcert at {ca.url}: reachable from this node")
     # No join yet: no CA file to verify the API server with.
-    assert lines[5].startswith("SKIP  API server https://127.0.0.1:6443: no CA to verify it with")
+    assert lines[6].startswith("SKIP  API server https://127.0.0.1:6443: no CA to verify it with")
     assert "Traceback" not in r.stderr
 
 
@@ -293,7 +294,7 @@ def test_check_fails_on_a_wrong_pin_and_a_bad_secret(node: Node) -> None:
     r = node.run("check")
     assert r.returncode == 1
     fails = [line for line in r.stdout.splitlines() if line.startswith("FAIL")]
-    assert any("auth key" in f and "readable by group or others" in f for f in fails)
+    assert any("auth key" in f and "readable by group (mode 0640)" in f for f in fails)
     assert any("which is not in signer.cfssl.ca_pins" in f for f in fails)
 
 

@@ -180,3 +180,24 @@ def test_environment_proxies_are_ignored(
     monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
     monkeypatch.delenv("NO_PROXY", raising=False)
     assert _post(url, transport.Limits()).body == body
+
+
+def test_a_tls_handshake_that_never_comes_is_named_by_its_own_bound() -> None:
+    """A peer that accepts TCP and never answers the ClientHello: the connect bound
+    (TCP and TLS), not the whole-exchange deadline, is what ran out."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)  # the kernel completes the handshake; nobody ever speaks TLS
+    url = f"https://127.0.0.1:{srv.getsockname()[1]}"
+    limits = transport.Limits(connect=0.5, deadline=20.0)
+    try:
+        with (
+            transport.make_client(verify=transport.system_trust(), limits=limits) as client,
+            pytest.raises(TransportError) as info,
+        ):
+            transport.get(client, url + "/", limits, what="the API server")
+    finally:
+        srv.close()
+    assert str(info.value) == (
+        "cannot connect to the API server: no connection (TCP and TLS handshake) within 0.5s"
+    )

@@ -15,6 +15,8 @@ Every kubelet flag is accepted and ignored. Its own flags:
   --standin-exit-after=SECONDS exit after this long (crash on cue)
   --standin-exit-code=N        ... with this status; a negative N kills itself with signal -N
   --standin-ignore-sigterm     ignore SIGTERM (to test SIGKILL escalation)
+  --standin-run-tool=NAME      run NAME once, looked up in PATH as a kubelet looks up
+                               iptables or mount, and record the file it found (or null)
 
 On SIGTERM it exits 0 promptly unless told to ignore it. The SIGTERM disposition is set
 before the record line is written, so a test that saw the line may signal at once.
@@ -50,6 +52,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--standin-exit-after", type=float)
     p.add_argument("--standin-exit-code", type=int, default=1)
     p.add_argument("--standin-ignore-sigterm", action="store_true")
+    p.add_argument("--standin-run-tool")
     opts, _kubelet_flags = p.parse_known_args(argv)
     return opts
 
@@ -78,10 +81,23 @@ def _serve_healthz(port: int) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
 
-def _record(path: str) -> None:
+def _run_tool(name: str | None) -> str | None:
+    import shutil
+    import subprocess
+
+    found = shutil.which(name) if name else None
+    if found:
+        subprocess.run([name], check=False, timeout=10)
+    return found
+
+
+def _record(path: str, tool: str | None) -> None:
     line = {
         "argv": sys.argv[1:],
         "env": {k: os.environ[k] for k in RECORDED_ENV if k in os.environ},
+        "env_names": sorted(os.environ),
+        "cwd": os.getcwd(),
+        "tool": tool,
         "pid": os.getpid(),
         "pgid": os.getpgid(0),
         "sid": os.getsid(0),
@@ -102,8 +118,9 @@ def main(argv: list[str]) -> int:
         signal.signal(signal.SIGTERM, _on_sigterm)
     if opts.standin_healthz_port:
         _serve_healthz(opts.standin_healthz_port)
+    tool = _run_tool(opts.standin_run_tool)
     if opts.standin_record:
-        _record(opts.standin_record)
+        _record(opts.standin_record, tool)
     if opts.standin_exit_after is None:
         while True:
             time.sleep(3600)

@@ -100,7 +100,7 @@ def test_actions_become_argv_without_a_shell_unless_asked() -> None:
         "/usr/sbin/svcadm", "restart", "svc:/k8s/apiserver:default",
     ]  # fmt: skip
     assert actions.argv_for(action(systemd_reload="kube-apiserver.service")) == [
-        "systemctl", "reload-or-restart", "kube-apiserver.service",
+        "/usr/bin/systemctl", "reload-or-restart", "kube-apiserver.service",
     ]  # fmt: skip
     spec = config.parse(_doc(), Path("/c.toml")).certificates[0]
     env = actions.environment(spec)
@@ -187,7 +187,7 @@ def test_a_signal_goes_only_to_the_pid_a_root_owned_pidfile_names(tmp_path: Path
         ).certificates[0]
         refused = actions.run(spec)
         assert refused is not None and not refused.ok
-        assert "writable by others than root" in refused.output
+        assert "writable by group and others" in refused.output
         assert child.poll() is None
         pidfile.chmod(0o644)
         sent = actions.run(spec)
@@ -196,3 +196,27 @@ def test_a_signal_goes_only_to_the_pid_a_root_owned_pidfile_names(tmp_path: Path
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_scoped_or_link_local_host_is_refused() -> None:
+    for host, said in (("fe80::1%eth0", "a scoped address"), ("fe80::1", "a link-local address")):
+        with pytest.raises(ConfigError, match=f"has '{host}', {said}"):
+            config.parse(_doc(hosts=[host]), Path("/c.toml"))
+
+
+def test_an_action_script_others_can_write_is_not_run(tmp_path: Path) -> None:
+    ran = tmp_path / "ran"
+    script = tmp_path / "reload.sh"
+    script.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    script.chmod(0o777)
+    spec = config.parse(_doc(action={"command": [str(script)]}), Path("/c.toml")).certificates[0]
+    refused = actions.run(spec)
+    assert refused is not None and not refused.ok and refused.exit is None
+    assert refused.output == (
+        f"not run: the action of [[certificate]] {spec.name} {script} is writable by group "
+        f"and others (mode 0777): run `chmod go-w {script}`"
+    )
+    assert not ran.exists()
+    script.chmod(0o755)
+    done = actions.run(spec)
+    assert done is not None and done.ok and ran.exists()

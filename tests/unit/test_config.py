@@ -361,7 +361,7 @@ def test_load_missing_file(tmp_path: Path) -> None:
 
 
 def test_load_directory(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read config file"):
+    with pytest.raises(ConfigError, match="is a directory, not a regular file"):
         config.load(tmp_path)
 
 
@@ -457,3 +457,61 @@ def test_overrides_lay_flags_over_the_file(tmp_path: Path) -> None:
     merged = config.with_overrides(minimal(), {"signer.cfssl.profile": "p"})
     assert merged["signer"]["cfssl"] == {**minimal()["signer"]["cfssl"], "profile": "p"}
     assert "profile" not in minimal()["signer"]["cfssl"]  # the input is not changed
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("fe80::1%eth0", "'fe80::1%eth0', a scoped address: a certificate carries no zone"),
+        ("fe80::1", "'fe80::1', a link-local address"),
+        ("169.254.1.1", "'169.254.1.1', a link-local address"),
+        ("0.0.0.0", "'0.0.0.0', which is not the address of one host"),  # noqa: S104
+        ("ff02::1", "'ff02::1', which is not the address of one host"),
+        ("10.0.0.300", "'10.0.0.300', which is not an IP address"),
+    ],
+)
+def test_node_addresses_a_certificate_cannot_carry_are_refused(value: str, said: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.parse(doc_with("node.addresses", [value]), SOURCE)
+    assert f"{SOURCE}: node.addresses has {said}" in str(info.value)
+
+
+def test_loopback_and_private_node_addresses_are_kept() -> None:
+    cfg = config.parse(doc_with("node.addresses", ["127.0.0.1", "::1", "fd00::7"]), SOURCE)
+    assert [str(a) for a in cfg.node.addresses] == ["127.0.0.1", "::1", "fd00::7"]
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("a" * 53, "is 'aaaa"),
+        ("a" * 53, "it has 53 characters: the certificate's CN system:node:<name> may have at most "
+         "64 (X.509), so a node name at most 52"),
+        ("a" * 64 + ".b", "its label aaaaaaaaaaaaaaaa... has 64 characters (DNS allows 63)"),
+        ("node_1", "it is not a DNS-1123 subdomain"),
+    ],
+)  # fmt: skip
+def test_node_names_past_a_limit_are_refused_with_the_limit(name: str, said: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.parse(doc_with("node.name", name), SOURCE)
+    assert said in str(info.value)
+    assert str(info.value).startswith(f"{SOURCE}: node.name is ")
+
+
+def test_a_node_name_at_the_cn_limit_is_accepted() -> None:
+    name = "a" * config.MAX_NODE_NAME
+    assert len(config.NODE_CN_PREFIX + name) == 64
+    assert config.parse(doc_with("node.name", name), SOURCE).node.name == name
+
+
+def test_the_kubelet_command_must_be_an_absolute_path() -> None:
+    with pytest.raises(
+        ConfigError, match=r"kubelet\.command starts with 'kubelet': give the kubelet"
+    ):
+        config.parse(doc_with("kubelet.command", ["kubelet", "--v=2"]), SOURCE)
+
+
+def test_a_relative_config_path_becomes_absolute(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir("/tmp")
+    assert config.config_path("c.toml", {}) == Path("/tmp/c.toml")
+    assert config.config_path(None, {config.CONFIG_ENV: "x/c.toml"}) == Path("/tmp/x/c.toml")

@@ -42,11 +42,23 @@ def test_owner_read_only_is_fine(tmp_path: Path) -> None:
     assert read_secret(credentials.CFSSL_AUTH_KEY, path, KEY, {}).value == SECRET
 
 
-@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o620, 0o602, 0o610])
-def test_refuses_a_file_group_or_others_can_use(tmp_path: Path, mode: int) -> None:
+@pytest.mark.parametrize(
+    ("mode", "said"),
+    [
+        (0o640, "readable by group"),
+        (0o604, "readable by others"),
+        (0o644, "readable by group and others"),
+        (0o620, "writable by group"),
+        (0o602, "writable by others"),
+        (0o622, "writable by group and others"),
+        (0o610, "executable by group"),
+        (0o664, "readable and writable by group, readable by others"),
+    ],
+)
+def test_refuses_a_file_group_or_others_can_use(tmp_path: Path, mode: int, said: str) -> None:
     path = write_secret(tmp_path / "auth-key", mode=mode)
     message = refusal(path)
-    assert f"{KEY} {path} is readable by group or others" in message
+    assert f"{KEY} {path} is {said} (mode" in message
     assert f"{mode:04o}" in message
     assert f"chmod 600 {path}" in message
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ from join_agent.notify import NullNotifier
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
 
 
-def make(tmp_path: Path, **sections: dict[str, Any]) -> daemon.Daemon:
-    doc: dict[str, Any] = {
+def document(tmp_path: Path) -> dict[str, Any]:
+    return {
         "cluster": {"server": "https://10.0.0.5:6443"},
         "node": {"name": "worker-1", "addresses": ["192.0.2.10"]},
         "signer": {"cfssl": {"urls": ["http://127.0.0.1:1"], "ca_pins": ["sha256:" + "0" * 64]}},
@@ -33,6 +34,10 @@ def make(tmp_path: Path, **sections: dict[str, Any]) -> daemon.Daemon:
         "renewal": {"retry_min": "10s", "retry_max": "5m"},
         "kubelet": {"manage": False},
     }
+
+
+def make(tmp_path: Path, **sections: dict[str, Any]) -> daemon.Daemon:
+    doc = document(tmp_path)
     for k, v in sections.items():
         doc.setdefault(k, {}).update(v)
     cfg = config.parse(doc, source=tmp_path / "config.toml")
@@ -164,3 +169,40 @@ def test_a_bad_reload_keeps_the_running_config(tmp_path: Path, text: str) -> Non
     before = d.cfg
     d._reload(NOW)
     assert d.cfg is before
+
+
+def test_an_explicit_ask_goes_now_whatever_backoff_or_hold_waits(tmp_path: Path) -> None:
+    d = make(tmp_path)
+    d.creds = creds(["192.0.2.10"])
+    for _ in range(6):
+        d.renewal.last_attempt = NOW
+        d._apply(NOW, "enroll", {"ok": False, "error": "down", "kind": "TransportError"})
+    d._apply(NOW, "enroll", {"ok": False, "error": "no", "kind": "RequestDenied"})
+    waiting = d._next_attempt(NOW)
+    assert waiting is not None and waiting >= NOW + daemon.AFTER_DENIAL
+    d.pending_signals.append(signal.SIGUSR1)
+    d._handle_signals(NOW)
+    assert d._next_attempt(NOW) == NOW
+    # Starting the attempt answers the ask (_spawn_worker clears it); its failure then
+    # backs off again rather than asking in a loop.
+    d.renewal.asked = False
+    d._apply(NOW, "enroll", {"ok": False, "error": "down", "kind": "TransportError"})
+    again = d._next_attempt(NOW)
+    assert again is not None and again > NOW
+
+
+def test_a_reload_that_a_running_agent_cannot_apply_is_refused(tmp_path: Path) -> None:
+    d = make(tmp_path)
+    doc = document(tmp_path)
+    doc["paths"]["state_dir"] = str(tmp_path / "elsewhere")
+    doc["node"]["name"] = "other-name"
+    moved = config.parse(doc, source=d.cfg.source)
+    said = daemon.reload_refusal(d.cfg, moved)
+    assert said == (
+        "paths.state_dir and node.name changed, which a running agent cannot apply: restart "
+        "it (systemctl restart join-agent) to use the new config"
+    )
+    doc = document(tmp_path)
+    doc["renewal"]["retry_min"] = "20s"
+    same = config.parse(doc, source=d.cfg.source)
+    assert daemon.reload_refusal(d.cfg, same) is None  # what can change live, does

@@ -10,6 +10,7 @@ import base64
 import datetime as dt
 import ipaddress
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -496,3 +497,102 @@ def test_parse_duration_returns_a_non_negative_delta_or_raises_value_error(text:
         one_line(e)
     else:
         assert value >= dt.timedelta(0)
+
+
+# -- the state file --------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+_NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)
+# A document as the daemon writes it, for the fuzzer to damage one key path at a time.
+RECORDED: dict[str, Any] = {
+    "schema": 1,
+    "written_at": "2026-12-01T12:00:00Z",
+    "agent": {"version": "0.1.0", "pid": 1, "start_time": "1", "started_at": "2026-12-01T11:00:00Z",
+              "state": "running", "config": "/c.toml"},
+    "node": "n1",
+    "signer": {"kind": "cfssl", "urls": [URL]},
+    "credentials": {
+        "credentials": "/p/kubelet-client-current.pem", "present": True, "error": None,
+        "key_mismatch": False, "issued_by_ca_file": True, "node": "n1", "subject": "CN=x",
+        "issuer": "CN=ca", "serial": "ab", "sans": {"dns": ["n1"], "ip": ["10.0.0.2"]},
+        "not_before": "2026-11-01T00:00:00Z", "not_after": "2027-11-01T00:00:00Z",
+        "kubeconfig": {"path": "/k", "present": True, "server": "https://10.0.0.1:6443"},
+        "ca_file": {"path": "/k/ca.crt", "present": True, "subjects": ["CN=ca"]},
+        "ca": [{"pin": "sha256:00", "subject": "CN=ca", "not_after": "2030-01-01T00:00:00Z"}],
+        "ids": {"credentials": None, "kubeconfig": None, "ca_file": None},
+    },
+    "kubelet": {"managed": False, "state": "running", "pid": 2, "restarts": 0,
+                "consecutive_failures": 0, "since": "2026-12-01T11:00:00Z"},
+    "renewal": {"renew_at": None, "next_attempt": None, "failures": 0, "last_attempt": None,
+                "last_success": None, "last_ok": True, "reason": None, "in_progress": False},
+    "last_error": {"message": "x", "kind": "TransportError", "at": "2026-12-01T11:00:00Z"},
+    "serving": None,
+    "certificates": [{"name": "extra", "state": "valid", "not_after": "2027-01-01T00:00:00Z",
+                      "last_error": None, "action": {"kind": "command", "pending": False,
+                                                     "failures": 0}}],
+    "waiting_for": None,
+}  # fmt: skip
+
+
+def _paths(doc: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    if isinstance(doc, dict):
+        return [p for k, v in doc.items() for p in [(*prefix, k), *_paths(v, (*prefix, k))]]
+    if isinstance(doc, list):
+        return [p for i, v in enumerate(doc) for p in [(*prefix, i), *_paths(v, (*prefix, i))]]
+    return []
+
+
+@st.composite
+def damaged_status(draw: st.DrawFn) -> object:
+    """The daemon's document with a few key paths given any JSON value, or any JSON at all."""
+    if draw(st.booleans()):
+        return draw(json_values)
+    doc: Any = json.loads(json.dumps(RECORDED))
+    for path in draw(st.lists(st.sampled_from(_paths(RECORDED)), max_size=3)):
+        target = doc
+        try:
+            for step in path[:-1]:
+                target = target[step]
+            target[path[-1]] = draw(json_values)
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier damage replaced the container: nothing to reach
+    return doc
+
+
+def _status_config(root: Path) -> config.Config:
+    return config.parse(
+        {
+            **VALID,
+            "paths": {"pki_dir": str(root / "p"), "kubeconfig": str(root / "k" / "kubelet.conf"),
+                      "ca_file": str(root / "k" / "ca.crt"), "state_dir": str(root / "s")},
+            "kubelet": {"manage": True, "command": ["/bin/true"], "healthz_url": ""},
+        },
+        source=root / "c.toml",
+    )  # fmt: skip
+
+
+@FUZZ
+@given(damaged_status())
+@example(RECORDED)
+@example([[[]]])
+def test_status_judges_any_recorded_document_without_an_unexpected_error(doc: object) -> None:
+    from join_agent import state, status
+
+    assert state.shape_problem(doc) is None or isinstance(state.shape_problem(doc), str)
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        cfg = _status_config(root)
+        (root / "s").mkdir()
+        me = os.getpid()  # a "running agent": status believes what it recorded, if it can
+        (root / "s" / "agent.pid").write_text(f"{me} {state.process_start_time(me)}\n")
+        (root / "s" / "status.json").write_text(json.dumps(doc))
+        report = status.gather(cfg, _NOW, probe=False)
+        assert report.exit_code in (0, 1, 2)
+        status.render_text(report)
+        json.loads(status.render_json(report))

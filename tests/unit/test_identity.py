@@ -162,7 +162,15 @@ def test_every_permutation_of_a_small_set_gives_the_same_answer() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["node-1", "n", "node-1.example.com", "Worker-01.Example.COM".lower(), "a" * 253, "1node"],
+    [
+        "node-1",
+        "n",
+        "node-1.example.com",
+        "Worker-01.Example.COM".lower(),
+        "1node",
+        "a" * 52,  # CN=system:node:<name> at X.509's 64 characters exactly
+        ".".join(["a" * 25, "b" * 26]),
+    ],
 )
 def test_valid_node_names(name: str) -> None:
     assert validate_node_name(name, "[node] name") == name

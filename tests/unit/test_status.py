@@ -333,3 +333,11 @@ def test_snapshot_of_real_files(tmp_path: Path, ca: CA, node_key: Any) -> None:
     store.atomic_write(cfg.paths.ca_file, cert_pem(ca.cert), 0o644)
     report = assess(status.snapshot(cfg, creds))
     assert (report.state, report.exit_code, report.problems) == ("valid", 0, ())
+
+
+def test_render_text_of_a_certificate_not_valid_yet_says_so_alone(ca: CA, node_key: Any) -> None:
+    report = assess(healthy(ca, node_key, not_before=NOW + 2 * DAY, not_after=NOW + 30 * DAY))
+    text = status.render_text(report)
+    assert report.state == "not-yet-valid"
+    assert "VALID:" not in text and "renews in" not in text
+    assert "(NOT VALID YET: from " in text

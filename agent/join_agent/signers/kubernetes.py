@@ -20,7 +20,7 @@ import httpx
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from .. import compat, credentials, csr_api, discovery, log, transport
+from .. import compat, credentials, csr_api, discovery, guard, log, transport
 from ..bootstrap_token import BootstrapToken
 from ..config import Config
 from ..durations import format_duration
@@ -179,7 +179,7 @@ class KubernetesSigner:
 
     def _ca_file_cas(self) -> tuple[x509.Certificate, ...]:
         try:
-            data = self.cfg.paths.ca_file.read_bytes()
+            data = guard.read(self.cfg.paths.ca_file, "the CA file", cap=guard.PEM_CAP)
             return discovery.accept_cas(
                 data,
                 self.pins,
