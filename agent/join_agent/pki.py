@@ -250,9 +250,12 @@ def check_certificate(
         raise CertificateRejected(
             f"{who} has subject {_name(cert.subject)}, not {request.describe()}: refusing it"
         )
-    _check_algorithms(cert, who)
-    _check_san_set(cert, set(request.dns_names), set(request.addresses), who)
-    _check_usages(cert, who, request.usages)
+    try:
+        _check_algorithms(cert, who)
+        _check_san_set(cert, set(request.dns_names), set(request.addresses), who)
+        _check_usages(cert, who, request.usages)
+    except (ValueError, x509.DuplicateExtension):  # extensions are parsed lazily
+        raise CertificateRejected(f"{who} has malformed extensions: refusing it") from None
     _check_validity(cert, now, clock_skew, who)
 
 
@@ -309,16 +312,19 @@ def _check_san_set(
     cert: x509.Certificate, want_dns: set[str], want_ips: set[IPAddress], who: str
 ) -> None:
     try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
     except x509.ExtensionNotFound:
-        san = x509.SubjectAlternativeName([])
-    dns = set(san.get_values_for_type(x509.DNSName))
+        # Not SubjectAlternativeName([]): cryptography 51 refuses to build an empty one.
+        names = []
+    dns: set[str] = set()
     ips: set[IPAddress] = set()
     other: list[x509.GeneralName] = []
-    for g in san:
-        if isinstance(g, x509.IPAddress) and isinstance(g.value, IPv4Address | IPv6Address):
+    for g in names:
+        if isinstance(g, x509.DNSName):
+            dns.add(g.value)
+        elif isinstance(g, x509.IPAddress) and isinstance(g.value, IPv4Address | IPv6Address):
             ips.add(g.value)
-        elif not isinstance(g, x509.DNSName):
+        else:
             other.append(g)  # IP networks, emails, URIs: nothing we asked for
     if dns == want_dns and ips == want_ips and not other:
         return
@@ -344,9 +350,12 @@ def _check_usages(cert: x509.Certificate, who: str, usages: tuple[str, ...]) -> 
     except x509.ExtensionNotFound:
         pass
     try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        eku: frozenset[x509.ObjectIdentifier] = frozenset(
+            cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        )
     except x509.ExtensionNotFound:
-        eku = x509.ExtendedKeyUsage([])
+        # Not ExtendedKeyUsage([]): cryptography 51 refuses to build an empty one.
+        eku = frozenset()
     if "server auth" in usages and ExtendedKeyUsageOID.SERVER_AUTH not in eku:
         raise CertificateRejected(
             f"{who} lacks the server-auth extended key usage: check the CA profile's usages"
