@@ -36,6 +36,28 @@ def kubectl() -> str:
     return path
 
 
+@pytest.fixture(scope="session")
+def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The .deb, built once per session by the one command an operator runs (or the one
+    $JOIN_AGENT_TEST_DEB names: the system tests against another build)."""
+    from tests.lab import deb as packages
+
+    given = os.environ.get("JOIN_AGENT_TEST_DEB")
+    if given:
+        return Path(given)
+
+    if os.geteuid() != 0:
+        need("root", "the build installs its build dependencies with apt, the tests install it")
+    for name, package in (("apt-get", "apt (a Debian system)"), ("dpkg-deb", "dpkg")):
+        if shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+            need(name, f"apt-get install {package} (or run `bash .ci/install-tools`)")
+    from join_agent import __version__
+
+    path = packages.build(tmp_path_factory.mktemp("dist"))
+    assert path.name == f"join-agent_{__version__}_all.deb"
+    return path
+
+
 @pytest.fixture(scope="module")
 def ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CfsslCA]:
     if not shutil.which("cfssl"):
@@ -102,7 +124,7 @@ class Sandbox:
         doc = self.base_config()
         for name, values in sections.items():
             doc.setdefault(name.replace("__", "."), {}).update(values)
-        self.config.write_text("".join(_toml_table(k, v) for k, v in doc.items()))
+        self.config.write_text("".join(toml_table(k, v) for k, v in doc.items()))
         return self.config
 
     def run(
@@ -248,7 +270,7 @@ def _toml_value(v: Any) -> str:
     return str(v)
 
 
-def _toml_table(name: str, values: dict[str, Any]) -> str:
+def toml_table(name: str, values: dict[str, Any]) -> str:
     return f"[{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items()) + "\n"
 
 

@@ -33,6 +33,7 @@ CODE_PREFIXES = ("PYTHON", "LD_", "DYLD_")
 WORKER_PASSED = frozenset(
     {
         "CREDENTIALS_DIRECTORY",  # the worker reads the secrets from there
+        "JOURNAL_STREAM",  # its log lines go to journald too, with their priority
         "JOIN_AGENT_TEST_FAULT",  # faults.py: the crash-point tests' SIGKILL on cue
     }
 )

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # at all (no config, an unexpected error), 3: what a script must tell apart from
 # "degraded", and what monitoring plugins call UNKNOWN.
 STATUS_UNKNOWN = 3
-PUBLIC_VERBS = ("join", "run", "status", "check", "renew", "reset", "pin")
+PUBLIC_VERBS = ("join", "run", "status", "wait", "check", "renew", "reload", "reset", "pin")
 _TOKEN_LIKE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
 _HEX_LIKE = re.compile(r"[0-9a-fA-F]{16,}")
 _NOT_ON_ARGV_HINT = (
@@ -125,6 +125,17 @@ def _parser() -> argparse.ArgumentParser:
         "(exit 0 healthy, 1 degraded, 2 broken, 3 status could not run)",
     )
     st.add_argument("--json", action="store_true", help="machine-readable output (stable keys)")
+    wt = verbs.add_parser(
+        "wait",
+        parents=[common],
+        help="return once this node holds valid credentials and a kubeconfig "
+        "(exit 0; 1 when --timeout passes first)",
+    )
+    wt.add_argument(
+        "--timeout",
+        metavar="DURATION",
+        help='give up after this long, e.g. "90s" or "10m" (default: wait for ever)',
+    )
     pn = verbs.add_parser(
         "pin", parents=[common], help="print the sha256:<hex> SPKI pin of a CA certificate"
     )
@@ -137,6 +148,14 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         parents=[common],
         help="the daemon: keep the credentials renewed and the kubelet running (foreground)",
+    )
+    rl = verbs.add_parser(
+        "reload",
+        parents=[common],
+        help="have the running daemon read its config again; exit 1 if it refuses it",
+    )
+    rl.add_argument(
+        "--pid", type=int, metavar="PID", help="the daemon's pid, as the service knows it"
     )
     verbs.add_parser(
         "renew",
@@ -190,7 +209,10 @@ def _fail(message: str, debug: bool, code: int = 1) -> int:
 
     if debug:
         log.get_logger("join_agent").exception("failed")
-    print(f"join-agent: {message}", file=sys.stderr)
+    # Under systemd (ExecStart=, ExecReload=) stderr is journald's stream: the "<3>" files
+    # the sentence at priority err, where `journalctl -p err` looks.
+    priority = "<3>" if log.to_journal(sys.stderr, os.environ) else ""
+    print(f"{priority}join-agent: {message}", file=sys.stderr)
     return code
 
 
@@ -251,6 +273,45 @@ def _renew(args: argparse.Namespace) -> int:
     ok, message = renew.renew(cfg, os.environ)
     print(message, file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1
+
+
+def _reload(args: argparse.Namespace) -> int:
+    from . import config, reload
+
+    ok, message = reload.reload(config.config_path(args.config, os.environ), args.pid)
+    if not ok:
+        return _fail(message, args.debug)
+    print(message)
+    return 0
+
+
+def _wait(args: argparse.Namespace) -> int:
+    import time
+
+    from . import status, wait
+    from .durations import parse_duration
+
+    timeout = None
+    if args.timeout is not None:
+        try:
+            timeout = parse_duration(args.timeout)
+        except ValueError as e:
+            raise JoinAgentError(f"--timeout {e}") from None
+    cfg = _config(args)
+
+    def look() -> wait.Look:
+        report = status.gather(cfg, _now(), probe=False)
+        cert = report.doc.get("certificate") or {}
+        problem = report.problems[0] if report.problems else ""
+        return wait.look_at(report.state, cert.get("node"), cert.get("not_after"), problem)
+
+    joined, message = wait.until_joined(
+        look, timeout=timeout, monotonic=time.monotonic, sleep=time.sleep
+    )
+    if not joined:
+        return _fail(message, args.debug)
+    print(message)
+    return 0
 
 
 def _reset(args: argparse.Namespace) -> int:
@@ -317,10 +378,12 @@ _VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "join": _join,
     "run": _run,
     "renew": _renew,
+    "reload": _reload,
     "reset": _reset,
     "check": _check,
     "worker": _worker,
     "status": _status,
+    "wait": _wait,
     "pin": _pin,
 }
 

@@ -102,11 +102,14 @@ class Daemon:
         self.worker: Worker | None = None
         self.pending_signals: list[int] = []
         self.stopping = False
-        self.ready_sent = False
+        self.ready_sent = False  # READY=1: the agent is up (see _up)
+        self.worked = False  # joined with its kubelet started, once: agent.state "running"
         self.started_at = clock()
         self.start_time = state.process_start_time(os.getpid())  # read once, not per tick
         self.last_published: str = ""
         self.last_status_line = ""
+        # The last SIGHUP's outcome, for status.json (`join-agent reload` waits for it).
+        self.reloads: dict[str, Any] | None = None
         self.last_watchdog = 0.0
         self.identity_checked = -1e9  # monotonic time of the last address check
         self.seen_addresses: list[str] | None = None
@@ -529,8 +532,7 @@ class Daemon:
                 raise ConfigError(refusal)
         except JoinAgentError as e:
             log.error("reload_refused", error=str(e), msg="keeping the running config")
-            if self.ready_sent:
-                self.notifier.send("READY=1", f"STATUS=config reload refused: {e}"[:200])
+            self._record_reload(now, str(e))
             return
         changed = _identity_of(new) != _identity_of(self.cfg)
         kubelet_changed = new.kubelet != self.cfg.kubelet
@@ -544,8 +546,21 @@ class Daemon:
         if kubelet_changed and self.kubelet is not None:
             self.kubelet.stop(now)
             self.kubelet = None  # started again with the new command by _decide
+        self._record_reload(now, None)
+
+    def _record_reload(self, now: dt.datetime, refused: str | None) -> None:
+        count = int((self.reloads or {}).get("count", 0)) + 1
+        self.reloads = {
+            "count": count,
+            "at": state.iso(now),
+            "ok": refused is None,
+            "message": refused,
+        }
         if self.ready_sent:
             self.notifier.send("READY=1")
+        # The next publish sends STATUS= again, whether or not its text changed: the
+        # service manager last heard "reloading the config".
+        self.last_status_line = ""
 
     # ------------------------------------------------------------------ reporting
 
@@ -577,7 +592,15 @@ class Daemon:
             self.last_watchdog = mono
 
     def _publish(self, now: dt.datetime, *, final: bool = False) -> None:
+        # A kubelet in backoff does not make a working node "starting" again.
+        self.worked = self.worked or self._working()
         doc = self.status_document(now, final=final)
+        # STATUS= before the file: `join-agent reload` returns once the file shows the
+        # reload, and `systemctl status` right after it must not show "reloading" still.
+        line = status_line(doc, now)
+        if line != self.last_status_line:
+            self.last_status_line = line
+            self.notifier.send(f"STATUS={line}")
         text = json.dumps({k: v for k, v in doc.items() if k != "written_at"}, sort_keys=True)
         if text != self.last_published:
             self.last_published = text
@@ -585,18 +608,26 @@ class Daemon:
                 state.write(self.cfg.paths.state_dir, doc)
             except JoinAgentError as e:
                 log.error("status_write_failed", error=str(e))
-        line = status_line(doc, now)
-        if line != self.last_status_line:
-            self.last_status_line = line
-            self.notifier.send(f"STATUS={line}")
-        if not self.ready_sent and not final and self._ready():
+        if not self.ready_sent and not final and self._up():
             self.ready_sent = True
             self.notifier.send("READY=1", f"STATUS={line}")
             log.info("ready", status=line)
         if self.metrics:
             self.metrics.update(doc)
 
-    def _ready(self) -> bool:
+    def _up(self) -> bool:
+        """READY=1 for the service manager: the agent has read the node's state and acted on
+        it (the kubelet started when the node is joined). Not "joined": systemd counts a
+        boot as finished only when no start job is left, so a unit that waited for a CA
+        would keep `is-system-running` at "starting" for as long as the CA is away. What
+        needs a joined node orders itself after join-agent-wait.service (`join-agent
+        wait`) instead: docs/install.md, "What the service does"."""
+        if self.creds is None:
+            return False
+        return not self._joined() or self._working()
+
+    def _working(self) -> bool:
+        """Joined, with the kubelet started when it is ours to run."""
         if not self._joined():
             return False
         if not self.cfg.kubelet.manage:
@@ -613,7 +644,7 @@ class Daemon:
             if final
             else "stopping"
             if self.stopping
-            else ("running" if self.ready_sent or self._ready() else "starting")
+            else ("running" if self._working() or self.worked else "starting")
         )
         return {
             "schema": state.SCHEMA,
@@ -643,7 +674,8 @@ class Daemon:
             "last_error": r.last_error,
             "serving": self.serving if self._serving_wanted() else None,
             "certificates": self.extras,
-            "waiting_for": None if self._ready() else self._waiting_for(now),
+            "waiting_for": None if self._working() else self._waiting_for(now),
+            "reload": self.reloads,
         }
 
     def _kubelet_doc(self) -> dict[str, Any]:
@@ -676,8 +708,16 @@ def status_line(doc: dict[str, Any], now: dt.datetime) -> str:
     """One line a person reads in `systemctl status`."""
     waiting = doc.get("waiting_for")
     cert = doc.get("credentials") or {}
+    reload = doc.get("reload") or {}
+    # Until a good reload, the file on disk is not what runs: say so on every line.
+    refused = (
+        [f"config reload refused, running the previous one: {reload.get('message')}"]
+        if reload.get("ok") is False
+        else []
+    )
     if not cert.get("present"):
-        return f"not joined yet; waiting for {waiting}" if waiting else "not joined yet"
+        first = f"not joined yet; waiting for {waiting}" if waiting else "not joined yet"
+        return "; ".join([first, *refused])[:400]
     na = state.parse_iso(cert["not_after"])
     parts = [f"joined as {doc.get('node')}"]
     if na <= now:
@@ -692,6 +732,7 @@ def status_line(doc: dict[str, Any], now: dt.datetime) -> str:
     kubelet = doc.get("kubelet") or {}
     if kubelet.get("managed"):
         parts.append(f"kubelet {kubelet.get('state', 'not started')}")
+    parts += refused
     err = doc.get("last_error")
     if doc.get("renewal", {}).get("last_ok") is False and err:
         parts.append(f"last renewal failed: {err['message']}")

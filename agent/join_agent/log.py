@@ -6,9 +6,10 @@ up, and fields whose names say "secret" are dropped to a marker.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 # The stdlib's level numbers, without importing logging (a status call is timed).
@@ -101,6 +102,8 @@ def _configure() -> None:
     renderer: Any
     if out.isatty():
         renderer = structlog.dev.ConsoleRenderer(colors=False)
+    elif to_journal(out, os.environ):
+        renderer = _Prioritised(structlog.processors.JSONRenderer())
     else:
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(
@@ -117,6 +120,42 @@ def _configure() -> None:
         cache_logger_on_first_use=True,
     )
     _Settings.configured = True
+
+
+# syslog priorities by structlog method: journald reads a "<N>" prefix off each line of a
+# stream (SyslogLevelPrefix=, on by default) and keeps the rest, so every line stays one
+# JSON object and `journalctl -p err` finds the errors.
+PRIORITY = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "exception": 3,
+            "critical": 2}  # fmt: skip
+
+
+def to_journal(out: TextIO, environ: Mapping[str, str]) -> bool:
+    """Whether ``out`` is journald's stream: $JOURNAL_STREAM names its device and inode
+    (systemd.exec(5)); a pipe or file that merely inherited the variable is not."""
+    device, _, inode = environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        st = os.fstat(out.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (
+        device.isdigit()
+        and inode.isdigit()
+        and (st.st_dev, st.st_ino)
+        == (
+            int(device),
+            int(inode),
+        )
+    )
+
+
+class _Prioritised:
+    """A final structlog processor: the wrapped renderer's line behind its "<N>" prefix."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
+        return f"<{PRIORITY.get(method, 6)}>{self.inner(logger, method, event)}"
 
 
 class Logger:

@@ -204,6 +204,7 @@ SHAPE: dict[str, object] = {
         "message": _STR, "action": (_N, _REPORT_ACTION), "files": (_N, list),
     }]),
     "waiting_for": _STR,
+    "reload": (_N, {"count!": int, "at": "iso", "ok!": bool, "message": _STR}),
 }  # fmt: skip
 
 

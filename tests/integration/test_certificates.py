@@ -22,7 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from join_agent import certificates, compat, config, credentials, transport, trust
 from join_agent.signers.cfssl import CfsslSigner
-from tests.conftest import Node, _toml_table, need
+from tests.conftest import Node, need, toml_table
 from tests.lab.cfssl_ca import CfsslCA, seed_config
 
 
@@ -104,11 +104,11 @@ def _tables(root: Path, script: Path, **extra: dict[str, Any]) -> str:
     text = ""
     for name, t in tables.items():
         action = t.pop("action", None)
-        text += _toml_table("[certificate]", {"name": name, **t}).replace(
+        text += toml_table("[certificate]", {"name": name, **t}).replace(
             "[[[certificate]]]", "[[certificate]]"
         )
         if action:
-            text += _toml_table("certificate.action", action)
+            text += toml_table("certificate.action", action)
     return text
 
 

@@ -306,8 +306,11 @@ def test_sd_notify_ready_status_watchdog_stopping(daemon_node: Node, tmp_path: P
     try:
         drain(8)
         ready = [m for _, m in messages if "READY=1" in m]
-        assert ready, messages
-        assert "STATUS=joined as worker-1" in ready[0]
+        assert len(ready) == 1, messages
+        # READY=1 once the agent has read the node's state (a fresh node here: before the
+        # join, which a start job must not wait for); STATUS= then follows the join.
+        assert "STATUS=not joined yet" in ready[0]
+        assert any(m.startswith("STATUS=joined as worker-1") for _, m in messages), messages
         statuses = [m for _, m in messages if m.startswith("STATUS=") or "\nSTATUS=" in m]
         assert statuses and "starting" in messages[0][1]
         dogs = [t for t, m in messages if m == "WATCHDOG=1"]
@@ -345,6 +348,43 @@ def test_reload_keeps_the_old_config_when_the_new_one_is_bad(daemon_node: Node) 
         while '"event": "reloaded"' not in agent.logs() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert '"event": "reloaded"' in agent.logs()
+    finally:
+        assert agent.stop() == 0
+
+
+def test_reload_and_wait_verbs_against_a_running_daemon(daemon_node: Node) -> None:
+    """`join-agent reload` reports the daemon's verdict (what `systemctl reload` shows);
+    `join-agent wait` returns once the node has joined."""
+    node = daemon_node
+    r = node.run("wait", "--timeout", "1s")
+    assert r.returncode == 1
+    assert r.stderr.startswith("join-agent: not joined after 1s: no certificate at ")
+    r = node.run("reload")
+    assert r.returncode == 1 and "join-agent run is not running for" in r.stderr
+    agent = Agent(node)
+    try:
+        r = node.run("wait", "--timeout", "60s")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith("joined as worker-1; the certificate is valid until ")
+        good = node.config.read_text()
+        node.config.write_text(good.replace('retry_max = "3s"', 'retry_max = "4s"'))
+        r = node.run("reload", "--pid", str(agent.proc.pid))
+        assert (r.returncode, r.stdout.strip()) == (0, f"reloaded {node.config}"), r.stderr
+        moved = good.replace(str(node.state), str(node.root / "elsewhere"))
+        node.config.write_text(moved)
+        r = node.run("reload")  # the config names another state_dir: no daemon there
+        assert r.returncode == 1 and "is not running for" in r.stderr
+        r = node.run("reload", "--pid", str(agent.proc.pid))
+        assert r.returncode == 1
+        node.config.write_text(good + "\n[nonsense]\n")
+        r = node.run("reload", "--pid", str(agent.proc.pid))
+        assert r.returncode == 1
+        assert r.stderr.count("\n") == 1 and "the running agent keeps the config it has" in r.stderr
+        doc = agent.wait("the refusal", lambda d: (d.get("reload") or {}).get("ok") is False, 10)
+        assert doc["reload"]["count"] == 2
+        assert agent.proc.poll() is None
+        r = node.run("wait", "--timeout", "nonsense")
+        assert r.returncode == 1 and r.stderr.startswith("join-agent: --timeout 'nonsense' is")
     finally:
         assert agent.stop() == 0
 

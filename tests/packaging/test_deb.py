@@ -71,22 +71,6 @@ def tool(name: str, package: str) -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The .deb, built once per session by the one command an operator runs."""
-    if os.geteuid() != 0:
-        need("root", "the build installs its build dependencies with apt, the tests install it")
-    tool("apt-get", "apt (a Debian system)")
-    tool("dpkg-deb", "dpkg")
-    out = tmp_path_factory.mktemp("dist")
-    r = run(["bash", str(BUILD), str(out)], cwd=REPO, env=dict(os.environ), timeout=1500)
-    assert r.returncode == 0, r.stderr[-6000:]
-    path = Path(r.stdout.splitlines()[-1])
-    assert path == out / f"join-agent_{__version__}_all.deb"
-    assert path.is_file()
-    return path
-
-
 def field(deb: Path, name: str) -> str:
     r = run(["dpkg-deb", "-f", str(deb), name])
     assert r.returncode == 0, r.stderr

@@ -19,8 +19,8 @@ from join_agent import cli
         (
             "argument VERB: invalid choice: 'abcdef.0123456789abcdef' (choose from 'join', "
             "'worker')",
-            "argument VERB: invalid choice: '...' (verbs: join, run, status, check, renew, "
-            "reset, pin)",
+            "argument VERB: invalid choice: '...' (verbs: join, run, status, wait, check, renew, "
+            "reload, reset, pin)",
         ),
         ("argument --token-file: expected one argument", "expected one argument"),
     ],

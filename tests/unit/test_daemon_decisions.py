@@ -206,3 +206,60 @@ def test_a_reload_that_a_running_agent_cannot_apply_is_refused(tmp_path: Path) -
     doc["renewal"]["retry_min"] = "20s"
     same = config.parse(doc, source=d.cfg.source)
     assert daemon.reload_refusal(d.cfg, same) is None  # what can change live, does
+
+
+class Recording:
+    """A notifier that keeps what the daemon tells the service manager."""
+
+    watchdog_interval = None
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, *lines: str) -> None:
+        self.sent.append("\n".join(lines))
+
+
+def recorded(tmp_path: Path) -> tuple[daemon.Daemon, Recording]:
+    d = make(tmp_path)
+    notes = Recording()
+    d.notifier = notes
+    d.cfg.paths.state_dir.mkdir(parents=True, exist_ok=True)
+    return d, notes
+
+
+def test_ready_once_the_state_is_read_joined_or_not(tmp_path: Path) -> None:
+    """READY=1 must not wait for the CA (a start job that waits keeps the boot at
+    "starting"); agent.state stays "starting" until the node works."""
+    d, notes = recorded(tmp_path)
+    d._publish(NOW)
+    assert not any("READY=1" in n for n in notes.sent)  # the credentials are not read yet
+    d._apply(NOW, "inspect", {"ok": True, "credentials": {"present": False}})
+    d._publish(NOW)
+    (ready,) = [n for n in notes.sent if "READY=1" in n]
+    assert ready == "READY=1\nSTATUS=not joined yet; waiting for the CA"
+    doc = d.status_document(NOW)
+    assert doc["agent"]["state"] == "starting"
+    assert doc["waiting_for"] == "the CA"
+    d._publish(NOW)
+    assert len([n for n in notes.sent if "READY=1" in n]) == 1
+
+
+def test_a_reload_before_ready_sends_no_ready_and_every_reload_resends_status(
+    tmp_path: Path,
+) -> None:
+    d, notes = recorded(tmp_path)
+    d.cfg.source.write_text("[nonsense]\n")
+    d._reload(NOW)  # before READY=1: nothing the service manager would wait for
+    assert notes.sent == []
+    assert d.reloads is not None and d.reloads["ok"] is False and d.reloads["count"] == 1
+    d._apply(NOW, "inspect", {"ok": True, "credentials": {"present": False}})
+    d._publish(NOW)
+    assert "config reload refused" in notes.sent[-1]
+    notes.sent.clear()
+    d._reload(NOW)  # after READY=1: RELOADING=1, then READY=1, then STATUS= again
+    assert notes.sent[0].startswith("RELOADING=1")
+    assert notes.sent[1] == "READY=1"
+    d._publish(NOW)
+    assert notes.sent[2].startswith("STATUS=not joined yet")
+    assert d.status_document(NOW)["reload"]["count"] == 2

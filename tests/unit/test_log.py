@@ -153,3 +153,32 @@ def test_a_binary_secret_logged_as_bytes_is_redacted(out: io.StringIO) -> None:
 def test_uppercase_hex_of_a_binary_secret_is_redacted(out: io.StringIO) -> None:
     log.get_logger("t").info(f"auth key file holds {KEY.hex().upper()}")
     assert KEY.hex().upper() not in out.getvalue()
+
+
+def test_lines_to_journald_carry_their_priority(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """journald strips a "<N>" prefix and files the line at priority N; each line is still
+    one JSON object behind it. Only for the stream $JOURNAL_STREAM names."""
+    import os
+
+    path = tmp_path / "journal"
+    with path.open("w") as stream:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        assert log.to_journal(stream, os.environ)
+        log.setup(stream=stream, debug=True)
+        try:
+            logger = log.get_logger("t")
+            logger.debug("d")
+            logger.info("i")
+            logger.warning("w")
+            logger.error("e")
+        finally:
+            structlog.reset_defaults()
+    lines = path.read_text().splitlines()
+    assert [line[:3] for line in lines] == ["<7>", "<6>", "<4>", "<3>"]
+    assert [json.loads(line[3:])["event"] for line in lines] == ["d", "i", "w", "e"]
+    with (tmp_path / "other").open("w") as elsewhere:
+        assert not log.to_journal(elsewhere, os.environ)  # inherited, but not journald's
+    assert not log.to_journal(io.StringIO(), os.environ)

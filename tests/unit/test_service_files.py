@@ -29,6 +29,7 @@ from tests.conftest import need
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "join-agent.service"
 DROPIN = REPO / "systemd" / "kubelet-unmanaged.conf"
+WAIT_UNIT = REPO / "systemd" / "join-agent-wait.service"
 MANIFEST = REPO / "smf" / "join-agent.xml"
 METHOD = REPO / "smf" / "join-agent"
 DTD = REPO.parent / "shared" / "ref" / "service_bundle.dtd.1"
@@ -138,6 +139,9 @@ def test_unit_passes_systemd_analyze_verify(root: Root) -> None:
     root.put("/usr/lib/systemd/system/join-agent.service", UNIT.read_text())
     r = root.verify("join-agent.service")
     assert (r.returncode, r.stderr) == (0, ""), r.stderr
+    root.put("/usr/lib/systemd/system/join-agent-wait.service", WAIT_UNIT.read_text())
+    r = root.verify("join-agent-wait.service")
+    assert (r.returncode, r.stderr) == (0, ""), r.stderr
 
 
 @pytest.mark.parametrize(
@@ -163,6 +167,7 @@ def test_verify_fails_on_a_broken_unit(root: Root, broken: tuple[str, str], why:
 
 def test_kubelet_dropin_passes_verify_and_a_broken_one_fails(root: Root) -> None:
     root.put("/usr/lib/systemd/system/join-agent.service", UNIT.read_text())
+    root.put("/usr/lib/systemd/system/join-agent-wait.service", WAIT_UNIT.read_text())
     root.put(DROPIN_PATH, DROPIN.read_text())
     r = root.verify("kubelet.service")
     assert (r.returncode, r.stderr) == (0, ""), r.stderr
@@ -175,9 +180,11 @@ def test_kubelet_dropin_passes_verify_and_a_broken_one_fails(root: Root) -> None
 def test_unit_says_what_the_agent_relies_on() -> None:
     u = parse_unit(UNIT.read_text())
     svc = {k: one(u, "Service", k) for s, k, _ in u if s == "Service" and k != "LoadCredential"}
-    assert svc["Type"] == "notify"  # READY=1 only once joined and the kubelet runs
+    # READY=1 once the agent runs (tests/system: a node that cannot join still boots).
+    assert svc["Type"] == "notify"
     assert svc["NotifyAccess"] == "main"  # the kubelet child cannot speak for us
-    assert svc["TimeoutStartSec"] == "infinity"  # the first start may wait on a CA
+    # A bound for a stuck machine, not for a join: the start never waits for the CA.
+    assert 60 <= seconds(svc["TimeoutStartSec"]) <= 3600
     assert 60 <= seconds(svc["WatchdogSec"]) <= 600
     assert svc["Restart"] == "on-failure"
     assert seconds(svc["RestartSec"]) >= 1
@@ -186,11 +193,18 @@ def test_unit_says_what_the_agent_relies_on() -> None:
     # The agent stops its kubelet within [kubelet] stop_grace (30 s by default).
     assert seconds(svc["TimeoutStopSec"]) > 30 + 10
     assert svc["ExecStart"] == "/usr/bin/join-agent run"
-    assert svc["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    # The verb waits for the verdict: `systemctl reload` fails on a refused config.
+    assert svc["ExecReload"] == "/usr/bin/join-agent reload --pid $MAINPID"
     assert svc["StateDirectory"] == platform.LINUX.state_dir.name == "join-agent"
     assert platform.LINUX.state_dir == Path("/var/lib") / svc["StateDirectory"]
     assert svc["StateDirectoryMode"] == "0700"
-    assert Path("/etc") / svc["ConfigurationDirectory"] == platform.LINUX.config_file.parent
+    # The start condition is checked before ConfigurationDirectory= would act: the
+    # package creates the directory instead.
+    assert "ConfigurationDirectory" not in svc
+    dirs = (REPO / "packaging/deb/debian/join-agent.dirs").read_text().split()
+    assert Path("/") / dirs[0] == platform.LINUX.config_file.parent
+    # A board without a real-time clock that pulls time-sync.target in starts us after it.
+    assert "time-sync.target" in " ".join(values(u, "Unit", "After")).split()
     # ID-only: the ID:PATH form fails the unit when the file is missing, and every node
     # lacks one of the two. The names are the ones the agent reads.
     creds = values(u, "Service", "LoadCredential")
@@ -206,15 +220,29 @@ def test_unit_says_what_the_agent_relies_on() -> None:
     assert one(u, "Install", "WantedBy") == "multi-user.target"
 
 
-def test_dropin_orders_the_kubelet_after_the_agent() -> None:
+def test_dropin_orders_the_kubelet_after_the_join() -> None:
     d = parse_unit(DROPIN.read_text())
     assert {s for s, _, _ in d} == {"Unit"}
-    assert one(d, "Unit", "After") == "join-agent.service"
-    assert one(d, "Unit", "Wants") == "join-agent.service"
+    assert one(d, "Unit", "After") == "join-agent-wait.service"
+    assert one(d, "Unit", "Requires") == "join-agent-wait.service"
     # A restart of the agent must not take a separately run kubelet down.
-    for key in ("PartOf", "BindsTo", "Requires"):
+    for key in ("PartOf", "BindsTo"):
         assert not values(d, "Unit", key)
+    assert "join-agent.service" not in " ".join(v for _, _, v in d)
     assert "manage = false" in DROPIN.read_text()
+
+
+def test_the_wait_unit_is_a_gate_that_nothing_enables() -> None:
+    w = parse_unit(WAIT_UNIT.read_text())
+    assert one(w, "Service", "Type") == "oneshot"
+    assert one(w, "Service", "RemainAfterExit") == "yes"  # joined once: stays active
+    assert one(w, "Service", "TimeoutStartSec") == "infinity"  # as long as the join takes
+    assert one(w, "Service", "ExecStart") == "/usr/bin/join-agent wait"
+    assert one(w, "Unit", "Wants") == one(w, "Unit", "After") == "join-agent.service"
+    assert not values(w, "Unit", "Requires")  # stopping the agent leaves it active
+    assert not [s for s, _, _ in w if s == "Install"]  # pulled in, never enabled
+    install = (REPO / "packaging/deb/debian/join-agent.install").read_text()
+    assert "systemd/join-agent-wait.service lib/systemd/system/" in install
 
 
 # --- SMF manifest ----------------------------------------------------------------------

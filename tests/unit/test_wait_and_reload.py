@@ -1,0 +1,70 @@
+"""`join-agent wait` and `join-agent reload`: their pure parts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from join_agent import reload, wait
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_wait_returns_at_the_first_look_that_finds_the_node_joined() -> None:
+    looks = iter([wait.Look(False, "no certificate"), wait.Look(True, "joined as n1")])
+    clock = Clock()
+    joined, said = wait.until_joined(
+        lambda: next(looks), timeout=None, monotonic=clock.monotonic, sleep=clock.sleep
+    )
+    assert (joined, said) == (True, "joined as n1")
+    assert clock.slept == [wait.INTERVAL.total_seconds()]
+
+
+def test_wait_gives_up_at_the_timeout_and_says_why() -> None:
+    clock = Clock()
+    joined, said = wait.until_joined(
+        lambda: wait.Look(False, "no certificate at /x: run `join-agent join`"),
+        timeout=dt.timedelta(seconds=5),
+        monotonic=clock.monotonic,
+        sleep=clock.sleep,
+    )
+    assert not joined
+    assert said == "not joined after 5s: no certificate at /x: run `join-agent join`"
+    assert clock.now == 5.0  # the last sleep is cut to what is left, not a whole interval
+    assert clock.slept == [2.0, 2.0, 1.0]
+
+
+def test_a_look_is_joined_only_for_valid_credentials() -> None:
+    assert wait.look_at("valid", "n1", "2027-01-01T00:00:00Z", "") == wait.Look(
+        True, "joined as n1; the certificate is valid until 2027-01-01T00:00:00Z"
+    )
+    for verdict in ("not-joined", "expired", "not-yet-valid", "mismatched", "unreadable"):
+        look = wait.look_at(verdict, "n1", None, "")
+        assert not look.joined and verdict in look.says
+    assert wait.look_at("expired", "n1", None, "it expired").says == "it expired"
+
+
+def test_the_reload_verdict_is_the_first_record_after_the_signal() -> None:
+    source = Path("/etc/join-agent/config.toml")
+    assert reload.verdict(3, {"reload": {"count": 3, "ok": False}}, source) is None
+    assert reload.verdict(0, None, source) is None
+    assert reload.verdict(3, {"reload": {"count": 4, "ok": True}}, source) == (
+        True,
+        "reloaded /etc/join-agent/config.toml",
+    )
+    refused = reload.verdict(3, {"reload": {"count": 4, "ok": False, "message": "bad"}}, source)
+    assert refused == (
+        False,
+        "the running agent refused the new config and keeps the old one: bad",
+    )
