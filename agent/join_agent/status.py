@@ -335,6 +335,14 @@ def overlay(
     if rec.get("renewal", {}).get("last_ok") is False and rec.get("last_error"):
         err = rec["last_error"]
         degraded.append(f"the last renewal failed at {err.get('at')}: {err.get('message')}")
+    reload = rec.get("reload") or {}
+    if agent_running and reload.get("ok") is False:
+        # The config on disk is not what runs: on illumos (svcadm refresh cannot fail) this
+        # is where an operator sees it.
+        degraded.append(
+            f"the running agent refused the config on disk at {reload.get('at')} and runs "
+            f"the previous one: {reload.get('message')}"
+        )
     if manage_kubelet and agent_running and report.state == "valid":
         if kubelet["state"] not in ("starting", "running") or kubelet["consecutive_failures"]:
             degraded.append(_kubelet_trouble(kubelet))

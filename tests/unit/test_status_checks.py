@@ -294,6 +294,22 @@ def test_overlay_last_renewal_failed_is_degraded(healthy: dict[str, Any]) -> Non
     )
 
 
+def test_overlay_a_refused_reload_is_degraded_until_a_good_one(healthy: dict[str, Any]) -> None:
+    refused = {"count": 2, "at": "2024-06-01T11:50:00Z", "ok": False, "message": "bad key x"}
+    report = overlay(healthy, recorded={"renewal": {"last_ok": True}, "reload": refused})
+    assert report.exit_code == status.EXIT_DEGRADED
+    assert report.problems == (
+        "the running agent refused the config on disk at 2024-06-01T11:50:00Z and runs the "
+        "previous one: bad key x",
+    )
+    taken = {**refused, "count": 3, "ok": True, "message": None}
+    report = overlay(healthy, recorded={"renewal": {"last_ok": True}, "reload": taken})
+    assert report.exit_code == status.EXIT_HEALTHY
+    # A record left by an agent that is gone says nothing about the next one.
+    report = overlay(healthy, recorded={"reload": refused}, agent_running=False)
+    assert not any("refused" in p for p in report.problems)
+
+
 def test_overlay_an_earlier_failure_that_was_followed_by_success_is_healthy(
     healthy: dict[str, Any],
 ) -> None:
