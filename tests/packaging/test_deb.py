@@ -169,6 +169,7 @@ def test_package_installs_the_program_unit_manual_docs_and_examples(deb: Path) -
         "usr/lib/python3/dist-packages/join_agent/__init__.py",
         "usr/lib/python3/dist-packages/join_agent/signers/cfssl.py",
         f"lib/systemd/system/{UNIT}",
+        "lib/systemd/system/join-agent-wait.service",
         "usr/share/man/man8/join-agent.8.gz",
         # Uncompressed: the unit's Documentation=file: link names it.
         f"{doc}/README.md",
@@ -183,7 +184,10 @@ def test_package_installs_the_program_unit_manual_docs_and_examples(deb: Path) -
     assert files["usr/bin/join-agent"] == "-rwxr-xr-x"
     # No conffile, nothing in /etc or /var: the config is the operator's (or cloud-init's),
     # and what the agent writes at run time is not the package's.
-    assert not [p for p in files if p.startswith(("etc/", "var/"))]
+    # The one exception: /etc/join-agent itself, empty, root's and 0755, for the config
+    # (systemd's ConfigurationDirectory= cannot make it: the unit's condition comes first).
+    assert [p for p in files if p.startswith(("etc/", "var/"))] == ["etc/join-agent"]
+    assert files["etc/join-agent"] == "drwxr-xr-x"
     assert not [p for p in files if "__pycache__" in p or p.endswith(".pyc")]
 
 
