@@ -1,11 +1,10 @@
 """Herd behaviour of a fleet against one CA: a virtual-time simulation of N join-agents.
 
-Every decision a node takes is made by the real ``join_agent.schedule`` functions of this
-checkout (``splay_delay``, ``next_attempt``, ``renewal_deadline``), wired the way
-``daemon.Daemon`` wires them (``_apply`` sets the splay at the first inspection,
-``_next_attempt`` takes ``max(next_attempt(...), splay_until)``, one fresh draw per
-attempt, one draw per certificate). Time is virtual: the clock and every random draw are
-injected, nothing sleeps, so the whole run takes seconds.
+Every decision a node takes is made by the real renewal policy of this checkout
+(``join_agent.core.renewal.RenewalPolicy``, the object the daemon itself holds): its first
+look at an unjoined node draws the splay, ``next_attempt`` says when to ask, ``begin``,
+``succeeded`` and ``failed`` move it. Only the I/O is modelled. Time is virtual: the
+clock and every random draw are injected, nothing sleeps, so the whole run takes seconds.
 
 The CA model: it signs at most ``capacity`` certificates per 1-second bin; a request beyond
 that in the same bin fails (and is wasted), as does every request while the CA is down.
@@ -21,7 +20,7 @@ Scenarios (one config for all of them, printed first):
   from the steady state at t = 0.
 
 Run from the repository root (it puts ``agent/`` first on the path, so the checkout's
-schedule.py is what runs):
+policy is what runs):
 
     python bench/herd.py                         # print the figures
     .venv/bin/python bench/herd.py --write       # also docs/herd.png and docs/benchmarks.md
@@ -44,14 +43,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# The checkout's schedule.py, not whatever join_agent an interpreter has installed; and
+# The checkout's policy, not whatever join_agent an interpreter has installed; and
 # bench.common from the checkout, without PYTHONPATH.
 sys.path[:0] = [str(REPO / "agent"), str(REPO)]
 
 from bench.common import write_section  # noqa: E402 - after the path tweak above
 
-from join_agent import schedule  # noqa: E402
-from join_agent.durations import format_duration, parse_duration  # noqa: E402
+from join_agent.core.durations import format_duration, parse_duration  # noqa: E402
+from join_agent.core.protocol import ErrorKind  # noqa: E402
+from join_agent.core.renewal import Held, RenewalPolicy, renew_at  # noqa: E402
 
 MARKER_BEGIN = "<!-- herd.py: begin -->"
 MARKER_END = "<!-- herd.py: end -->"
@@ -100,16 +100,13 @@ class FleetConfig:
 
 @dataclass
 class Node:
-    """What one daemon remembers (daemon.Renewal plus its current certificate)."""
+    """One daemon: its renewal policy and the certificate it holds."""
 
     rng: random.Random
-    not_before: dt.datetime | None = None
-    not_after: dt.datetime | None = None
-    deadline: dt.datetime | None = None  # renewal_deadline of the current certificate
-    failures: int = 0
-    last_attempt: dt.datetime | None = None
-    splay_until: dt.datetime | None = None
-    draw: float = 0.0  # the draw of the next attempt; a new one after every attempt
+    policy: RenewalPolicy
+    name: str
+    held: Held | None = None
+    issued: int = 0  # certificates so far: each gets its own serial, hence its own deadline
     expired_for: float = 0.0  # longest time this node spent with an expired certificate
 
 
@@ -138,7 +135,11 @@ class Fleet:
         self.cfg = cfg
         # Seeded, so a run is reproducible; these draws are jitter, not secrets.
         master = random.Random(seed)  # noqa: S311
-        self.nodes = [Node(rng=random.Random(master.random())) for _ in range(n)]  # noqa: S311
+        self.nodes = []
+        for i in range(n):
+            rng = random.Random(master.random())  # noqa: S311
+            policy = RenewalPolicy(cfg.retry_min, cfg.retry_max, salt=rng.random())
+            self.nodes.append(Node(rng=rng, policy=policy, name=f"{seed}-{i}"))
         self.queue: list[tuple[float, int]] = []
         self.down: tuple[float, float] | None = None  # CA outage [start, end)
         self.served: dict[int, int] = {}
@@ -148,51 +149,36 @@ class Fleet:
     # -- set-up ----------------------------------------------------------------------
 
     def cold_boot(self) -> None:
-        """Every node powers on at t = 0 without credentials (daemon._apply, "inspect")."""
+        """Every node powers on at t = 0 without credentials: the daemon's first look."""
         now = EPOCH
         for i, node in enumerate(self.nodes):
-            node.draw = node.rng.random()
-            if self.cfg.splay:
-                delay = schedule.splay_delay(self.cfg.splay, node.rng.random())
-                node.splay_until = now + delay
+            draw = node.rng.random()
+            node.policy.first_look(now, joined=False, splay=self.cfg.splay, draw=draw)
             self._push(i, self._due(node, now))
 
     def steady_state(self) -> None:
         """Certificates of random age: each node is somewhere between its last renewal and
         its next deadline, uniformly (a renewal process that has run for a long time)."""
-        lifetime = self.cfg.lifetime
         for i, node in enumerate(self.nodes):
-            node.draw = node.rng.random()
-            share_draw = node.rng.random()
-            # The deadline as a share of the lifetime, from the real function.
-            probe = schedule.renewal_deadline(EPOCH, EPOCH + lifetime, share_draw) - EPOCH
-            age = probe * node.rng.random()
-            self._install(node, EPOCH - age, share_draw)
+            # The deadline as a share of the lifetime depends on the serial alone.
+            probe = renew_at(self._certificate(node, EPOCH)) - EPOCH
+            node.issued -= 1  # the probe's serial is the one installed below
+            self._install(node, EPOCH - probe * node.rng.random())
             self._push(i, self._due(node, EPOCH))
 
-    # -- the daemon's wiring of schedule.py ------------------------------------------
+    # -- the I/O around the policy ----------------------------------------------------
 
-    def _install(self, node: Node, not_before: dt.datetime, share_draw: float) -> None:
-        node.not_before = not_before
-        node.not_after = not_before + self.cfg.lifetime
-        # daemon._deadline: one draw per certificate (seeded by its serial there).
-        node.deadline = schedule.renewal_deadline(node.not_before, node.not_after, share_draw)
+    def _certificate(self, node: Node, not_before: dt.datetime) -> Held:
+        node.issued += 1
+        serial = f"{node.name}-{node.issued}"
+        not_after = not_before + self.cfg.lifetime
+        return Held(serial=serial, not_before=not_before, not_after=not_after)
+
+    def _install(self, node: Node, not_before: dt.datetime) -> None:
+        node.held = self._certificate(node, not_before)
 
     def _due(self, node: Node, now: dt.datetime) -> dt.datetime:
-        """daemon._next_attempt."""
-        at = schedule.next_attempt(
-            now,
-            deadline=node.deadline,
-            not_after=node.not_after,
-            failures=node.failures,
-            last_attempt=node.last_attempt,
-            retry_min=self.cfg.retry_min,
-            retry_max=self.cfg.retry_max,
-            draw=node.draw,
-        )
-        if node.splay_until is not None:
-            at = max(at, node.splay_until)
-        return at
+        return node.policy.next_attempt(now, node.held)
 
     def _push(self, i: int, at: dt.datetime) -> None:
         heapq.heappush(self.queue, ((at - EPOCH) / SECOND, i))
@@ -203,23 +189,21 @@ class Fleet:
         self.log.offered[b] = self.log.offered.get(b, 0) + 1
         up = self.down is None or not (self.down[0] <= t < self.down[1])
         ok = up and self.served.get(b, 0) < self.cfg.capacity
-        before = node.failures
-        node.last_attempt = now
-        node.draw = node.rng.random()  # daemon._draw_for_attempt: new attempt, new draw
+        before = node.policy.failures
+        node.policy.begin(now)
         if ok:
             self.served[b] = self.served.get(b, 0) + 1
-            if node.not_after is not None and now > node.not_after:
-                node.expired_for = max(node.expired_for, (now - node.not_after) / SECOND)
-            self._install(node, now, node.rng.random())
-            node.failures = 0
-            node.splay_until = None
+            if node.held is not None and now > node.held.not_after:
+                node.expired_for = max(node.expired_for, (now - node.held.not_after) / SECOND)
+            self._install(node, now)
+            node.policy.succeeded(now)
             self.log.successes += 1
             self.log.first_success.setdefault(i, t)
             if before:
                 self.failing -= 1
         else:
             self.log.rejected[b] = self.log.rejected.get(b, 0) + 1
-            node.failures += 1
+            node.policy.failed(now, "the CA is down or over capacity", ErrorKind.TRANSPORT)
             if not before:
                 self.failing += 1
 
@@ -249,8 +233,8 @@ class Fleet:
         # Certificates that ran out and were not replaced by the end count as expired too.
         stop = EPOCH + dt.timedelta(seconds=end)
         for node in self.nodes:
-            if node.not_after is not None and node.not_after < stop:
-                node.expired_for = max(node.expired_for, (stop - node.not_after) / SECOND)
+            if node.held is not None and node.held.not_after < stop:
+                node.expired_for = max(node.expired_for, (stop - node.held.not_after) / SECOND)
         return self.log
 
 
@@ -430,12 +414,12 @@ def render(
         "### Method",
         "",
         "- A virtual-time simulation (no sleeping, no network) of N daemons. Every decision "
-        "is made by the real `join_agent.schedule` functions of this checkout "
-        "(`splay_delay`, `renewal_deadline`, `next_attempt`), wired as `daemon.Daemon` wires "
-        "them: the splay is drawn once at the first inspection of a node without "
-        "credentials, `max(next_attempt(...), splay_until)`, one fresh draw per attempt, "
-        "one per certificate. A node that wakes before its due time recomputes and sleeps "
-        "again, as the daemon does.",
+        "is made by the renewal policy the daemon itself holds "
+        "(`join_agent.core.renewal.RenewalPolicy` of this checkout): the splay drawn at the "
+        "first look at a node without credentials, the deadline drawn from each "
+        "certificate's serial, the jittered, capped backoff with one draw per attempt. Only "
+        "the CA and the clock are modelled. A node that wakes before its due time recomputes "
+        "and sleeps again, as the daemon does.",
         "- The CA signs at most `capacity` certificates per 1-second bin; a request beyond "
         "that in the same bin is rejected (wasted), and so is every request while the CA is "
         "down. A request takes no time. Offered load = requests per 1-second bin / capacity.",

@@ -25,8 +25,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from . import actions, compat, files, guard, pki, schedule, state, store
+from . import actions, compat, files, guard, pki, state, store
 from .config import CertificateSpec, Config, IPAddress
+from .core import schedule
 from .errors import CertificateRejected, ConfigError, JoinAgentError, StoreError
 from .log import get_logger
 from .signers.cfssl import CfsslSigner

@@ -18,7 +18,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from .config import Config
-from .durations import format_duration
+from .core.durations import format_duration
 from .errors import JoinAgentError
 
 Level = Literal["PASS", "WARN", "FAIL", "SKIP"]

@@ -289,7 +289,7 @@ def _wait(args: argparse.Namespace) -> int:
     import time
 
     from . import status, wait
-    from .durations import parse_duration
+    from .core.durations import parse_duration
 
     timeout = None
     if args.timeout is not None:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from . import platform
-from .durations import parse_duration, seconds_to_timedelta
+from .core.durations import parse_duration, seconds_to_timedelta
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):

@@ -23,9 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from . import __version__, children, config, files, platform, schedule, state
+from . import __version__, children, config, files, platform, state
 from .config import Config
-from .durations import format_duration
+from .core import schedule
+from .core.durations import format_duration
+from .core.protocol import ErrorKind
+from .core.renewal import Held, RenewalPolicy, identity_mismatch, renew_at
 from .errors import ConfigError, JoinAgentError
 from .kubelet import KubeletSupervisor
 from .log import get_logger
@@ -50,29 +53,8 @@ class Worker:
     output: bytearray = field(default_factory=bytearray)
 
 
-@dataclass
-class Renewal:
-    """Where the renewal cycle stands (all times wall-clock UTC)."""
-
-    failures: int = 0
-    last_attempt: dt.datetime | None = None
-    last_success: dt.datetime | None = None
-    last_error: dict[str, str] | None = None
-    last_ok: bool | None = None
-    requested: bool = False  # SIGUSR1 / `join-agent renew` / an identity change
-    asked: bool = False  # SIGUSR1 / `join-agent renew`: the next attempt now, whatever waits
-    reason: str = ""
-    splay_until: dt.datetime | None = None
-    held_until: dt.datetime | None = None  # after a denial: no new request before this
-
-
-# A request someone denied is not asked again at the pace of an outage: each attempt would
-# leave one more CSR for the administrator to deny. `join-agent renew` asks at once.
-AFTER_DENIAL = dt.timedelta(hours=1)
-
-
 class Daemon:
-    """The loop. Everything it decides comes from schedule.py; it only acts."""
+    """The loop: it starts workers and the kubelet, and acts on what core.renewal decides."""
 
     def __init__(
         self,
@@ -89,7 +71,6 @@ class Daemon:
         self.environ = dict(environ)
         self.clock = clock
         self.rng = rng or random.SystemRandom()
-        self.salt = self.rng.random()
         self.kubelet_factory = kubelet_factory or _default_kubelet
         self.kubelet: KubeletSupervisor | None = None
         self.creds: dict[str, Any] | None = None
@@ -98,7 +79,11 @@ class Daemon:
         self.extras: list[dict[str, Any]] | None = None  # the [[certificate]] reports
         self.extras_next: dt.datetime | None = None
         self.extras_pass_pending = False  # a reload changed the tables: look at once
-        self.renewal = Renewal()
+        self.renewal = RenewalPolicy(
+            retry_min=cfg.renewal.retry_min,
+            retry_max=cfg.renewal.retry_max,
+            salt=self.rng.random(),  # a fleet that failed in one second retries apart
+        )
         self.worker: Worker | None = None
         self.pending_signals: list[int] = []
         self.stopping = False
@@ -182,8 +167,7 @@ class Daemon:
                 self._reload(now)
             elif sig == signal.SIGUSR1 and not self.stopping:
                 log.info("renewal_requested", via="SIGUSR1")
-                self._request_renewal("requested (SIGUSR1 / join-agent renew)")
-                self.renewal.asked = True
+                self.renewal.ask("requested (SIGUSR1 / join-agent renew)")
 
     # ------------------------------------------------------------------ decisions
 
@@ -220,47 +204,19 @@ class Daemon:
     def _joined(self) -> bool:
         return bool(self.creds and self.creds.get("present")) and self.cfg.paths.kubeconfig.exists()
 
-    def _deadline(self) -> tuple[dt.datetime, dt.datetime] | None:
-        """(renew_at, not_after) of the current certificate, or None without one."""
+    def _held(self) -> Held | None:
+        """The certificate on disk, as the renewal policy sees it; None without one."""
         c = self.creds
         if not c or not c.get("present"):
             return None
-        nb, na = state.parse_iso(c["not_before"]), state.parse_iso(c["not_after"])
-        # One draw per certificate, stable across restarts of the agent, different per node.
-        draw = random.Random(f"{c['serial']}").random()  # noqa: S311 - jitter, not a secret
-        return schedule.renewal_deadline(nb, na, draw), na
-
-    def _next_attempt(self, now: dt.datetime) -> dt.datetime | None:
-        r = self.renewal
-        known = self._deadline()
-        deadline = None if (known is None or r.requested) else known[0]
-        not_after = None if known is None else known[1]
-        at = schedule.next_attempt(
-            now,
-            deadline=deadline,
-            not_after=not_after,
-            failures=r.failures,
-            last_attempt=r.last_attempt,
-            retry_min=self.cfg.renewal.retry_min,
-            retry_max=self.cfg.renewal.retry_max,
-            draw=self._draw_for_attempt(),
+        return Held(
+            serial=str(c["serial"]),
+            not_before=state.parse_iso(c["not_before"]),
+            not_after=state.parse_iso(c["not_after"]),
         )
-        if r.requested and r.failures == 0:
-            at = now  # an explicit request does not wait for the floor
-        if r.splay_until is not None:
-            at = max(at, r.splay_until)
-        if r.held_until is not None and not r.requested:
-            at = max(at, r.held_until)
-        if r.asked:
-            at = now  # someone asked: not after a backoff, a splay or a hold
-        return at
 
-    def _draw_for_attempt(self) -> float:
-        # The same draw for one attempt, so recomputing on every wake-up does not move the
-        # retry time; a new attempt gets a new one. The salt is this process's own, so a
-        # fleet that failed at the same second does not retry at the same second.
-        seed = f"{self.salt}:{self.renewal.failures}:{self.renewal.last_attempt}"
-        return random.Random(seed).random()  # noqa: S311 - jitter, not a secret
+    def _next_attempt(self, now: dt.datetime) -> dt.datetime:
+        return self.renewal.next_attempt(now, self._held())
 
     def _check_identity(self, now: dt.datetime) -> None:
         """Renew early when the node's name or addresses no longer match the certificate."""
@@ -286,21 +242,21 @@ class Daemon:
             self.serving_next = self.extras_next = None
         self.seen_addresses = want_ips
         have_ips = sorted(c.get("sans", {}).get("ip", []))
-        if self.cfg.signer_kind == "kubernetes":
-            want_ips = have_ips  # the kubelet client signer takes no SANs: only the name counts
-        if ident.name != c.get("node") or want_ips != have_ips:
+        why = identity_mismatch(
+            c.get("node"),
+            have_ips,
+            ident.name,
+            want_ips,
+            addresses_in_certificate=self.cfg.signer_kind != "kubernetes",
+        )
+        if why is not None:
             log.info(
                 "identity_changed",
                 node=ident.name,
                 addresses=want_ips,
                 certificate_addresses=have_ips,
             )
-            self._request_renewal(f"the node's addresses changed ({', '.join(want_ips)})")
-
-    def _request_renewal(self, reason: str) -> None:
-        self.renewal.requested = True
-        self.renewal.reason = reason
-        self.renewal.splay_until = None
+            self.renewal.request(why)
 
     # ------------------------------------------------------------------ the worker child
 
@@ -309,8 +265,7 @@ class Daemon:
         env = children.worker_env(self.environ)
         now = self.clock()
         if mode == "enroll":
-            self.renewal.last_attempt = now
-            self.renewal.asked = False  # answered by this attempt, whatever it brings
+            self.renewal.begin(now)
             log.info("enrolling", reason=self.renewal.reason or "renewal deadline")
         try:
             proc = subprocess.Popen(
@@ -426,17 +381,14 @@ class Daemon:
         if mode == "inspect":
             if result.get("ok") is False and self.creds is None:
                 self.creds = {"present": False}
-            if not self._joined() and self.cfg.renewal.splay and r.splay_until is None:
-                delay = schedule.splay_delay(self.cfg.renewal.splay, self.rng.random())
-                r.splay_until = now + delay
+            delay = r.first_look(
+                now, joined=self._joined(), splay=self.cfg.renewal.splay, draw=self.rng.random()
+            )
+            if delay is not None:
                 log.info("splay", delay=format_duration(delay))
-            if not self._joined():
-                r.reason = "no credentials yet"
             return
         if result.get("ok"):
-            r.failures, r.requested, r.asked, r.reason = 0, False, False, ""
-            r.last_success, r.last_ok = now, True
-            r.splay_until = r.held_until = None
+            r.succeeded(now)
             log.info(
                 "renewed", serial=(self.creds or {}).get("serial"), source=result.get("source")
             )
@@ -444,19 +396,12 @@ class Daemon:
             if self.metrics:
                 self.metrics.renewals.labels(result="success").inc()
         else:
-            r.failures += 1
-            r.last_ok = False
-            r.last_error = {
-                "message": str(result.get("error", "unknown error")),
-                "kind": str(result.get("kind", "")),
-                "at": state.iso(now),
-            }
-            log.error("renewal_failed", error=r.last_error["message"], failures=r.failures)
-            if r.last_error["kind"] == "RequestDenied":
-                r.held_until, r.requested = now + AFTER_DENIAL, False
+            kind = ErrorKind.of(result.get("kind", ""))
+            r.failed(now, str(result.get("error", "unknown error")), kind)
+            log.error("renewal_failed", error=str(result.get("error")), failures=r.failures)
             if self.metrics:
                 self.metrics.renewals.labels(result="failure").inc()
-                self.metrics.failures.labels(reason=r.last_error["kind"] or "unknown").inc()
+                self.metrics.failures.labels(reason=kind.value or "unknown").inc()
 
     def _after_rotation(self, now: dt.datetime, *, ca_changed: bool, rotated: bool) -> None:
         # The client certificate is re-read by client-go at each handshake: no restart.
@@ -541,8 +486,9 @@ class Daemon:
             self.extras_next, self.extras_pass_pending = None, True
         self.cfg = new
         log.info("reloaded", config=str(new.source), renew=changed)
+        self.renewal.configure(new.renewal.retry_min, new.renewal.retry_max)
         if changed:
-            self._request_renewal("the config changed")
+            self.renewal.request("the config changed")
         if kubelet_changed and self.kubelet is not None:
             self.kubelet.stop(now)
             self.kubelet = None  # started again with the new command by _decide
@@ -636,7 +582,7 @@ class Daemon:
 
     def status_document(self, now: dt.datetime, *, final: bool = False) -> dict[str, Any]:
         r = self.renewal
-        known = self._deadline()
+        held = self._held()
         creds = self.creds or {"present": False}
         at = None if self.creds is None or self.stopping else self._next_attempt(now)
         agent_state = (
@@ -662,7 +608,7 @@ class Daemon:
             "credentials": creds,
             "kubelet": self._kubelet_doc(),
             "renewal": {
-                "renew_at": None if known is None else state.iso(known[0]),
+                "renew_at": None if held is None else state.iso(renew_at(held)),
                 "next_attempt": None if at is None else state.iso(at),
                 "failures": r.failures,
                 "last_attempt": None if r.last_attempt is None else state.iso(r.last_attempt),
@@ -671,7 +617,7 @@ class Daemon:
                 "reason": r.reason or None,
                 "in_progress": self.worker is not None and self.worker.mode == "enroll",
             },
-            "last_error": r.last_error,
+            "last_error": None if r.last_error is None else r.last_error.to_json(),
             "serving": self.serving if self._serving_wanted() else None,
             "certificates": self.extras,
             "waiting_for": None if self._working() else self._waiting_for(now),
@@ -688,11 +634,12 @@ class Daemon:
         r = self.renewal
         if self.creds is None:
             return "reading the credentials on disk"
-        if r.splay_until is not None and now < r.splay_until:
-            return f"splay: first enrollment in {format_duration(r.splay_until - now)}"
+        splay = r.splay_left(now)
+        if splay is not None:
+            return f"splay: first enrollment in {format_duration(splay)}"
         if not self._joined():
             if r.last_error:
-                return f"the CA (last attempt failed: {r.last_error['message']})"
+                return f"the CA (last attempt failed: {r.last_error.message})"
             return "the CA"
         return "the kubelet to start"
 

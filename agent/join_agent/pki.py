@@ -22,7 +22,7 @@ from cryptography.x509.oid import (
 
 from . import compat
 from .config import IPAddress, KeyType
-from .durations import format_duration
+from .core.durations import format_duration
 from .errors import CertificateRejected, TrustError
 from .identity import Identity
 

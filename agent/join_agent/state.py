@@ -7,30 +7,18 @@ cryptography. Its keys are an API (docs/status.md): add keys, never rename them.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+from .core import protocol
+
+# The wire's schema and timestamp form, defined once in core.protocol.
+SCHEMA, iso, parse_iso = protocol.SCHEMA, protocol.iso, protocol.parse_iso
+
 STATUS_FILE = "status.json"
 AGENT_PIDFILE = "agent.pid"
-SCHEMA = 1
-
-
-def iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso(text: str) -> dt.datetime:
-    """Read back ``iso()``'s "YYYY-MM-DDTHH:MM:SSZ" (no strptime: it costs an import)."""
-    if len(text) != 20 or text[10] != "T" or text[19] != "Z":
-        raise ValueError(f"not a UTC timestamp: {text!r}")
-    return dt.datetime(
-        int(text[0:4]), int(text[5:7]), int(text[8:10]),
-        int(text[11:13]), int(text[14:16]), int(text[17:19]),
-        tzinfo=dt.timezone.utc,
-    )  # fmt: skip
 
 
 def file_identity(path: Path) -> dict[str, Any] | None:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import guard, schedule, state
+from . import guard, state
 from .config import Config
-from .durations import format_duration
+from .core import renewal
+from .core.durations import format_duration
 from .errors import KeyMismatch, StoreError
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from . import store
 
-SCHEMA = 1
+SCHEMA = 1  # the `status --json` report's (status.json has its own: core.protocol.SCHEMA)
 CAP = guard.PEM_CAP
 EXIT_HEALTHY, EXIT_DEGRADED, EXIT_BROKEN = 0, 1, 2  # and cli.STATUS_UNKNOWN
 
@@ -271,12 +271,15 @@ def _judge_kubeconfig(f: dict[str, Any], server: str) -> tuple[str, list[str], d
 
 
 def renew_at(f: dict[str, Any]) -> dt.datetime | None:
-    """The certificate's renewal deadline, drawn as the daemon draws it (from the serial)."""
+    """The certificate's renewal deadline, as the daemon's renewal policy draws it."""
     if not f.get("present") or not f.get("not_before"):
         return None
-    draw = random.Random(str(f.get("serial"))).random()  # noqa: S311 - jitter, not a secret
-    return schedule.renewal_deadline(
-        state.parse_iso(f["not_before"]), state.parse_iso(f["not_after"]), draw
+    return renewal.renew_at(
+        renewal.Held(
+            serial=str(f.get("serial")),
+            not_before=state.parse_iso(f["not_before"]),
+            not_after=state.parse_iso(f["not_after"]),
+        )
     )
 
 

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .durations import format_duration
+from .core.durations import format_duration
 
 # `status` is cheap while the daemon runs (it reads status.json): a look every two seconds
 # costs nothing, and a kubelet waiting behind this starts at most that late.

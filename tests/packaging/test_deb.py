@@ -170,6 +170,7 @@ def test_package_installs_the_program_unit_manual_docs_and_examples(deb: Path) -
         "usr/lib/python3/dist-packages/join_agent/signers/cfssl.py",
         f"lib/systemd/system/{UNIT}",
         "lib/systemd/system/join-agent-wait.service",
+        "usr/lib/python3/dist-packages/join_agent/core/renewal.py",
         "usr/share/man/man8/join-agent.8.gz",
         # Uncompressed: the unit's Documentation=file: link names it.
         f"{doc}/README.md",

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from join_agent import config, daemon, state
+from join_agent.core import renewal
+from join_agent.core.protocol import ErrorKind
 from join_agent.notify import NullNotifier
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
@@ -118,7 +120,8 @@ def test_failures_back_off_and_record_the_error(tmp_path: Path) -> None:
         {"ok": False, "error": "no CFSSL server answered: x", "kind": "TransportError"},
     )
     assert d.renewal.failures == 1
-    assert d.renewal.last_error == {
+    assert d.renewal.last_error is not None
+    assert d.renewal.last_error.to_json() == {
         "message": "no CFSSL server answered: x",
         "kind": "TransportError",
         "at": state.iso(NOW),
@@ -149,8 +152,7 @@ def test_status_document_and_status_line(tmp_path: Path) -> None:
     line = daemon.status_line(doc, NOW)
     assert line.startswith("joined as worker-1; cert expires in 364d")
     assert "renews in" in line
-    d.renewal.last_ok = False
-    d.renewal.last_error = {"message": "the CA is down", "kind": "x", "at": state.iso(NOW)}
+    d.renewal.failed(NOW, "the CA is down", ErrorKind.TRANSPORT)
     assert daemon.status_line(d.status_document(NOW), NOW).endswith(
         "last renewal failed: the CA is down"
     )
@@ -179,7 +181,7 @@ def test_an_explicit_ask_goes_now_whatever_backoff_or_hold_waits(tmp_path: Path)
         d._apply(NOW, "enroll", {"ok": False, "error": "down", "kind": "TransportError"})
     d._apply(NOW, "enroll", {"ok": False, "error": "no", "kind": "RequestDenied"})
     waiting = d._next_attempt(NOW)
-    assert waiting is not None and waiting >= NOW + daemon.AFTER_DENIAL
+    assert waiting is not None and waiting >= NOW + renewal.AFTER_DENIAL
     d.pending_signals.append(signal.SIGUSR1)
     d._handle_signals(NOW)
     assert d._next_attempt(NOW) == NOW

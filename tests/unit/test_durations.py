@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from join_agent.durations import format_duration, parse_duration
+from join_agent.core.durations import format_duration, parse_duration
 
 S = dt.timedelta(seconds=1)
 

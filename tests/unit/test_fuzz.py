@@ -25,7 +25,8 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from join_agent import compat, config, durations, identity, store, transport
+from join_agent import compat, config, identity, store, transport
+from join_agent.core import durations
 from join_agent.errors import ConfigError, JoinAgentError, StoreError
 from join_agent.netlink import InterfaceAddress
 from join_agent.signers import cfssl

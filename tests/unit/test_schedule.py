@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from join_agent.schedule import (
+from join_agent.core.schedule import (
     MAX_SLEEP,
     RENEW_FROM,
     RENEW_TO,

@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 from .. import compat, credentials, csr_api, discovery, guard, log, transport
 from ..bootstrap_token import BootstrapToken
 from ..config import Config
-from ..durations import format_duration
+from ..core.durations import format_duration
 from ..errors import (
     CAResponseError,
     ConfigError,
