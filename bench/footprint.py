@@ -68,8 +68,8 @@ MARKER_END = "<!-- footprint.py: end -->"
 RSS_TARGET_MIB = 30.0
 # The brief's "resident" modules: what the loop itself is made of.
 RESIDENT_STATEMENT = (
-    "import join_agent.daemon, join_agent.kubelet, join_agent.notify, join_agent.state, "
-    "join_agent.core.schedule"
+    "import join_agent.daemon, join_agent.kubelet, join_agent.host.notify, "
+    "join_agent.storage.state, join_agent.core.schedule"
 )
 # Third-party or heavy stdlib packages the resident loop should not need.
 HEAVY = (

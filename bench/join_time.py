@@ -81,7 +81,7 @@ DEPS_LEAN = (
 # Parts the findings name (same measure as IMPORT_PACKAGES).
 DETAIL_PACKAGES = (
     "httpcore", "asyncio", "structlog.stdlib", "structlog.dev", "ssl", "argparse",
-    "join_agent.netlink", "join_agent.config",
+    "join_agent.host.netlink", "join_agent.config",
 )  # fmt: skip
 MARKER_BEGIN = "<!-- join_time.py: begin -->"
 MARKER_END = "<!-- join_time.py: end -->"
@@ -162,16 +162,16 @@ NAMED = {
     "imports": ("importlib._bootstrap>", "_find_and_load"),
     "main": ("join_agent/cli.py", "main"),
     "log_setup": ("join_agent/log.py", "setup"),
-    "make_client": ("join_agent/transport.py", "make_client"),
-    "enroll": ("join_agent/enroll.py", "enroll"),
+    "make_client": ("join_agent/net/transport.py", "make_client"),
+    "enroll": ("join_agent/worker/enroll.py", "enroll"),
     "sign": ("join_agent/signers/cfssl.py", "sign"),
-    "post": ("join_agent/transport.py", "post"),
-    "generate_key": ("join_agent/pki.py", "generate_key"),
-    "build_csr": ("join_agent/pki.py", "build_csr"),
-    "check_issued": ("join_agent/pki.py", "check_issued"),
-    "render": ("join_agent/kubeconfig.py", "render"),
-    "install": ("join_agent/store.py", "install"),
-    "atomic_write": ("join_agent/store.py", "atomic_write"),
+    "post": ("join_agent/net/transport.py", "post"),
+    "generate_key": ("join_agent/pki/__init__.py", "generate_key"),
+    "build_csr": ("join_agent/pki/__init__.py", "build_csr"),
+    "check_issued": ("join_agent/pki/__init__.py", "check_issued"),
+    "render": ("join_agent/worker/kubeconfig.py", "render"),
+    "install": ("join_agent/storage/store.py", "install"),
+    "atomic_write": ("join_agent/storage/files.py", "atomic_write"),
 }
 named = {n: sum(v[3] for k, v in st.stats.items() if k[0].endswith(f) and k[2] == fn)
          for n, (f, fn) in NAMED.items()}

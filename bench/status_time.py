@@ -58,7 +58,7 @@ MARKER_END = "<!-- status_time.py: end -->"
 TARGET = 3.0  # fast-path status / bare interpreter, medians
 # What brings in each root import seen in a status run (read off the -X importtime trees).
 WHY = {
-    "join_agent.status": "status.py with config.py (8 frozen dataclasses, tomllib), "
+    "join_agent.verbs.status": "status.py with config.py (8 frozen dataclasses, tomllib), "
     "dataclasses→inspect, json, random, schedule, state",
     "http.client": "the kubelet /healthz probe (`status.probe_healthz`): email.parser, "
     "email.utils→socket, ssl",
@@ -68,8 +68,8 @@ WHY = {
     "shutil": "argparse's HelpFormatter, built when the parser is",
     "_strptime": "`state.parse_iso` (`datetime.strptime`)",
     "encodings.idna": "the healthz probe's `getaddrinfo`",
-    "join_agent.compat": "cryptography's x509 (slow path only)",
-    "join_agent.kubeconfig": "PyYAML (slow path only)",
+    "join_agent.pki.compat": "cryptography's x509 (slow path only)",
+    "join_agent.worker.kubeconfig": "PyYAML (slow path only)",
     "cryptography.hazmat.backends.openssl.backend": "cryptography's OpenSSL backend",
 }
 

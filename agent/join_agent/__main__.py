@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from join_agent.cli import main
 
 sys.exit(main())

@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from . import __version__
-from .errors import JoinAgentError
+from join_agent import __version__
+from join_agent.errors import JoinAgentError
 
 if TYPE_CHECKING:
-    from .config import Config
+    from join_agent.config import Config
 
 
 # `status` exits 0/1/2 for healthy/degraded/broken (status.EXIT_*); when it cannot judge
@@ -173,13 +173,13 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--force", action="store_true", help="do not ask for confirmation")
     # The daemon's short-lived child (see worker.py): not for people, so not in --help.
     wk = verbs.add_parser("worker", parents=[common])
-    wk.add_argument("mode", choices=("enroll", "inspect", "serving", "certificates"))
+    wk.add_argument("mode", choices=("enroll", "inspect", "serving", "certificates", "kubelet"))
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from . import log
+    from join_agent import log
 
     # Whatever umask we were started under, nothing we (or the kubelet, an action) create
     # is writable by group or others unless a mode says so explicitly.
@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _fail(message: str, debug: bool, code: int = 1) -> int:
     """Print the one sentence; the traceback goes to the log only with --debug."""
-    from . import log
+    from join_agent import log
 
     if debug:
         log.get_logger("join_agent").exception("failed")
@@ -217,7 +217,7 @@ def _fail(message: str, debug: bool, code: int = 1) -> int:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    from . import config
+    from join_agent import config
 
     return config.load(config.config_path(args.config, os.environ))
 
@@ -227,7 +227,10 @@ def _now() -> dt.datetime:
 
 
 def _join(args: argparse.Namespace) -> int:
-    from . import compat, config, credentials, pki, worker
+    from join_agent import config, pki
+    from join_agent.pki import compat
+    from join_agent.signers import credentials
+    from join_agent.worker import passes
 
     overrides: dict[str, object] = {}
     if args.server:
@@ -246,28 +249,28 @@ def _join(args: argparse.Namespace) -> int:
     # Flags alone may describe the join, but a config file that was asked for must exist.
     cfg = config.load(path, overrides, missing_ok=bool(overrides) and args.config is None)
     origin = "--token-file" if args.token_file else ""
-    done = worker.enroll_once(cfg, os.environ, token=token, token_origin=origin)
+    done = passes.enroll_once(cfg, os.environ, token=token, token_origin=origin)
     until = compat.not_valid_after(done.certificate)
     names = ", ".join(pki.hosts_for(done.identity)) or "no SANs: a Kubernetes client certificate"
     print(f"joined as system:node:{done.identity.name} ({names})")
     print(f"certificate: {done.version}, valid until {until:%Y-%m-%d %H:%M:%S}Z")
     print(f"kubeconfig:  {cfg.paths.kubeconfig}")
-    for c in worker.certificates_once(cfg, os.environ) if cfg.certificates else []:
+    for c in passes.certificates_once(cfg, os.environ) if cfg.certificates else []:
         print(f"certificate {c['name']}: {c['state']}, until {c.get('not_after')}")
     if cfg.signer_kind == "kubernetes" and cfg.kubernetes.serving:
-        served = worker.serving_once(cfg, os.environ)
+        served = passes.serving_once(cfg, os.environ)
         print(f"serving:     {served['state']}: {served.get('message') or served.get('not_after')}")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    from . import daemon
+    from join_agent.daemon import startup
 
-    return daemon.main(_config(args), os.environ)
+    return startup.main(_config(args), os.environ)
 
 
 def _renew(args: argparse.Namespace) -> int:
-    from . import renew
+    from join_agent.verbs import renew
 
     cfg = _config(args)
     ok, message = renew.renew(cfg, os.environ)
@@ -276,7 +279,8 @@ def _renew(args: argparse.Namespace) -> int:
 
 
 def _reload(args: argparse.Namespace) -> int:
-    from . import config, reload
+    from join_agent import config
+    from join_agent.verbs import reload
 
     ok, message = reload.reload(config.config_path(args.config, os.environ), args.pid)
     if not ok:
@@ -288,8 +292,8 @@ def _reload(args: argparse.Namespace) -> int:
 def _wait(args: argparse.Namespace) -> int:
     import time
 
-    from . import status, wait
-    from .core.durations import parse_duration
+    from join_agent.core.durations import parse_duration
+    from join_agent.verbs import status, wait
 
     timeout = None
     if args.timeout is not None:
@@ -315,7 +319,7 @@ def _wait(args: argparse.Namespace) -> int:
 
 
 def _reset(args: argparse.Namespace) -> int:
-    from . import reset
+    from join_agent.verbs import reset
 
     cfg = _config(args)
     if not args.force:
@@ -334,7 +338,8 @@ def _reset(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from . import check, config
+    from join_agent import config
+    from join_agent.verbs import check
 
     results = check.run(config.config_path(args.config, os.environ), os.environ, _now)
     for r in results:
@@ -343,14 +348,21 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from . import worker
+    import json
 
-    sys.stdout.write(worker.dumps(worker.run(_config(args), args.mode, os.environ)))
+    if args.mode == "kubelet":  # the kubelet's settings only: no cryptography, no httpx
+        from join_agent.kubelet import settings
+
+        sys.stdout.write(json.dumps(settings.facts(_config(args)), sort_keys=True) + "\n")
+        return 0
+    from join_agent.worker import passes
+
+    sys.stdout.write(passes.dumps(passes.run(_config(args), args.mode, os.environ)))
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    from . import status
+    from join_agent.verbs import status
 
     report = status.gather(_config(args), _now())
     sys.stdout.write(status.render_json(report) if args.json else status.render_text(report))
@@ -358,7 +370,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _pin(args: argparse.Namespace) -> int:
-    from . import pin
+    from join_agent.verbs import pin
 
     source: str = args.source
     if source.lower().startswith(("http://", "https://")):

@@ -57,7 +57,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from join_agent import compat
+from join_agent.pki import compat
 from tests.conftest import Node
 
 from .standin import (

@@ -20,8 +20,13 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from join_agent import certificates, compat, config, credentials, transport, trust
+from join_agent import config
+from join_agent.net import transport
+from join_agent.pki import compat
+from join_agent.signers import credentials
 from join_agent.signers.cfssl import CfsslSigner
+from join_agent.storage import trust
+from join_agent.worker import certificates
 from tests.conftest import Node, need, toml_table
 from tests.lab.cfssl_ca import CfsslCA, seed_config
 

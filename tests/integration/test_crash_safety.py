@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from join_agent import compat, kubeconfig, store
-from join_agent.faults import ENV
+from join_agent.pki import compat
+from join_agent.storage import store
+from join_agent.storage.faults import ENV
+from join_agent.worker import kubeconfig
 from tests.conftest import IN_CI, Node, stop
 from tests.lab.cfssl_ca import CfsslCA
 

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from join_agent import compat
+from join_agent.pki import compat
 from tests.conftest import Node
 from tests.lab.cfssl_ca import CfsslCA
 

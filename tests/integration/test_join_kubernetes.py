@@ -22,7 +22,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from join_agent import compat
+from join_agent.pki import compat
 from tests.conftest import KubeNode, kubectl_view, stop
 from tests.standins.kube_apiserver import CSR_PATH, StandinApiServer
 

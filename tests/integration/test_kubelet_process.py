@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from join_agent import kubelet
-from join_agent.kubelet import KubeletSupervisor, OsProcesses
+from join_agent.kubelet import command, processes
+from join_agent.kubelet.processes import OsProcesses
+from join_agent.kubelet.supervisor import KubeletSupervisor
 from tests.standins import KUBELET, kubelet_command
 
 pytestmark = pytest.mark.skipif(
@@ -100,14 +101,14 @@ class Lab:
         draw: Callable[[], float] = lambda: 0.5,
         **timing: dt.timedelta,
     ) -> KubeletSupervisor:
-        argv = kubelet.kubelet_argv(
+        argv = command.kubelet_argv(
             kubelet_command(f"--standin-record={self.record}", *flags),
             self.root / "kubelet.conf",
             "worker-1",
         )
         sup = KubeletSupervisor(
             argv,
-            env if env is not None else kubelet.kubelet_env(os.environ),
+            env if env is not None else command.kubelet_env(os.environ),
             self.pidfile,
             stop_grace,
             procs=OsProcesses(),
@@ -203,7 +204,7 @@ def test_the_kubelet_environment_lacks_notify_and_watchdog(
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", "/run/credentials/join-agent.service")
     monkeypatch.setenv("LISTEN_FDS", "1")
-    sup = lab.supervisor(env=kubelet.kubelet_env(os.environ))
+    sup = lab.supervisor(env=command.kubelet_env(os.environ))
     sup.start(utcnow())
     env = lab.started(1)["env"]
     # Only the entries root alone can write stay (tests/integration/test_node_attacks.py
@@ -338,9 +339,9 @@ def test_reap_stale_stops_a_kubelet_left_by_a_previous_agent(lab: Lab) -> None:
     stale = lab.popen(kubelet_command(f"--standin-record={lab.record}", "--standin-ignore-sigterm"))
     lab.started(1)
     procs = OsProcesses()
-    kubelet.write_pidfile(lab.pidfile, stale.pid, procs.start_time(stale.pid))
+    processes.write_pidfile(lab.pidfile, stale.pid, procs.start_time(stale.pid))
     t0 = time.monotonic()
-    said = kubelet.reap_stale(lab.pidfile, stop_grace=dt.timedelta(seconds=0.3), procs=procs)
+    said = processes.reap_stale(lab.pidfile, stop_grace=dt.timedelta(seconds=0.3), procs=procs)
     assert said == (
         f"stopped the kubelet left by a previous run (pid {stale.pid}) "
         "with SIGKILL after 0.3s of SIGTERM"
@@ -354,8 +355,8 @@ def test_reap_stale_with_sigterm(lab: Lab) -> None:
     stale = lab.popen(kubelet_command(f"--standin-record={lab.record}"))
     lab.started(1)
     procs = OsProcesses()
-    kubelet.write_pidfile(lab.pidfile, stale.pid, procs.start_time(stale.pid))
-    said = kubelet.reap_stale(lab.pidfile, stop_grace=dt.timedelta(seconds=5), procs=procs)
+    processes.write_pidfile(lab.pidfile, stale.pid, procs.start_time(stale.pid))
+    said = processes.reap_stale(lab.pidfile, stop_grace=dt.timedelta(seconds=5), procs=procs)
     assert said is not None
     assert said.endswith("with SIGTERM")
     assert stale.wait(5) == 0
@@ -369,8 +370,8 @@ def test_reap_stale_spares_an_unrelated_process_with_the_pid(lab: Lab) -> None:
     real = procs.start_time(unrelated.pid)
     assert real is not None
     ticks, boot = real.split(maxsplit=1)
-    kubelet.write_pidfile(lab.pidfile, unrelated.pid, f"{int(ticks) - 100} {boot}")
-    said = kubelet.reap_stale(lab.pidfile, stop_grace=dt.timedelta(seconds=0.2), procs=procs)
+    processes.write_pidfile(lab.pidfile, unrelated.pid, f"{int(ticks) - 100} {boot}")
+    said = processes.reap_stale(lab.pidfile, stop_grace=dt.timedelta(seconds=0.2), procs=procs)
     assert said is not None
     assert "now belongs to another process" in said
     assert "left it alone" in said
@@ -382,8 +383,10 @@ def test_reap_stale_spares_an_unrelated_process_with_the_pid(lab: Lab) -> None:
 def test_reap_stale_after_the_process_is_gone(lab: Lab) -> None:
     gone = lab.popen([sys.executable, "-c", "pass"])
     gone.wait(10)
-    kubelet.write_pidfile(lab.pidfile, gone.pid, "1 boot=x")
-    said = kubelet.reap_stale(lab.pidfile, stop_grace=dt.timedelta(seconds=1), procs=OsProcesses())
+    processes.write_pidfile(lab.pidfile, gone.pid, "1 boot=x")
+    said = processes.reap_stale(
+        lab.pidfile, stop_grace=dt.timedelta(seconds=1), procs=OsProcesses()
+    )
     assert said is not None
     assert "is gone" in said
     assert not lab.pidfile.exists()

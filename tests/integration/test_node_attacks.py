@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from join_agent import state
+from join_agent.storage import state
 from tests.conftest import Node, alive, need
 from tests.lab.cfssl_ca import CfsslCA, free_port
 from tests.standins import kubelet_command

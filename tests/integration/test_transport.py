@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from join_agent import transport
 from join_agent.errors import TransportError
+from join_agent.net import transport
 
 Handler = Callable[[socket.socket], None]
 

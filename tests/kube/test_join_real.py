@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from join_agent import compat
+from join_agent.pki import compat
 from tests.conftest import KubeNode, kubectl_view
 from tests.lab.kube_cp import ControlPlane
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 import join_agent
-from join_agent import platform
+from join_agent.host import platform
 from tests.conftest import need
 
 if sys.version_info >= (3, 11):

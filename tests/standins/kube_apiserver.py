@@ -59,7 +59,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from join_agent import compat
+from join_agent.pki import compat
 
 if TYPE_CHECKING:  # these names are cryptography 40+; CI runs 38 (.ci/bookworm-constraints)
     from cryptography.hazmat.primitives.asymmetric.types import (

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from join_agent import compat
+from join_agent.pki import compat
 from tests.conftest import need
 
 from .kube_apiserver import (

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from join_agent.bootstrap_token import (
+from join_agent.errors import ConfigError
+from join_agent.signers.kubernetes.bootstrap_token import (
     BootstrapToken,
     detached_signature,
     parse_token,
     signature_valid,
 )
-from join_agent.errors import ConfigError
 from tests.standins.kube_apiserver import JWS_VECTOR, KUBERNETES_JWS_TEST_VECTOR
 
 TOKEN = BootstrapToken(id="abcdef", secret="0123456789abcdef")

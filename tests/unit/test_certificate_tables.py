@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from join_agent import actions, certificates, config
+from join_agent import config
 from join_agent.errors import ConfigError
+from join_agent.worker import actions, certificates
 
 PIN = "sha256:" + "ab" * 32
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from join_agent import pki
 from join_agent.config import CfsslConfig
 from join_agent.errors import CAResponseError, TransportError, TrustError
-from join_agent.identity import Identity
+from join_agent.host.identity import Identity
 from join_agent.signers.cfssl import CfsslSigner
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")

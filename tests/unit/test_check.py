@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from join_agent import check
+from join_agent.verbs import check
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, 0, tzinfo=dt.timezone.utc)
 SKEW = dt.timedelta(minutes=2)

@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from join_agent import config, credentials, platform
+from join_agent import config
 from join_agent.errors import ConfigError
+from join_agent.host import platform
+from join_agent.signers import credentials
 
 if sys.version_info >= (3, 11):
     import tomllib

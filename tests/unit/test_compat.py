@@ -5,8 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from join_agent import compat
-from join_agent.pki import key_pem
+from join_agent.pki import compat, key_pem
 
 from ._certs import CA, NOW, cert_pem
 

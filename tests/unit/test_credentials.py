@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from join_agent import credentials
-from join_agent.credentials import Secret, cfssl_auth_key, read_secret
 from join_agent.errors import ConfigError
+from join_agent.signers import credentials
+from join_agent.signers.credentials import Secret, cfssl_auth_key, read_secret
 
 KEY = "signer.cfssl.auth_key_file"
 SECRET = "0123456789abcdef0123456789abcdef"

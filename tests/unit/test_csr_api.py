@@ -10,9 +10,10 @@ from cryptography import x509
 from hypothesis import given
 from hypothesis import strategies as st
 
-from join_agent import csr_api, pki
+from join_agent import pki
 from join_agent.errors import CAResponseError, JoinAgentError
-from join_agent.identity import Identity
+from join_agent.host.identity import Identity
+from join_agent.signers.kubernetes import csr_api
 
 from ._certs import CA, ec_key
 

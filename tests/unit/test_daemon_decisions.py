@@ -1,7 +1,9 @@
-"""The daemon's decisions, without processes: a Daemon object fed results by hand.
+"""The daemon's loop without processes: a Daemon fed worker results and signals through
+its public methods (on_result, on_signal, check_identity, publish), observed through what
+it publishes (status_document, the service manager's messages).
 
-No worker child is spawned and no kubelet started: the tests call the methods that
-decide (identity check, splay, next attempt, what status.json and STATUS= say).
+No worker child is spawned and no kubelet started. The renewal rule itself is tested
+through its own interface in test_renewal.py; here, that the daemon acts on it.
 """
 
 from __future__ import annotations
@@ -14,12 +16,33 @@ from typing import Any
 
 import pytest
 
-from join_agent import config, daemon, state
+from join_agent import config
 from join_agent.core import renewal
-from join_agent.core.protocol import ErrorKind
-from join_agent.notify import NullNotifier
+from join_agent.daemon import loop, reloading, reporting
+from join_agent.storage import state
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
+FAILED = {"ok": False, "error": "no CFSSL server answered: x", "kind": "TransportError"}
+
+
+class Recording:
+    """A notifier that keeps what the daemon tells the service manager."""
+
+    watchdog_interval = None
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, *lines: str) -> None:
+        self.sent.append("\n".join(lines))
+
+
+class Monotonic:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def document(tmp_path: Path) -> dict[str, Any]:
@@ -38,14 +61,26 @@ def document(tmp_path: Path) -> dict[str, Any]:
     }
 
 
-def make(tmp_path: Path, **sections: dict[str, Any]) -> daemon.Daemon:
+def make(
+    tmp_path: Path, notes: Recording | None = None, **sections: dict[str, Any]
+) -> tuple[loop.Daemon, Monotonic]:
     doc = document(tmp_path)
     for k, v in sections.items():
         doc.setdefault(k, {}).update(v)
+    tmp_path.mkdir(exist_ok=True)
     cfg = config.parse(doc, source=tmp_path / "config.toml")
-    return daemon.Daemon(
-        cfg, notifier=NullNotifier(), environ={}, clock=lambda: NOW, rng=random.Random(7)
+    cfg.paths.state_dir.mkdir(parents=True, exist_ok=True)
+    mono = Monotonic()
+    d = loop.Daemon(
+        cfg,
+        notifier=notes or Recording(),
+        environ={},
+        kubelet_factory=lambda _cfg, _name: None,
+        clock=lambda: NOW,
+        monotonic=mono,
+        rng=random.Random(7),
     )
+    return d, mono
 
 
 def creds(ips: list[str], node: str = "worker-1", days: int = 365) -> dict[str, Any]:
@@ -60,88 +95,91 @@ def creds(ips: list[str], node: str = "worker-1", days: int = 365) -> dict[str, 
     }
 
 
+def joined(d: loop.Daemon, facts: dict[str, Any]) -> None:
+    """The worker's first look finds credentials and a kubeconfig."""
+    d.cfg.paths.kubeconfig.write_text("x")
+    d.on_result(NOW, "inspect", {"ok": True, "credentials": facts})
+
+
+def renewal_doc(d: loop.Daemon) -> dict[str, Any]:
+    doc: dict[str, Any] = d.status_document(NOW)["renewal"]
+    return doc
+
+
 def test_a_changed_address_set_requests_an_early_renewal(tmp_path: Path) -> None:
-    d = make(tmp_path)
-    d.creds = creds(["192.0.2.10"])
-    d._check_identity(NOW)
-    assert not d.renewal.requested
-    d.creds = creds(["192.0.2.99"])
-    d._check_identity(NOW)
-    assert not d.renewal.requested  # checked at most once a minute
-    d.identity_checked -= 61
-    d._check_identity(NOW)
-    assert d.renewal.requested
-    assert "192.0.2.10" in d.renewal.reason
-    assert d._next_attempt(NOW) == NOW  # not the deadline months away
+    d, mono = make(tmp_path)
+    joined(d, creds(["192.0.2.10"]))
+    d.check_identity()
+    assert renewal_doc(d)["reason"] is None
+    d.on_result(NOW, "inspect", {"ok": True, "credentials": creds(["192.0.2.99"])})
+    d.check_identity()
+    assert renewal_doc(d)["reason"] is None  # checked at most once a minute
+    mono.now += 61
+    d.check_identity()
+    assert "192.0.2.10" in renewal_doc(d)["reason"]
+    assert renewal_doc(d)["next_attempt"] == state.iso(NOW)  # not the deadline months away
 
 
 def test_a_renamed_node_requests_a_renewal(tmp_path: Path) -> None:
-    d = make(tmp_path)
-    d.creds = creds(["192.0.2.10"], node="old-name")
-    d._check_identity(NOW)
-    assert d.renewal.requested
+    d, _ = make(tmp_path)
+    joined(d, creds(["192.0.2.10"], node="old-name"))
+    d.check_identity()
+    assert "name changed" in renewal_doc(d)["reason"]
+    assert renewal_doc(d)["next_attempt"] == state.iso(NOW)
 
 
 def test_renewal_waits_for_the_deadline_inside_70_to_90_percent(tmp_path: Path) -> None:
-    d = make(tmp_path)
-    d.creds = creds(["192.0.2.10"], days=100)
-    at = d._next_attempt(NOW)
-    assert at is not None
-    nb = state.parse_iso(d.creds["not_before"])
+    d, _ = make(tmp_path)
+    facts = creds(["192.0.2.10"], days=100)
+    joined(d, facts)
+    at = state.parse_iso(renewal_doc(d)["next_attempt"])
+    nb = state.parse_iso(facts["not_before"])
     assert nb + dt.timedelta(days=70) <= at <= nb + dt.timedelta(days=90)
+    assert renewal_doc(d)["renew_at"] == renewal_doc(d)["next_attempt"]
     # The same certificate gives the same deadline after a restart of the agent.
-    again = make(tmp_path)
-    again.creds = dict(d.creds)
-    assert again._next_attempt(NOW) == at
+    again, _ = make(tmp_path / "again")
+    joined(again, dict(facts))
+    assert renewal_doc(again)["next_attempt"] == state.iso(at)
 
 
 def test_splay_delays_the_first_enrollment_only(tmp_path: Path) -> None:
-    d = make(tmp_path, renewal={"splay": "10m"})
-    d._apply(NOW, "inspect", {"ok": True, "credentials": {"present": False}})
-    assert d.renewal.splay_until is not None
-    assert NOW <= d.renewal.splay_until < NOW + dt.timedelta(minutes=10)
-    assert d._next_attempt(NOW) == d.renewal.splay_until
-    assert "splay" in d._waiting_for(NOW)
+    d, _ = make(tmp_path, renewal={"splay": "10m"})
+    d.on_result(NOW, "inspect", {"ok": True, "credentials": {"present": False}})
+    at = state.parse_iso(renewal_doc(d)["next_attempt"])
+    assert NOW <= at < NOW + dt.timedelta(minutes=10)
+    assert "splay" in d.status_document(NOW)["waiting_for"]
     # A node that has credentials does not wait for a splay.
-    joined = make(tmp_path / "b", renewal={"splay": "10m"})
-    (tmp_path / "b").mkdir(exist_ok=True)
-    joined.cfg.paths.kubeconfig.write_text("x")
-    joined._apply(NOW, "inspect", {"ok": True, "credentials": creds(["192.0.2.10"])})
-    assert joined.renewal.splay_until is None
+    other, _ = make(tmp_path / "b", renewal={"splay": "10m"})
+    joined(other, creds(["192.0.2.10"]))
+    assert other.status_document(NOW)["waiting_for"] is None
+    assert renewal_doc(other)["reason"] is None
 
 
 def test_failures_back_off_and_record_the_error(tmp_path: Path) -> None:
-    d = make(tmp_path)
-    d.creds = creds(["192.0.2.10"])
-    d.renewal.last_attempt = NOW
-    d._apply(
-        NOW,
-        "enroll",
-        {"ok": False, "error": "no CFSSL server answered: x", "kind": "TransportError"},
-    )
-    assert d.renewal.failures == 1
-    assert d.renewal.last_error is not None
-    assert d.renewal.last_error.to_json() == {
+    d, _ = make(tmp_path)
+    joined(d, creds(["192.0.2.10"]))
+    d.renewal.begin(NOW)  # what starting the worker does
+    d.on_result(NOW, "enroll", FAILED)
+    doc = d.status_document(NOW)
+    assert doc["renewal"]["failures"] == 1
+    assert doc["last_error"] == {
         "message": "no CFSSL server answered: x",
         "kind": "TransportError",
         "at": state.iso(NOW),
     }
-    first = d._next_attempt(NOW)
-    assert first is not None and NOW + dt.timedelta(seconds=10) <= first <= NOW + dt.timedelta(
-        seconds=20
-    )
+    first = state.parse_iso(doc["renewal"]["next_attempt"])
+    assert NOW + dt.timedelta(seconds=10) <= first <= NOW + dt.timedelta(seconds=20)
     for _ in range(10):
-        d._apply(NOW, "enroll", {"ok": False, "error": "again", "kind": "TransportError"})
-    later = d._next_attempt(NOW)
-    assert later is not None and later <= NOW + dt.timedelta(minutes=5)  # capped by retry_max
-    d._apply(NOW, "enroll", {"ok": True, "credentials": creds(["192.0.2.10"])})
-    assert d.renewal.failures == 0
-    assert d.renewal.last_ok is True
+        d.on_result(NOW, "enroll", {"ok": False, "error": "again", "kind": "TransportError"})
+    later = state.parse_iso(renewal_doc(d)["next_attempt"])
+    assert later <= NOW + dt.timedelta(minutes=5)  # capped by retry_max
+    d.on_result(NOW, "enroll", {"ok": True, "credentials": creds(["192.0.2.10"])})
+    assert (renewal_doc(d)["failures"], renewal_doc(d)["last_ok"]) == (0, True)
 
 
 def test_status_document_and_status_line(tmp_path: Path) -> None:
-    d = make(tmp_path)
-    d.creds = creds(["192.0.2.10"], days=365)
+    d, _ = make(tmp_path)
+    joined(d, creds(["192.0.2.10"], days=365))
     doc = d.status_document(NOW)
     assert set(doc) >= {
         "schema", "written_at", "agent", "node", "signer", "credentials", "kubelet",
@@ -149,57 +187,57 @@ def test_status_document_and_status_line(tmp_path: Path) -> None:
     }  # fmt: skip
     assert doc["node"] == "worker-1"
     assert doc["renewal"]["renew_at"] is not None
-    line = daemon.status_line(doc, NOW)
+    line = reporting.status_line(doc, NOW)
     assert line.startswith("joined as worker-1; cert expires in 364d")
     assert "renews in" in line
-    d.renewal.failed(NOW, "the CA is down", ErrorKind.TRANSPORT)
-    assert daemon.status_line(d.status_document(NOW), NOW).endswith(
+    d.on_result(NOW, "enroll", {**FAILED, "error": "the CA is down"})
+    assert reporting.status_line(d.status_document(NOW), NOW).endswith(
         "last renewal failed: the CA is down"
     )
 
 
 def test_status_line_before_the_first_certificate(tmp_path: Path) -> None:
-    d = make(tmp_path)
-    d.creds = {"present": False}
-    assert daemon.status_line(d.status_document(NOW), NOW) == "not joined yet; waiting for the CA"
+    d, _ = make(tmp_path)
+    d.on_result(NOW, "inspect", {"ok": True, "credentials": {"present": False}})
+    said = reporting.status_line(d.status_document(NOW), NOW)
+    assert said == "not joined yet; waiting for the CA"
 
 
 @pytest.mark.parametrize("text", ["[nonsense]\n", "[cluster]\nserver = 5\n"])
 def test_a_bad_reload_keeps_the_running_config(tmp_path: Path, text: str) -> None:
-    d = make(tmp_path)
+    d, _ = make(tmp_path)
     d.cfg.source.write_text(text)
     before = d.cfg
-    d._reload(NOW)
+    d.on_signal(NOW, signal.SIGHUP)
     assert d.cfg is before
+    assert d.status_document(NOW)["reload"]["ok"] is False
 
 
 def test_an_explicit_ask_goes_now_whatever_backoff_or_hold_waits(tmp_path: Path) -> None:
-    d = make(tmp_path)
-    d.creds = creds(["192.0.2.10"])
+    d, _ = make(tmp_path)
+    joined(d, creds(["192.0.2.10"]))
     for _ in range(6):
-        d.renewal.last_attempt = NOW
-        d._apply(NOW, "enroll", {"ok": False, "error": "down", "kind": "TransportError"})
-    d._apply(NOW, "enroll", {"ok": False, "error": "no", "kind": "RequestDenied"})
-    waiting = d._next_attempt(NOW)
-    assert waiting is not None and waiting >= NOW + renewal.AFTER_DENIAL
-    d.pending_signals.append(signal.SIGUSR1)
-    d._handle_signals(NOW)
-    assert d._next_attempt(NOW) == NOW
-    # Starting the attempt answers the ask (_spawn_worker clears it); its failure then
-    # backs off again rather than asking in a loop.
-    d.renewal.asked = False
-    d._apply(NOW, "enroll", {"ok": False, "error": "down", "kind": "TransportError"})
-    again = d._next_attempt(NOW)
-    assert again is not None and again > NOW
+        d.renewal.begin(NOW)
+        d.on_result(NOW, "enroll", FAILED)
+    d.on_result(NOW, "enroll", {"ok": False, "error": "no", "kind": "RequestDenied"})
+    waiting = state.parse_iso(renewal_doc(d)["next_attempt"])
+    assert waiting >= NOW + renewal.AFTER_DENIAL
+    d.on_signal(NOW, signal.SIGUSR1)
+    assert renewal_doc(d)["next_attempt"] == state.iso(NOW)
+    # Starting the attempt answers the ask; its failure then backs off again rather than
+    # asking in a loop.
+    d.renewal.begin(NOW)
+    d.on_result(NOW, "enroll", FAILED)
+    assert state.parse_iso(renewal_doc(d)["next_attempt"]) > NOW
 
 
 def test_a_reload_that_a_running_agent_cannot_apply_is_refused(tmp_path: Path) -> None:
-    d = make(tmp_path)
+    d, _ = make(tmp_path)
     doc = document(tmp_path)
     doc["paths"]["state_dir"] = str(tmp_path / "elsewhere")
     doc["node"]["name"] = "other-name"
     moved = config.parse(doc, source=d.cfg.source)
-    said = daemon.reload_refusal(d.cfg, moved)
+    said = reloading.reload_refusal(d.cfg, moved)
     assert said == (
         "paths.state_dir and node.name changed, which a running agent cannot apply: restart "
         "it (systemctl restart join-agent) to use the new config"
@@ -207,61 +245,80 @@ def test_a_reload_that_a_running_agent_cannot_apply_is_refused(tmp_path: Path) -
     doc = document(tmp_path)
     doc["renewal"]["retry_min"] = "20s"
     same = config.parse(doc, source=d.cfg.source)
-    assert daemon.reload_refusal(d.cfg, same) is None  # what can change live, does
-
-
-class Recording:
-    """A notifier that keeps what the daemon tells the service manager."""
-
-    watchdog_interval = None
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, *lines: str) -> None:
-        self.sent.append("\n".join(lines))
-
-
-def recorded(tmp_path: Path) -> tuple[daemon.Daemon, Recording]:
-    d = make(tmp_path)
-    notes = Recording()
-    d.notifier = notes
-    d.cfg.paths.state_dir.mkdir(parents=True, exist_ok=True)
-    return d, notes
+    assert reloading.reload_refusal(d.cfg, same) is None  # what can change live, does
 
 
 def test_ready_once_the_state_is_read_joined_or_not(tmp_path: Path) -> None:
     """READY=1 must not wait for the CA (a start job that waits keeps the boot at
     "starting"); agent.state stays "starting" until the node works."""
-    d, notes = recorded(tmp_path)
-    d._publish(NOW)
+    notes = Recording()
+    d, _ = make(tmp_path, notes)
+    d.publish(NOW)
     assert not any("READY=1" in n for n in notes.sent)  # the credentials are not read yet
-    d._apply(NOW, "inspect", {"ok": True, "credentials": {"present": False}})
-    d._publish(NOW)
+    d.on_result(NOW, "inspect", {"ok": True, "credentials": {"present": False}})
+    d.publish(NOW)
     (ready,) = [n for n in notes.sent if "READY=1" in n]
     assert ready == "READY=1\nSTATUS=not joined yet; waiting for the CA"
     doc = d.status_document(NOW)
     assert doc["agent"]["state"] == "starting"
     assert doc["waiting_for"] == "the CA"
-    d._publish(NOW)
+    d.publish(NOW)
     assert len([n for n in notes.sent if "READY=1" in n]) == 1
 
 
 def test_a_reload_before_ready_sends_no_ready_and_every_reload_resends_status(
     tmp_path: Path,
 ) -> None:
-    d, notes = recorded(tmp_path)
+    notes = Recording()
+    d, _ = make(tmp_path, notes)
     d.cfg.source.write_text("[nonsense]\n")
-    d._reload(NOW)  # before READY=1: nothing the service manager would wait for
+    d.on_signal(NOW, signal.SIGHUP)  # before READY=1: nothing the manager would wait for
     assert notes.sent == []
-    assert d.reloads is not None and d.reloads["ok"] is False and d.reloads["count"] == 1
-    d._apply(NOW, "inspect", {"ok": True, "credentials": {"present": False}})
-    d._publish(NOW)
+    record = d.status_document(NOW)["reload"]
+    assert (record["ok"], record["count"]) == (False, 1)
+    d.on_result(NOW, "inspect", {"ok": True, "credentials": {"present": False}})
+    d.publish(NOW)
     assert "config reload refused" in notes.sent[-1]
     notes.sent.clear()
-    d._reload(NOW)  # after READY=1: RELOADING=1, then READY=1, then STATUS= again
+    d.on_signal(NOW, signal.SIGHUP)  # after READY=1: RELOADING=1, READY=1, STATUS= again
     assert notes.sent[0].startswith("RELOADING=1")
     assert notes.sent[1] == "READY=1"
-    d._publish(NOW)
+    d.publish(NOW)
     assert notes.sent[2].startswith("STATUS=not joined yet")
     assert d.status_document(NOW)["reload"]["count"] == 2
+
+
+class FakeKubelet:
+    """Records what the daemon asks of its kubelet supervisor."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def start(self, now: dt.datetime) -> None:
+        self.calls.append("start")
+
+    def restart(self, now: dt.datetime) -> None:
+        self.calls.append("restart")
+
+    def tick(self, now: dt.datetime) -> None:
+        return None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"state": "running", "pid": 4242, "restarts": 0}
+
+
+@pytest.mark.parametrize(("serves", "restarts"), [(True, ["restart"]), (False, [])])
+def test_a_rotation_restarts_the_kubelet_only_when_it_serves_our_certificate(
+    tmp_path: Path, serves: bool, restarts: list[str]
+) -> None:
+    d, _ = make(tmp_path, kubelet={"manage": True, "command": ["/usr/bin/kubelet"]})
+    fake = FakeKubelet()
+    d.kubelet = fake  # type: ignore[assignment]
+    d.kubelet_serves_ours = serves
+    joined(d, creds(["192.0.2.10"]))
+    rotated = {**creds(["192.0.2.10"]), "serial": "def456"}
+    d.on_result(NOW, "enroll", {"ok": True, "credentials": rotated})
+    assert fake.calls == restarts
+    # A CA change restarts it whatever it serves: the kubelet does not reload CA data.
+    d.on_result(NOW, "enroll", {"ok": True, "credentials": rotated, "ca_changed": True})
+    assert fake.calls == [*restarts, "restart"]

@@ -12,8 +12,10 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from join_agent import compat, discovery, pki
+from join_agent import pki
 from join_agent.errors import CAResponseError, ConfigError, JoinAgentError, TrustError
+from join_agent.pki import compat
+from join_agent.signers.kubernetes import discovery
 
 from ._certs import CA, NOW, authority, cert_pem, ec_key
 

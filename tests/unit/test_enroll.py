@@ -26,10 +26,13 @@ import pytest
 import yaml
 from cryptography import x509
 
-from join_agent import compat, config, enroll, files, pki, trust
+from join_agent import config, pki
 from join_agent.errors import CertificateRejected, StoreError
-from join_agent.identity import Identity
+from join_agent.host.identity import Identity
+from join_agent.pki import compat
 from join_agent.signers.base import Issued
+from join_agent.storage import files, trust
+from join_agent.worker import enroll
 
 from ._certs import CA, NOW, authority, cert_pem, ec_key, identity, node_subject
 

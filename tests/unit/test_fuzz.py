@@ -25,11 +25,15 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from join_agent import compat, config, identity, store, transport
+from join_agent import config
 from join_agent.core import durations
 from join_agent.errors import ConfigError, JoinAgentError, StoreError
-from join_agent.netlink import InterfaceAddress
+from join_agent.host import identity
+from join_agent.host.netlink import InterfaceAddress
+from join_agent.net import transport
+from join_agent.pki import compat
 from join_agent.signers import cfssl
+from join_agent.storage import store
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -583,7 +587,8 @@ def _status_config(root: Path) -> config.Config:
 @example(RECORDED)
 @example([[[]]])
 def test_status_judges_any_recorded_document_without_an_unexpected_error(doc: object) -> None:
-    from join_agent import state, status
+    from join_agent.storage import state
+    from join_agent.verbs import status
 
     assert state.shape_problem(doc) is None or isinstance(state.shape_problem(doc), str)
     with tempfile.TemporaryDirectory() as d:

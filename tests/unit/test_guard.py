@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from join_agent import children, guard
+from join_agent.host import children
+from join_agent.storage import guard
 
 NOBODY = pwd.getpwnam("nobody") if os.geteuid() == 0 else None
 as_root = pytest.mark.skipif(NOBODY is None, reason="chown to another user needs root")

@@ -10,8 +10,8 @@ import pytest
 
 from join_agent.config import DEFAULT_EXCLUDE_INTERFACES, NodeConfig
 from join_agent.errors import IdentityError
-from join_agent.identity import Identity, resolve, select_addresses, validate_node_name
-from join_agent.netlink import InterfaceAddress
+from join_agent.host.identity import Identity, resolve, select_addresses, validate_node_name
+from join_agent.host.netlink import InterfaceAddress
 
 RT_SCOPE_UNIVERSE, RT_SCOPE_SITE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 200, 253, 254
 

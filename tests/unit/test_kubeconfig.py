@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from join_agent import kubeconfig
+from join_agent.worker import kubeconfig
 
 CREDENTIALS = Path("/var/lib/kubelet/pki/kubelet-client-current.pem")
 CA_PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"

@@ -16,8 +16,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from join_agent import kubelet
-from join_agent.kubelet import KubeletError, KubeletSupervisor
+from join_agent.core import schedule
+from join_agent.kubelet import command, processes, settings, supervisor
+from join_agent.kubelet.processes import KubeletError
+from join_agent.kubelet.supervisor import KubeletSupervisor
 from tests.standins import FakeProcesses
 
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
@@ -69,7 +71,7 @@ def procs() -> FakeProcesses:
 
 
 def test_argv_appends_kubeconfig_and_node_name() -> None:
-    argv = kubelet.kubelet_argv(
+    argv = command.kubelet_argv(
         ["/usr/bin/kubelet", "--config=/var/lib/kubelet/config.yaml"],
         Path("/etc/kubernetes/kubelet.conf"),
         "worker-1",
@@ -95,7 +97,7 @@ def test_env_strips_notify_watchdog_credentials_and_socket_activation() -> None:
         "LISTEN_PID": "42",
         "LISTEN_FDNAMES": "metrics",
     }
-    assert kubelet.kubelet_env(environ) == {
+    assert command.kubelet_env(environ) == {
         "PATH": "/usr/bin",
         "LANG": "C.UTF-8",
         "JOURNAL_STREAM": "8:1234",
@@ -218,11 +220,11 @@ def test_backoff_is_full_jitter_between_base_and_ceiling(
 
 
 @given(
-    failures=st.integers(min_value=0, max_value=10_000),
+    failures=st.integers(min_value=1, max_value=10_000),  # the supervisor counts from 1
     draw=st.floats(min_value=0, max_value=1, exclude_max=True),
 )
-def test_backoff_delay_stays_between_base_and_cap(failures: int, draw: float) -> None:
-    delay = kubelet.backoff_delay(failures, draw, BASE, CAP)
+def test_the_restart_backoff_stays_between_base_and_cap(failures: int, draw: float) -> None:
+    delay = schedule.restart_delay(failures, BASE, CAP, draw)
     assert BASE <= delay <= CAP
     assert delay.total_seconds() <= BASE.total_seconds() * 2.0 ** min(max(failures - 1, 0), 64)
 
@@ -274,7 +276,7 @@ def test_stop_sends_sigterm_to_the_group_and_reaps(tmp_path: Path, procs: FakePr
     wake = sup.stop(at(50))
     assert procs.sent == [(1001, signal.SIGTERM)]
     assert state_of(sup) == "stopping"
-    assert wake == at(50) + kubelet.STOP_POLL
+    assert wake == at(50) + supervisor.STOP_POLL
     assert sup.tick(at(50.1)) is None
     assert state_of(sup) == "stopped"
     snap = sup.snapshot()
@@ -292,7 +294,7 @@ def test_stop_escalates_to_sigkill_after_stop_grace(tmp_path: Path) -> None:
     sup.start(at(0))
     sup.stop(at(1))
     for t in (1.1, 5, 10.9):
-        assert sup.tick(at(t)) == min(at(11), at(t) + kubelet.STOP_POLL)
+        assert sup.tick(at(t)) == min(at(11), at(t) + supervisor.STOP_POLL)
         assert state_of(sup) == "stopping"
     assert procs.sent == [(1001, signal.SIGTERM)]
     sup.tick(at(11))
@@ -310,7 +312,7 @@ def test_sigkill_is_sent_once(tmp_path: Path) -> None:
     sup.start(at(0))
     sup.stop(at(0))
     for t in (10, 11, 12, 60):
-        assert sup.tick(at(t)) == at(t) + kubelet.STOP_POLL
+        assert sup.tick(at(t)) == at(t) + supervisor.STOP_POLL
     assert procs.sent == [(1001, signal.SIGTERM), (1001, signal.SIGKILL)]
     assert state_of(sup) == "stopping"
 
@@ -426,7 +428,7 @@ def test_pidfile_write_failure_does_not_stop_the_kubelet(
 
 
 def check(argv: list[str], active: bool = False) -> list[str]:
-    return kubelet.conflicts(argv, read_file=kubelet.read_text, unit_active=lambda _: active)
+    return settings.conflicts(argv, read_file=settings.read_text, unit_active=lambda _: active)
 
 
 def config(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
@@ -524,32 +526,61 @@ def test_an_active_kubelet_service_conflicts() -> None:
         asked.append(unit)
         return True
 
-    found = kubelet.conflicts(["/usr/bin/kubelet"], read_file=kubelet.read_text, unit_active=active)
+    found = settings.conflicts(
+        ["/usr/bin/kubelet"], read_file=settings.read_text, unit_active=active
+    )
     assert asked == ["kubelet.service"]
     assert len(found) == 1
 
 
 def test_serving_cert_file(tmp_path: Path) -> None:
     rel = config(tmp_path, "tlsCertFile: pki/kubelet.crt\n")
-    assert kubelet.serving_cert_file(["k", f"--config={rel}"], kubelet.read_text) == (
+    assert settings.serving_cert_file(["k", f"--config={rel}"], settings.read_text) == (
         tmp_path / "pki" / "kubelet.crt"
     )
     absolute = config(tmp_path, "tlsCertFile: /var/lib/kubelet/pki/x.pem\n", "abs.yaml")
-    assert kubelet.serving_cert_file(["k", f"--config={absolute}"], kubelet.read_text) == Path(
+    assert settings.serving_cert_file(["k", f"--config={absolute}"], settings.read_text) == Path(
         "/var/lib/kubelet/pki/x.pem"
     )
     flag = ["k", f"--config={absolute}", "--tls-cert-file", "/etc/serving.pem"]
-    assert kubelet.serving_cert_file(flag, kubelet.read_text) == Path("/etc/serving.pem")
+    assert settings.serving_cert_file(flag, settings.read_text) == Path("/etc/serving.pem")
     none = config(tmp_path, CLEAN_YAML, "none.yaml")
-    assert kubelet.serving_cert_file(["k", f"--config={none}"], kubelet.read_text) is None
-    assert kubelet.serving_cert_file(["k"], kubelet.read_text) is None
+    assert settings.serving_cert_file(["k", f"--config={none}"], settings.read_text) is None
+    assert settings.serving_cert_file(["k"], settings.read_text) is None
     missing = ["k", f"--config={tmp_path / 'missing'}"]
-    assert kubelet.serving_cert_file(missing, kubelet.read_text) is None
+    assert settings.serving_cert_file(missing, settings.read_text) is None
 
 
-def test_the_module_keeps_the_daemon_small() -> None:
+def test_the_settings_facts_say_whether_the_kubelet_serves_our_certificate(
+    tmp_path: Path,
+) -> None:
+    from join_agent import config as configuration
+
+    def facts(*flags: str) -> dict[str, object]:
+        doc = {
+            "cluster": {"server": "https://10.0.0.5:6443"},
+            "signer": {
+                "cfssl": {"urls": ["http://127.0.0.1:1"], "ca_pins": ["sha256:" + "0" * 64]}
+            },
+            "paths": {"pki_dir": str(tmp_path / "pki"), "state_dir": str(tmp_path / "s")},
+            "kubelet": {"manage": False, "command": ["/usr/bin/kubelet", *flags]},
+        }
+        return settings.facts(configuration.parse(doc, source=tmp_path / "c.toml"))
+
+    ours = tmp_path / "pki" / "kubelet-server-current.pem"
+    assert facts(f"--tls-cert-file={ours}") == {
+        "ok": True, "conflicts": [], "serves_our_certificate": True,
+    }  # fmt: skip
+    assert facts("--tls-cert-file=/etc/other.pem")["serves_our_certificate"] is False
+    assert facts()["serves_our_certificate"] is False
+    # Not the agent's kubelet to run: what would fight it is not the agent's to refuse.
+    assert facts("--bootstrap-kubeconfig=/x")["conflicts"] == []
+
+
+def test_the_resident_modules_keep_the_daemon_small() -> None:
     code = (
-        "import sys, join_agent.kubelet as k; "
+        "import sys, join_agent.kubelet.supervisor, join_agent.kubelet.processes, "
+        "join_agent.kubelet.command, join_agent.daemon.loop, join_agent.daemon.startup; "
         "print(sorted(m for m in ('yaml', 'cryptography', 'httpx', 'structlog') "
         "if m in sys.modules))"
     )
@@ -575,7 +606,7 @@ class HandClock:
 
 def reap(pidfile: Path, procs: FakeProcesses, clock: HandClock | None = None) -> str | None:
     clock = clock or HandClock()
-    return kubelet.reap_stale(
+    return processes.reap_stale(
         pidfile, stop_grace=GRACE, procs=procs, monotonic=clock.monotonic, sleep=clock.sleep
     )
 
@@ -610,7 +641,7 @@ def test_reap_removes_a_garbled_pidfile(tmp_path: Path, text: str) -> None:
 
 def test_reap_spares_a_recycled_pid(tmp_path: Path) -> None:
     pidfile = tmp_path / "kubelet.pid"
-    kubelet.write_pidfile(pidfile, 4242, "777 boot=b")
+    processes.write_pidfile(pidfile, 4242, "777 boot=b")
     procs = FakeProcesses(foreign={4242: "90210 boot=b"}, dies_on={signal.SIGTERM})
     said = reap(pidfile, procs)
     assert said is not None
@@ -622,7 +653,7 @@ def test_reap_spares_a_recycled_pid(tmp_path: Path) -> None:
 
 def test_reap_spares_a_process_it_cannot_identify(tmp_path: Path) -> None:
     pidfile = tmp_path / "kubelet.pid"
-    kubelet.write_pidfile(pidfile, 4242, None)
+    processes.write_pidfile(pidfile, 4242, None)
     assert pidfile.read_text() == "4242\n"
     procs = FakeProcesses(foreign={4242: "777"}, dies_on={signal.SIGTERM})
     said = reap(pidfile, procs)
@@ -633,7 +664,7 @@ def test_reap_spares_a_process_it_cannot_identify(tmp_path: Path) -> None:
 
 def test_reap_stops_the_stale_kubelet_with_sigterm(tmp_path: Path) -> None:
     pidfile = tmp_path / "kubelet.pid"
-    kubelet.write_pidfile(pidfile, 4242, "777 boot=b")
+    processes.write_pidfile(pidfile, 4242, "777 boot=b")
     procs = FakeProcesses(foreign={4242: "777 boot=b"}, dies_on={signal.SIGTERM})
     said = reap(pidfile, procs)
     assert said == "stopped the kubelet left by a previous run (pid 4242) with SIGTERM"
@@ -643,7 +674,7 @@ def test_reap_stops_the_stale_kubelet_with_sigterm(tmp_path: Path) -> None:
 
 def test_reap_kills_a_stale_kubelet_that_ignores_sigterm(tmp_path: Path) -> None:
     pidfile = tmp_path / "kubelet.pid"
-    kubelet.write_pidfile(pidfile, 4242, "stime=10:22:33")
+    processes.write_pidfile(pidfile, 4242, "stime=10:22:33")
     procs = FakeProcesses(foreign={4242: "stime=10:22:33"}, dies_on={signal.SIGKILL})
     clock = HandClock()
     said = reap(pidfile, procs, clock)
@@ -656,7 +687,7 @@ def test_reap_kills_a_stale_kubelet_that_ignores_sigterm(tmp_path: Path) -> None
 
 def test_reap_refuses_to_go_on_when_the_stale_kubelet_survives(tmp_path: Path) -> None:
     pidfile = tmp_path / "kubelet.pid"
-    kubelet.write_pidfile(pidfile, 4242, "777")
+    processes.write_pidfile(pidfile, 4242, "777")
     procs = FakeProcesses(foreign={4242: "777"})
     with pytest.raises(KubeletError, match="survives SIGKILL"):
         reap(pidfile, procs)
@@ -665,7 +696,7 @@ def test_reap_refuses_to_go_on_when_the_stale_kubelet_survives(tmp_path: Path) -
 
 def test_flag_value() -> None:
     argv = ["k", "--config=a", "--v", "2", "--config", "b", "--x"]
-    assert kubelet.flag_value(argv, "config") == "b"  # the last one wins
-    assert kubelet.flag_value(argv, "v") == "2"
-    assert kubelet.flag_value(argv, "x") == "true"
-    assert kubelet.flag_value(argv, "configs") is None
+    assert command.flag_value(argv, "config") == "b"  # the last one wins
+    assert command.flag_value(argv, "v") == "2"
+    assert command.flag_value(argv, "x") == "true"
+    assert command.flag_value(argv, "configs") is None

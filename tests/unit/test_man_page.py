@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from join_agent import __version__, cli, config, credentials
+from join_agent import __version__, cli, config
+from join_agent.signers import credentials
 from tests.conftest import need
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "join-agent.8"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from join_agent.metrics import Metrics
+from join_agent.daemon.metrics import Metrics
 
 prom = pytest.importorskip("prometheus_client")
 

@@ -1,4 +1,4 @@
-"""Tests for join_agent.netlink: parsers on hand-built messages, then a real kernel."""
+"""Tests for join_agent.host.netlink: parsers on hand-built messages, then a real kernel."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from typing import NoReturn
 
 import pytest
 
-from join_agent import netlink
-from join_agent.netlink import InterfaceAddress
+from join_agent.host import netlink
+from join_agent.host.netlink import InterfaceAddress
 
 # Values from <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if_addr.h>; spelled out
 # here rather than imported so a wrong constant in the module is caught.
@@ -382,7 +382,7 @@ AGENT_DIR = Path(__file__).resolve().parents[2] / "agent"
 
 CHILD = """
 import dataclasses, json
-from join_agent.netlink import interface_addresses
+from join_agent.host.netlink import interface_addresses
 rows = []
 for a in interface_addresses():
     row = dataclasses.asdict(a)

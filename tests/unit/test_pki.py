@@ -16,8 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
-from join_agent import compat, pki
+from join_agent import pki
 from join_agent.errors import CertificateRejected
+from join_agent.pki import compat
 
 from ._certs import CA, NO_DIGITAL_SIGNATURE_KU, NOW, ec_key, identity, name, node_subject
 

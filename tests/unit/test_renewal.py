@@ -166,11 +166,11 @@ def _subclasses(cls: type) -> set[type]:
 def test_every_error_class_has_its_kind() -> None:
     """The worker reports an error's class name; each of ours must map to a kind, or a
     denial (say) would be recorded as UNKNOWN and not held."""
-    import join_agent.discovery
-    import join_agent.guard
     import join_agent.kubelet
-    import join_agent.signers.kubernetes
-    import join_agent.transport
+    import join_agent.net.transport
+    import join_agent.signers.kubernetes.discovery
+    import join_agent.signers.kubernetes.signer
+    import join_agent.storage.guard
 
     del join_agent  # imported for their error classes
     names = {c.__name__ for c in _subclasses(errors.JoinAgentError)} | {"JoinAgentError"}

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from join_agent import credentials, platform
+from join_agent.host import platform
+from join_agent.signers import credentials
 from tests.conftest import need
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 
-from join_agent import config, kubeconfig, status, store
+from join_agent import config
 from join_agent.errors import StoreError
-from join_agent.status import Snapshot
+from join_agent.storage import store
+from join_agent.verbs import status
+from join_agent.verbs.status import Snapshot
+from join_agent.worker import kubeconfig
 
 from ._certs import CA, NOW, cert_pem, ec_key, key_pem
 

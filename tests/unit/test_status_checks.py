@@ -17,7 +17,10 @@ from typing import Any
 
 import pytest
 
-from join_agent import config, kubeconfig, status, store
+from join_agent import config
+from join_agent.storage import store
+from join_agent.verbs import status
+from join_agent.worker import kubeconfig
 
 from ._certs import CA, NOW, authority, cert_pem, ec_key, key_pem, node_subject
 

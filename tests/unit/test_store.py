@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from join_agent import files, store
 from join_agent.errors import LockedError, StoreError
+from join_agent.storage import files, store
 
 from ._certs import CA, NOW, cert_pem, ec_key, key_pem
 
@@ -353,7 +353,7 @@ def test_a_second_holder_in_this_process_is_refused(tmp_path: Path) -> None:
 CHILD = """
 import sys
 from pathlib import Path
-from join_agent import store
+from join_agent.storage import store
 from join_agent.errors import LockedError
 try:
     with store.state_lock(Path(sys.argv[1]), wait=0):
@@ -379,7 +379,7 @@ def test_a_waiter_that_gives_up_says_who_holds_the_lock(tmp_path: Path) -> None:
             "-c",
             "import sys, time\n"
             "from pathlib import Path\n"
-            "from join_agent import files\n"
+            "from join_agent.storage import files\n"
             "with files.state_lock(Path(sys.argv[1])):\n"
             "    print('held', flush=True)\n"
             "    time.sleep(30)\n",

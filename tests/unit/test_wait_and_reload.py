@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from join_agent import reload, wait
+from join_agent.verbs import reload, wait
 
 
 class Clock:

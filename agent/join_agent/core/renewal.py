@@ -28,8 +28,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import schedule
-from .protocol import ErrorKind, ErrorRecord
+from join_agent.core import schedule
+from join_agent.core.protocol import ErrorKind, ErrorRecord
 
 # A request someone denied is not asked again at the pace of an outage: each attempt would
 # leave one more CSR for the administrator to deny. `join-agent renew` asks at once.

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from cryptography import x509
 
-from ..identity import Identity
+from join_agent.host.identity import Identity
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,14 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .. import compat, pki
-from ..config import CfsslConfig
-from ..errors import CAResponseError, TransportError, TrustError
-from ..identity import Identity
-from ..log import get_logger
-from ..transport import Limits, Response, post
-from .base import Issued
+from join_agent import pki
+from join_agent.config import CfsslConfig
+from join_agent.errors import CAResponseError, TransportError, TrustError
+from join_agent.host.identity import Identity
+from join_agent.log import get_logger
+from join_agent.net.transport import Limits, Response, post
+from join_agent.pki import compat
+from join_agent.signers.base import Issued
 
 log = get_logger("join_agent.cfssl")
 

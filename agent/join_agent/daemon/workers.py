@@ -1,0 +1,101 @@
+"""The daemon's worker children: ``join-agent worker <mode>`` in a process of its own, one
+at a time, whose stdout is one JSON document. The child loads cryptography and httpx and
+exits; the daemon only reads what it printed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from join_agent.config import Config
+from join_agent.host import children
+
+# An enrollment that waits for nothing takes seconds; this bounds a hung one.
+WORKER_TIMEOUT = dt.timedelta(minutes=10)
+
+
+@dataclass
+class Worker:
+    """One running child: ``join-agent worker <mode>``."""
+
+    mode: str
+    proc: subprocess.Popen[bytes]
+    started: dt.datetime
+    output: bytearray = field(default_factory=bytearray)
+
+    @property
+    def stdout(self) -> IO[bytes]:
+        return typing.cast(IO[bytes], self.proc.stdout)  # stdout=PIPE: never None
+
+
+def worker_timeout(cfg: Config) -> dt.timedelta:
+    """How long a worker may take: a CSR may wait for approval up to csr_timeout, and a pass
+    over the [[certificate]] tables runs each table's action, each up to its timeout."""
+    limit = WORKER_TIMEOUT
+    if cfg.signer_kind == "kubernetes":
+        limit = max(limit, cfg.kubernetes.csr_timeout + dt.timedelta(minutes=2))
+    actions = sum((c.action.timeout for c in cfg.certificates), dt.timedelta(0))
+    return max(limit, actions + dt.timedelta(minutes=5))
+
+
+def spawn(cfg: Config, mode: str, environ: Mapping[str, str], now: dt.datetime) -> Worker:
+    """Start a worker whose stdout the daemon reads without blocking; OSError if it cannot."""
+    proc = subprocess.Popen(
+        children.worker_argv(cfg.source, mode),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        env=children.worker_env(environ),
+        close_fds=True,
+        cwd=children.WORKING_DIRECTORY,
+    )
+    worker = Worker(mode=mode, proc=proc, started=now)
+    os.set_blocking(worker.stdout.fileno(), False)
+    return worker
+
+
+def drain(worker: Worker) -> None:
+    """Whatever the child has printed so far."""
+    try:
+        while chunk := worker.stdout.read(65536):
+            worker.output += chunk
+    except (BlockingIOError, TypeError):
+        pass  # nothing more yet (read() on a non-blocking pipe may return None)
+
+
+def result(output: bytes, returncode: int | None) -> dict[str, Any]:
+    """The document a finished worker printed, or one that says it printed none."""
+    try:
+        doc = json.loads(output or b"null")
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict):
+        return doc
+    return {
+        "ok": False,
+        "error": f"the worker exited with status {returncode} and no result "
+        "(see the log lines above)",
+        "kind": "WorkerError",
+    }
+
+
+def run_once(cfg: Config, mode: str, environ: Mapping[str, str]) -> dict[str, Any]:
+    """A worker run to its end, for what the daemon needs before its loop starts."""
+    try:
+        done = subprocess.run(
+            children.worker_argv(cfg.source, mode),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            env=children.worker_env(environ),
+            cwd=children.WORKING_DIRECTORY,
+            timeout=worker_timeout(cfg).total_seconds(),
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {"ok": False, "error": f"the worker did not run: {e}", "kind": "OSError"}
+    return result(done.stdout, done.returncode)

@@ -1,0 +1,46 @@
+"""Plain, JSON-ready facts about certificates and files.
+
+The worker child computes them (it has cryptography loaded); the resident daemon and
+``status`` only read them back, so neither needs to parse a PEM on the common path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from join_agent import pki
+from join_agent.pki import compat
+from join_agent.storage.state import iso
+
+
+def certificate(cert: x509.Certificate) -> dict[str, Any]:
+    """Subject, issuer, SANs and validity of one certificate."""
+    cn = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    name = str(cn[0]) if cn else ""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = list(san.get_values_for_type(x509.DNSName))
+        ips = [str(a) for a in san.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        dns, ips = [], []
+    return {
+        "node": name.removeprefix("system:node:"),
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "serial": f"{cert.serial_number:x}",
+        "sans": {"dns": dns, "ip": ips},
+        "not_before": iso(compat.not_valid_before(cert)),
+        "not_after": iso(compat.not_valid_after(cert)),
+    }
+
+
+def authority(cert: x509.Certificate) -> dict[str, Any]:
+    """A CA as ``status`` shows it: its pin, subject and expiry."""
+    return {
+        "pin": pki.spki_pin(cert),
+        "subject": cert.subject.rfc4514_string(),
+        "not_after": iso(compat.not_valid_after(cert)),
+    }

@@ -1,0 +1,57 @@
+"""``join-agent renew``: ask the running daemon to renew now, or enroll in this process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from join_agent.config import Config
+from join_agent.storage import state
+
+WAIT_SECONDS = 300.0
+
+
+def _marks(doc: dict[str, Any] | None) -> tuple[object, object]:
+    r = (doc or {}).get("renewal") or {}
+    err = (doc or {}).get("last_error") or {}
+    return r.get("last_success"), err.get("at")
+
+
+def renew(cfg: Config, environ: Mapping[str, str]) -> tuple[bool, str]:
+    """Renew now; returns (succeeded, a sentence for the operator)."""
+    pid = state.running_agent(cfg.paths.state_dir)
+    if pid is None:
+        from join_agent.pki import compat
+        from join_agent.worker import passes
+
+        done = passes.enroll_once(cfg, environ)
+        until = compat.not_valid_after(done.certificate)
+        return (
+            True,
+            f"renewed (no daemon running): {done.version}, valid until {until:%Y-%m-%d %H:%M:%S}Z",
+        )
+    before = _marks(state.read(cfg.paths.state_dir))
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        doc = state.read(cfg.paths.state_dir)
+        if doc is None or (doc.get("renewal") or {}).get("in_progress"):
+            continue
+        success, failure = _marks(doc)
+        if success != before[0]:
+            cert = doc.get("credentials") or {}
+            return True, (
+                f"renewed by the running daemon (pid {pid}): serial {cert.get('serial')}, "
+                f"valid until {cert.get('not_after')}"
+            )
+        if failure != before[1]:
+            message = (doc.get("last_error") or {}).get("message", "unknown error")
+            return False, f"join-agent: the renewal failed: {message}"
+    return False, (
+        f"join-agent: the daemon (pid {pid}) did not report a renewal within "
+        f"{WAIT_SECONDS:g}s: see its log (journalctl -u join-agent)"
+    )

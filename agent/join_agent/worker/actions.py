@@ -1,0 +1,122 @@
+"""What runs after an extra certificate rotates: a command, an SMF or systemd restart, or a
+signal to a pidfile's process.
+
+No shell unless the config says ``shell = true``. The environment is built from nothing:
+PATH, a locale, and which certificate rotated; never ours (no credentials directory, no
+notify socket, nothing a secret could ride in).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from join_agent import log
+from join_agent.config import Action, CertificateSpec
+from join_agent.host import children, platform
+from join_agent.host.platform import TOOLS
+from join_agent.storage import guard
+
+SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+MAX_OUTPUT = 2000  # characters of the action's output kept for status
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    exit: int | None  # the command's exit status; None when it did not run to the end
+    output: str  # trimmed, scrubbed of secrets
+
+    def describe(self) -> str:
+        if self.ok:
+            return "ok"
+        return f"exit status {self.exit}" if self.exit is not None else self.output
+
+
+def argv_for(action: Action, tool: Callable[[str], str] = lambda n: TOOLS[n][0]) -> list[str]:
+    """The command an action runs (pure); [] for a signal or no action. ``tool`` gives the
+    absolute path of sh, svcadm and systemctl (platform.TOOLS)."""
+    if action.kind == "command":
+        return [tool("sh"), "-c", action.argv[0]] if action.shell else list(action.argv)
+    if action.kind == "smf_restart":
+        return [tool("svcadm"), "restart", action.argv[0]]
+    if action.kind == "smf_refresh":
+        return [tool("svcadm"), "refresh", action.argv[0]]
+    if action.kind == "systemd_reload":
+        return [tool("systemctl"), "reload-or-restart", action.argv[0]]
+    return []
+
+
+def _tool(name: str) -> str:
+    return platform.tool(name) or TOOLS[name][0]
+
+
+def environment(spec: CertificateSpec) -> dict[str, str]:
+    """The action's whole environment (pure)."""
+    env = {
+        "PATH": SAFE_PATH,
+        "LANG": "C.UTF-8",
+        "JOIN_AGENT_CERTIFICATE": spec.name,
+        "JOIN_AGENT_CERT_FILE": str(spec.cert_file),
+        "JOIN_AGENT_KEY_FILE": str(spec.key_file),
+    }
+    if spec.ca_file is not None:
+        env["JOIN_AGENT_CA_FILE"] = str(spec.ca_file)
+    return env
+
+
+def run(spec: CertificateSpec, *, environ: Mapping[str, str] | None = None) -> Outcome | None:
+    """Run the action of ``spec``; None when it has none."""
+    action = spec.action
+    if not action.kind:
+        return None
+    if action.kind == "signal":
+        return _signal(action)
+    argv = argv_for(action, _tool)
+    # Checked at each run, not only at load: what runs as root must still be root's alone.
+    unsafe = guard.command_problems(argv, f"the action of [[certificate]] {spec.name}")
+    if unsafe:
+        return Outcome(False, None, "not run: " + "; ".join(unsafe))
+    try:
+        done = subprocess.run(
+            argv,
+            env=dict(environ) if environ is not None else environment(spec),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=action.timeout.total_seconds(),
+            check=False,
+            cwd=children.WORKING_DIRECTORY,
+        )
+    except subprocess.TimeoutExpired as e:
+        text = _text((e.stdout or b"") + (e.stderr or b""))
+        return Outcome(False, None, f"timed out after {action.timeout}; output: {text}")
+    except OSError as e:
+        return Outcome(False, None, f"cannot run {argv[0]}: {e.strerror or e}")
+    return Outcome(done.returncode == 0, done.returncode, _text(done.stdout + done.stderr))
+
+
+def _signal(action: Action) -> Outcome:
+    assert action.pidfile is not None  # noqa: S101 - config validation guarantees it
+    try:
+        # Whoever can write the pidfile chooses whom we signal: root's alone (guard's rule).
+        text = guard.read_text(action.pidfile, "the action's pidfile", cap=guard.SMALL_CAP)
+        pid = int(text.split()[0])
+    except guard.UnsafePath as e:
+        return Outcome(False, None, f"not signalling: {e}")
+    except (OSError, ValueError, IndexError):
+        return Outcome(False, None, f"no process id in {action.pidfile}")
+    if pid <= 1:
+        return Outcome(False, None, f"{action.pidfile} names pid {pid}: refusing to signal it")
+    try:
+        os.kill(pid, getattr(signal, f"SIG{action.signal}"))
+    except OSError as e:
+        return Outcome(False, None, f"cannot signal pid {pid}: {e.strerror or e}")
+    return Outcome(True, 0, f"sent SIG{action.signal} to pid {pid}")
+
+
+def _text(data: bytes) -> str:
+    text = log.scrub(data.decode("utf-8", "replace")).strip()
+    return text if len(text) <= MAX_OUTPUT else "…" + text[-MAX_OUTPUT:]

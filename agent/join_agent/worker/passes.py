@@ -1,0 +1,168 @@
+"""Enrollment and inspection, for ``join`` and for the daemon's short-lived child.
+
+The resident daemon stays on the standard library (a few MB) and runs this in a child
+process (``join-agent worker enroll|inspect``) whenever it needs cryptography or HTTP;
+the child prints one JSON document on stdout and exits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from join_agent.config import Config
+from join_agent.errors import JoinAgentError
+from join_agent.host import identity
+from join_agent.net import transport
+from join_agent.signers import factory
+from join_agent.signers.kubernetes.bootstrap_token import BootstrapToken
+from join_agent.storage import files, state, store
+from join_agent.worker import enroll
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def enroll_once(
+    cfg: Config,
+    environ: Mapping[str, str],
+    *,
+    token: BootstrapToken | None = None,
+    token_origin: str = "",
+) -> enroll.Enrolled:
+    """One enrollment under the state lock: what ``join`` does."""
+    from join_agent.host import preflight
+
+    # Before any request: a CSR answered is wasted if its files cannot be written safely.
+    preflight.require_directories(cfg)
+    node = identity.resolve(cfg.node)
+    limits = transport.Limits()
+    # Under the lock: the pins (a pin recorded on first use included) are read and
+    # recorded by one process at a time.
+    with (
+        store.state_lock(cfg.paths.state_dir),
+        factory.build(cfg, environ, limits, token=token, token_origin=token_origin) as setup,
+    ):
+        enroll.client_store(cfg).recover()
+        for directory in {
+            cfg.paths.kubeconfig.parent,
+            cfg.paths.ca_file.parent,
+            cfg.paths.state_dir,
+        }:
+            files.sweep(directory)
+        return enroll.enroll(
+            cfg,
+            setup.signer,
+            node,
+            now=_now,
+            record_tofu_pin=setup.record_tofu_pin,
+            pins=setup.pins,
+        )
+
+
+def serving_once(cfg: Config, environ: Mapping[str, str]) -> dict[str, Any]:
+    """One look at the kubelet serving certificate (``[signer.kubernetes] serving``)."""
+    if cfg.signer_kind != "kubernetes" or not cfg.kubernetes.serving:
+        return {"state": "off"}
+    from join_agent.signers.kubernetes.signer import KubernetesSigner
+    from join_agent.worker import serving
+
+    node = identity.resolve(cfg.node)
+    with (
+        store.state_lock(cfg.paths.state_dir),
+        factory.build(cfg, environ, transport.Limits()) as setup,
+    ):
+        if not isinstance(setup.signer, KubernetesSigner):  # pragma: no cover - by config
+            return {"state": "off"}
+        return serving.step(cfg, setup.signer, node, _now)
+
+
+def certificates_once(cfg: Config, environ: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One pass over the ``[[certificate]]`` tables: what is due is issued, pending actions
+    run; the reports, one per table (and one per table removed since)."""
+    from join_agent.signers.cfssl import CfsslSigner
+    from join_agent.worker import certificates
+
+    if not cfg.certificates:
+        return certificates.orphans(cfg)
+    wanted = any(spec.node_addresses for spec in cfg.certificates)
+    addresses = identity.resolve(cfg.node).addresses if wanted else ()
+    with (
+        store.state_lock(cfg.paths.state_dir),
+        factory.build(cfg, environ, transport.Limits()) as setup,
+    ):
+        if not isinstance(setup.signer, CfsslSigner):  # pragma: no cover - by config
+            return []
+        if setup.record_tofu_pin:
+            # Trust on first use: the node's own enrollment records the CA's pin; until then
+            # no other certificate is asked of a CA nobody vouched for.
+            return _all_failing(cfg, "waiting for the node's first enrollment to record the CA pin")
+        return certificates.run_due(cfg, setup.signer, addresses, now=_now)
+
+
+def inspect(cfg: Config) -> dict[str, Any]:
+    """Facts about the credentials on disk, with the files' identities, for status.json."""
+    from join_agent.verbs import status
+
+    current = enroll.client_store(cfg).current
+    out = status.facts_of(status.snapshot(cfg, current))
+    out["ids"] = {
+        "credentials": state.file_identity(current),
+        "kubeconfig": state.file_identity(cfg.paths.kubeconfig),
+        "ca_file": state.file_identity(cfg.paths.ca_file),
+    }
+    return out
+
+
+def run(cfg: Config, mode: str, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The worker verb: never raises for an expected failure, reports it in the document."""
+    result: dict[str, Any] = {"ok": True, "mode": mode}
+    if mode == "enroll":
+        try:
+            done = enroll_once(cfg, environ)
+        except JoinAgentError as e:
+            result.update(ok=False, error=str(e), kind=type(e).__name__)
+        else:
+            result.update(ca_changed=done.ca_changed, source=done.source)
+    # Neither side job may cost the node's own enrollment its result: their failures,
+    # expected or not (a file gone, a value the libraries refuse), land in their report.
+    if mode == "certificates":
+        try:
+            result["certificates"] = certificates_once(cfg, environ)
+        except (JoinAgentError, OSError, ValueError) as e:
+            result.update(ok=False, error=_sentence(e), kind=type(e).__name__)
+            result["certificates"] = _all_failing(cfg, _sentence(e))
+    if mode == "serving" or (mode == "enroll" and result["ok"]):
+        try:
+            result["serving"] = serving_once(cfg, environ)
+        except (JoinAgentError, OSError, ValueError) as e:
+            result["serving"] = {"state": "error", "message": _sentence(e)}
+    result["credentials"] = inspect(cfg)
+    return result
+
+
+def _sentence(e: Exception) -> str:
+    if isinstance(e, JoinAgentError):
+        return str(e)
+    from join_agent import log
+
+    return f"{type(e).__name__}: {log.scrub(str(e))[:300]}"
+
+
+def _all_failing(cfg: Config, message: str) -> list[dict[str, Any]]:
+    """Every table's last report, marked failing: a pass that could not run at all (no CA,
+    no auth key) must show in status, not leave yesterday's "valid" standing."""
+    from join_agent.worker import certificates
+
+    reports = certificates.facts_on_disk(cfg, _now())
+    for r in reports:
+        if r.get("state") != "removed":
+            r.update(state="failing", last_error={"message": message, "at": state.iso(_now())})
+    return reports
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, sort_keys=True) + "\n"
