@@ -166,8 +166,9 @@ def _subclasses(cls: type) -> set[type]:
 def test_every_error_class_has_its_kind() -> None:
     """The worker reports an error's class name; each of ours must map to a kind, or a
     denial (say) would be recorded as UNKNOWN and not held."""
-    import join_agent.kubelet
+    import join_agent.kubelet.processes
     import join_agent.net.transport
+    import join_agent.signers.kubernetes.approval
     import join_agent.signers.kubernetes.discovery
     import join_agent.signers.kubernetes.signer
     import join_agent.storage.guard

@@ -9,7 +9,6 @@ cluster again with the bootstrap token and asks as ``system:bootstrap:<id>``.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -22,20 +21,18 @@ from cryptography.x509.oid import NameOID
 
 from join_agent import log
 from join_agent.config import Config
-from join_agent.core.durations import format_duration
 from join_agent.errors import (
     CAResponseError,
     ConfigError,
     JoinAgentError,
     StoreError,
-    TransportError,
 )
 from join_agent.host.identity import Identity
 from join_agent.net import transport
 from join_agent.pki import compat
 from join_agent.signers import credentials
 from join_agent.signers.base import Issued
-from join_agent.signers.kubernetes import csr_api, discovery
+from join_agent.signers.kubernetes import approval, csr_api, discovery
 from join_agent.signers.kubernetes.bootstrap_token import BootstrapToken
 from join_agent.storage import guard, names
 from join_agent.storage.store import PairStore
@@ -43,16 +40,6 @@ from join_agent.storage.store import PairStore
 _log = log.get_logger("join_agent.kubernetes")
 
 CLIENT_PREFIX = names.CLIENT_PREFIX
-_WATCH_SECONDS = 300  # one watch at most this long; then look again (a proxy may cut it)
-_POLL_SECONDS = 2.0  # polling pace when the server refuses watches
-
-
-class RequestDenied(JoinAgentError):
-    """The CSR was denied or failed: retrying the same request would get the same."""
-
-
-class ApprovalTimeout(JoinAgentError):
-    """Nobody approved the CSR within csr_timeout."""
 
 
 class CredentialsRefused(JoinAgentError):
@@ -243,7 +230,7 @@ class KubernetesSigner:
     def _obtain(self, csr: x509.CertificateSigningRequest, auth: Auth) -> Issued:
         with auth.client(self.limits) as client:
             name = self.create(client, auth, csr, csr_api.CLIENT_SIGNER, csr_api.CLIENT_USAGES)
-            result = self._wait(client, auth, name, _what(auth))
+            result = self._approval().wait(client, auth, name, _what(auth))
         return self._issued(result, auth)
 
     def create(
@@ -306,73 +293,14 @@ class KubernetesSigner:
             )
         return CAResponseError(f"{what} answered HTTP {r.status} to {action}{detail}")
 
-    def _wait(self, client: httpx.Client, auth: Auth, name: str, what: str) -> csr_api.Outcome:
-        """Watch the request until it is issued, denied or failed, polling when the server
-        will not watch; give up after csr_timeout."""
-        timeout = self.k.csr_timeout.total_seconds()
-        end = self.monotonic() + timeout
-        watching = True
-        while (remaining := end - self.monotonic()) > 0:
-            started = self.monotonic()
-            if watching:
-                try:
-                    done = transport.stream_lines(
-                        client,
-                        csr_api.watch_url(
-                            auth.server, name, max(1, math.ceil(min(remaining, _WATCH_SECONDS)))
-                        ),
-                        self.limits,
-                        what=what,
-                        seconds=min(remaining, _WATCH_SECONDS),
-                        on_line=lambda line: self._settled_event(line, name, what),
-                        headers=auth.headers(),
-                    )
-                except transport.StreamRefused as e:
-                    _log.info("watch_refused", status=e.response.status, msg="polling instead")
-                    watching = False
-                    done = None
-                except TransportError as e:
-                    _log.warning("watch_broken", reason=str(e))
-                    done = None
-                if done is not None:
-                    return self._settle(done, name)
-            polled = self.read(client, auth, name)
-            if polled is None:
-                raise CAResponseError(f"{what} lost certificate request {name} (404 Not Found)")
-            if polled.state in ("issued", "denied", "failed"):
-                return self._settle(polled, name)
-            pause = _POLL_SECONDS if not watching else 1.0 - (self.monotonic() - started)
-            if pause > 0:
-                self.sleep(min(pause, max(end - self.monotonic(), 0.0)))
-        last = self.read(client, auth, name)  # one last look: it may have just been issued
-        if last is not None and last.state in ("issued", "denied", "failed"):
-            return self._settle(last, name)
-        raise ApprovalTimeout(
-            f"certificate request {name} was not approved and signed within "
-            f"{format_duration(self.k.csr_timeout)}: approve it with `kubectl certificate "
-            f"approve {name}`, or grant the controller manager's auto-approval "
-            "(docs/kubernetes/rbac.yaml)"
+    def _approval(self) -> approval.Approval:
+        return approval.Approval(
+            read=self.read,
+            limits=self.limits,
+            timeout=self.k.csr_timeout,
+            monotonic=self.monotonic,
+            sleep=self.sleep,
         )
-
-    def _settled_event(self, line: bytes, name: str, what: str) -> csr_api.Outcome | None:
-        kind, obj = csr_api.watch_event(line, what)
-        if kind not in ("ADDED", "MODIFIED"):
-            return None  # ERROR (e.g. an expired resourceVersion), BOOKMARK: look again
-        found = csr_api.outcome(obj, what)
-        if found.name != name or found.state in ("pending", "approved"):
-            return None
-        return found
-
-    def _settle(self, found: csr_api.Outcome, name: str) -> csr_api.Outcome:
-        if found.state == "issued":
-            return found
-        detail = ": ".join(x for x in (found.reason, found.message) if x) or "no reason given"
-        if found.state == "denied":
-            raise RequestDenied(
-                f"certificate request {name} was denied ({detail}): ask the cluster's "
-                "administrator why, then run `join-agent renew`"
-            )
-        raise RequestDenied(f"the signer failed certificate request {name} ({detail})")
 
     def _issued(self, found: csr_api.Outcome, auth: Auth) -> Issued:
         leaf = found.certificates[0]
