@@ -5,180 +5,26 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
-from join_agent import __version__
+from join_agent import usage
 from join_agent.errors import JoinAgentError
 
 if TYPE_CHECKING:
-    from join_agent.config import Config
+    from join_agent.config.model import Config
 
 
 # `status` exits 0/1/2 for healthy/degraded/broken (status.EXIT_*); when it cannot judge
 # at all (no config, an unexpected error), 3: what a script must tell apart from
 # "degraded", and what monitoring plugins call UNKNOWN.
 STATUS_UNKNOWN = 3
-PUBLIC_VERBS = ("join", "run", "status", "wait", "check", "renew", "reload", "reset", "pin")
-_TOKEN_LIKE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
-_HEX_LIKE = re.compile(r"[0-9a-fA-F]{16,}")
-_NOT_ON_ARGV_HINT = (
-    "; the bootstrap token is read from a file or standard input, never from the command "
-    "line, where ps and the shell history keep it: --token-file FILE, or --token-file - "
-    "(if you typed the token, it is in your shell history now: replace it with "
-    "`kubeadm token create` and delete the old one)"
-)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse without abbreviations, whose errors never repeat a value they were given
-    (it may be a secret typed where it does not belong) nor name the hidden worker verb."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        kwargs["allow_abbrev"] = False
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {safe_usage_error(message)}\n")
-
-
-def safe_usage_error(message: str) -> str:
-    """argparse's ``message`` with what the operator typed reduced to option names (pure)."""
-    prefix = "unrecognized arguments: "
-    if message.startswith(prefix):
-        words = message[len(prefix) :].split(" ")
-        shown = [w.split("=", 1)[0] if w.startswith("-") else "..." for w in words]
-        message = prefix + " ".join(shown)
-        if any(w.split("=", 1)[0] == "--token" for w in words):
-            message += _NOT_ON_ARGV_HINT
-    message = re.sub(r"\(choose from [^)]*\)", "", message).rstrip()
-    if "argument VERB: invalid choice" in message:
-        message += f" (verbs: {', '.join(PUBLIC_VERBS)})"
-    return _HEX_LIKE.sub("...", _TOKEN_LIKE.sub("...", message))
-
-
-def _common(defaults: bool) -> _Parser:
-    # The same options before and after the verb; after it, they must not reset what was
-    # given before it, so the verbs' copies default to "absent".
-    common = _Parser(add_help=False)
-    d = {} if defaults else {"default": argparse.SUPPRESS}
-    common.add_argument(
-        "--config",
-        metavar="PATH",
-        help="config file (default: $JOIN_AGENT_CONFIG, else /etc/join-agent/config.toml)",
-        **d,  # type: ignore[arg-type]
-    )
-    common.add_argument(
-        "--debug",
-        action="store_true",
-        help="log debug lines and tracebacks",
-        **d,  # type: ignore[arg-type]
-    )
-    return common
-
-
-def _parser() -> argparse.ArgumentParser:
-    common = _common(defaults=False)
-    p = _Parser(
-        prog="join-agent",
-        description="Join this node to a Kubernetes cluster and keep its credentials valid.",
-        parents=[_common(defaults=True)],
-    )
-    p.add_argument("--version", action="version", version=f"join-agent {__version__}")
-    verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
-    jn = verbs.add_parser(
-        "join",
-        parents=[common],
-        help="enroll once now: write key, certificate, CA and kubeconfig, then exit",
-        description="Enroll once now. The flags mirror `kubeadm join` and override the "
-        "config file, which may then be absent: "
-        "join-agent join --server https://10.0.0.5:6443 --token-file - "
-        "--ca-pin sha256:<hex> (the token on standard input).",
-    )
-    jn.add_argument(
-        "--server", metavar="URL", help="API server URL (implies signer.kind = kubernetes)"
-    )
-    jn.add_argument(
-        "--token-file",
-        metavar="FILE",
-        help="bootstrap token from FILE, or - for standard input (never on the command line)",
-    )
-    jn.add_argument(
-        "--ca-pin",
-        metavar="PIN",
-        action="append",
-        help="sha256:<hex> pin of the cluster CA, like --discovery-token-ca-cert-hash; repeatable",
-    )
-    jn.add_argument(
-        "--discovery-file",
-        metavar="PATH_OR_URL",
-        help="kubeconfig (path or https URL) naming the API server and its CA",
-    )
-    st = verbs.add_parser(
-        "status",
-        parents=[common],
-        help="show the node's credentials, kubelet and daemon "
-        "(exit 0 healthy, 1 degraded, 2 broken, 3 status could not run)",
-    )
-    st.add_argument("--json", action="store_true", help="machine-readable output (stable keys)")
-    wt = verbs.add_parser(
-        "wait",
-        parents=[common],
-        help="return once this node holds valid credentials and a kubeconfig "
-        "(exit 0; 1 when --timeout passes first)",
-    )
-    wt.add_argument(
-        "--timeout",
-        metavar="DURATION",
-        help='give up after this long, e.g. "90s" or "10m" (default: wait for ever)',
-    )
-    pn = verbs.add_parser(
-        "pin", parents=[common], help="print the sha256:<hex> SPKI pin of a CA certificate"
-    )
-    pn.add_argument(
-        "source",
-        metavar="FILE_OR_URL",
-        help="a PEM/DER certificate, a kubeconfig, or a CFSSL server URL (http[s]://host:port)",
-    )
-    verbs.add_parser(
-        "run",
-        parents=[common],
-        help="the daemon: keep the credentials renewed and the kubelet running (foreground)",
-    )
-    rl = verbs.add_parser(
-        "reload",
-        parents=[common],
-        help="have the running daemon read its config again; exit 1 if it refuses it",
-    )
-    rl.add_argument(
-        "--pid", type=int, metavar="PID", help="the daemon's pid, as the service knows it"
-    )
-    verbs.add_parser(
-        "renew",
-        parents=[common],
-        help="renew now: asks the running daemon, or enrolls itself when none runs",
-    )
-    verbs.add_parser(
-        "check",
-        parents=[common],
-        help="preflight: config, secrets, CA and pin, clock, API server TLS, kernel, kubelet",
-    )
-    rs = verbs.add_parser(
-        "reset", parents=[common], help="remove what join wrote (credentials, kubeconfig, CA)"
-    )
-    rs.add_argument("--force", action="store_true", help="do not ask for confirmation")
-    # The daemon's short-lived child (see worker.py): not for people, so not in --help.
-    wk = verbs.add_parser("worker", parents=[common])
-    wk.add_argument("mode", choices=("enroll", "inspect", "serving", "certificates", "kubelet"))
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = usage.parser().parse_args(argv)
     from join_agent import log
 
     # Whatever umask we were started under, nothing we (or the kubelet, an action) create
@@ -217,9 +63,9 @@ def _fail(message: str, debug: bool, code: int = 1) -> int:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    from join_agent import config
+    from join_agent.config import loading
 
-    return config.load(config.config_path(args.config, os.environ))
+    return loading.load(loading.config_path(args.config, os.environ))
 
 
 def _now() -> dt.datetime:
@@ -227,7 +73,8 @@ def _now() -> dt.datetime:
 
 
 def _join(args: argparse.Namespace) -> int:
-    from join_agent import config, pki
+    from join_agent import pki
+    from join_agent.config import loading
     from join_agent.pki import compat
     from join_agent.signers import credentials
     from join_agent.worker import passes
@@ -245,9 +92,9 @@ def _join(args: argparse.Namespace) -> int:
     if args.token_file:
         overrides["signer.kind"] = "kubernetes"
         token = credentials.bootstrap_token_from(args.token_file, sys.stdin)
-    path = config.config_path(args.config, os.environ)
+    path = loading.config_path(args.config, os.environ)
     # Flags alone may describe the join, but a config file that was asked for must exist.
-    cfg = config.load(path, overrides, missing_ok=bool(overrides) and args.config is None)
+    cfg = loading.load(path, overrides, missing_ok=bool(overrides) and args.config is None)
     origin = "--token-file" if args.token_file else ""
     done = passes.enroll_once(cfg, os.environ, token=token, token_origin=origin)
     until = compat.not_valid_after(done.certificate)
@@ -279,10 +126,10 @@ def _renew(args: argparse.Namespace) -> int:
 
 
 def _reload(args: argparse.Namespace) -> int:
-    from join_agent import config
+    from join_agent.config import loading
     from join_agent.verbs import reload
 
-    ok, message = reload.reload(config.config_path(args.config, os.environ), args.pid)
+    ok, message = reload.reload(loading.config_path(args.config, os.environ), args.pid)
     if not ok:
         return _fail(message, args.debug)
     print(message)
@@ -338,10 +185,10 @@ def _reset(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from join_agent import config
+    from join_agent.config import loading
     from join_agent.verbs import check
 
-    results = check.run(config.config_path(args.config, os.environ), os.environ, _now)
+    results = check.run(loading.config_path(args.config, os.environ), os.environ, _now)
     for r in results:
         print(r.line())
     return 1 if any(r.level == "FAIL" for r in results) else 0

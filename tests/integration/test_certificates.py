@@ -20,7 +20,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from join_agent import config
+from join_agent.config import loading, model
 from join_agent.net import transport
 from join_agent.pki import compat
 from join_agent.signers import credentials
@@ -117,10 +117,10 @@ def _tables(root: Path, script: Path, **extra: dict[str, Any]) -> str:
     return text
 
 
-def _write(host: Node, text: str) -> config.Config:
+def _write(host: Node, text: str) -> model.Config:
     base = host.config.read_text().split("[[certificate]]")[0]
     host.config.write_text(base + text)
-    return config.load(host.config)
+    return loading.load(host.config)
 
 
 class Clock:
@@ -131,7 +131,7 @@ class Clock:
         return dt.datetime.now(dt.timezone.utc) + self.offset
 
 
-def _pass(cfg: config.Config, clock: Clock) -> dict[str, dict[str, Any]]:
+def _pass(cfg: model.Config, clock: Clock) -> dict[str, dict[str, Any]]:
     key = credentials.cfssl_auth_key(cfg.cfssl.auth_key_file, {})
     pins = trust.effective_pins(cfg.cfssl.ca_pins, False, cfg.paths.state_dir)
     with transport.client_for(cfg.cfssl.urls) as client:

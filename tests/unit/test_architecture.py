@@ -159,16 +159,11 @@ def test_no_import_circles() -> None:
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
 # Larger today; each may only shrink (issue 14 splits them). Remove an entry once it fits.
 MODULES_OVER = {
-    "join_agent.cli": 404,
-    "join_agent.config": 816,
-    "join_agent.daemon.loop": 539,
     "join_agent.pki": 402,
     "join_agent.verbs.status": 674,
     "join_agent.worker.certificates": 483,
 }
 FUNCTIONS_OVER = {
-    "join_agent.cli:_parser": 94,
-    "join_agent.config:parse": 158,
     "join_agent.verbs.status:overlay": 75,
     "join_agent.worker.enroll:enroll": 82,
 }

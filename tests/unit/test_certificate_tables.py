@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from join_agent import config
+from join_agent.config import loading, model
 from join_agent.errors import ConfigError
 from join_agent.worker import actions, certificates
 
@@ -36,13 +36,13 @@ def _doc(**table: Any) -> dict[str, Any]:
 
 def _error(doc: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as e:
-        config.parse(doc, Path("/c.toml"))
+        loading.parse(doc, Path("/c.toml"))
     assert "\n" not in str(e.value)
     return str(e.value)
 
 
 def test_a_table_with_defaults() -> None:
-    (spec,) = config.parse(_doc(), Path("/c.toml")).certificates
+    (spec,) = loading.parse(_doc(), Path("/c.toml")).certificates
     assert spec.usages == ("client auth",)
     assert (spec.key_mode, spec.cert_mode) == (0o600, 0o644)
     assert spec.action.kind == ""
@@ -87,8 +87,8 @@ def test_two_tables_with_one_name_and_the_kubernetes_signer_are_refused() -> Non
 
 
 def test_actions_become_argv_without_a_shell_unless_asked() -> None:
-    def action(**a: Any) -> config.Action:
-        return config.parse(_doc(action=a), Path("/c.toml")).certificates[0].action
+    def action(**a: Any) -> model.Action:
+        return loading.parse(_doc(action=a), Path("/c.toml")).certificates[0].action
 
     assert actions.argv_for(action(command=["/bin/echo", "a; rm -rf /"])) == [
         "/bin/echo", "a; rm -rf /",
@@ -103,7 +103,7 @@ def test_actions_become_argv_without_a_shell_unless_asked() -> None:
     assert actions.argv_for(action(systemd_reload="kube-apiserver.service")) == [
         "/usr/bin/systemctl", "reload-or-restart", "kube-apiserver.service",
     ]  # fmt: skip
-    spec = config.parse(_doc(), Path("/c.toml")).certificates[0]
+    spec = loading.parse(_doc(), Path("/c.toml")).certificates[0]
     env = actions.environment(spec)
     assert set(env) == {
         "PATH", "LANG", "JOIN_AGENT_CERTIFICATE", "JOIN_AGENT_CERT_FILE", "JOIN_AGENT_KEY_FILE",
@@ -111,7 +111,7 @@ def test_actions_become_argv_without_a_shell_unless_asked() -> None:
 
 
 def test_hosts_split_into_names_and_addresses() -> None:
-    spec = config.parse(
+    spec = loading.parse(
         _doc(hosts=["CP-1.example.org", "10.0.0.5", "fd00::5"], node_addresses=True),
         Path("/c.toml"),
     ).certificates[0]
@@ -170,7 +170,7 @@ def test_tables_may_share_a_ca_file_but_nothing_else() -> None:
     second = dict(doc["certificate"][0], name="other", cert_file="/etc/k/o.crt",
                   key_file="/etc/k/o.key")  # fmt: skip
     doc["certificate"].append(second)
-    assert len(config.parse(doc, Path("/c.toml")).certificates) == 2
+    assert len(loading.parse(doc, Path("/c.toml")).certificates) == 2
     doc["certificate"][1]["cert_file"] = "/etc/k/ca.crt"
     assert "is also certificate.front-proxy.ca_file" in _error(doc)
 
@@ -183,7 +183,7 @@ def test_a_signal_goes_only_to_the_pid_a_root_owned_pidfile_names(tmp_path: Path
         pidfile = tmp_path / "x.pid"
         pidfile.write_text(f"{child.pid}\n")
         pidfile.chmod(0o666)
-        spec = config.parse(
+        spec = loading.parse(
             _doc(action={"signal": "TERM", "pidfile": str(pidfile)}), Path("/c.toml")
         ).certificates[0]
         refused = actions.run(spec)
@@ -202,7 +202,7 @@ def test_a_signal_goes_only_to_the_pid_a_root_owned_pidfile_names(tmp_path: Path
 def test_a_scoped_or_link_local_host_is_refused() -> None:
     for host, said in (("fe80::1%eth0", "a scoped address"), ("fe80::1", "a link-local address")):
         with pytest.raises(ConfigError, match=f"has '{host}', {said}"):
-            config.parse(_doc(hosts=[host]), Path("/c.toml"))
+            loading.parse(_doc(hosts=[host]), Path("/c.toml"))
 
 
 def test_an_action_script_others_can_write_is_not_run(tmp_path: Path) -> None:
@@ -210,7 +210,7 @@ def test_an_action_script_others_can_write_is_not_run(tmp_path: Path) -> None:
     script = tmp_path / "reload.sh"
     script.write_text(f"#!/bin/sh\ntouch {ran}\n")
     script.chmod(0o777)
-    spec = config.parse(_doc(action={"command": [str(script)]}), Path("/c.toml")).certificates[0]
+    spec = loading.parse(_doc(action={"command": [str(script)]}), Path("/c.toml")).certificates[0]
     refused = actions.run(spec)
     assert refused is not None and not refused.ok and refused.exit is None
     assert refused.output == (

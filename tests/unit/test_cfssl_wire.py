@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from join_agent import pki
-from join_agent.config import CfsslConfig
+from join_agent.config.model import CfsslConfig
 from join_agent.errors import CAResponseError, TransportError, TrustError
 from join_agent.host.identity import Identity
 from join_agent.signers.cfssl import CfsslSigner

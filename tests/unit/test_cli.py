@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from join_agent import cli
+from join_agent import cli, usage
 
 
 @pytest.mark.parametrize(
@@ -26,7 +26,7 @@ from join_agent import cli
     ],
 )
 def test_usage_errors_repeat_no_value(message: str, said: str) -> None:
-    out = cli.safe_usage_error(message)
+    out = usage.safe_usage_error(message)
     assert said in out
     for secret in ("0123456789abcdef", "00112233445566778899"):
         assert secret not in out

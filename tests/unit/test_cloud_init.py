@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from join_agent import config
+from join_agent.config import loading
 from join_agent.errors import ConfigError
 from join_agent.host import platform
 from join_agent.signers import credentials
@@ -93,7 +93,7 @@ def test_config_and_key_are_written_root_only(doc: dict[str, Any]) -> None:
 
 def test_embedded_config_is_one_join_agent_accepts(doc: dict[str, Any]) -> None:
     written = files(doc)
-    cfg = config.parse(tomllib.loads(written["/etc/join-agent/config.toml"]["content"]))
+    cfg = loading.parse(tomllib.loads(written["/etc/join-agent/config.toml"]["content"]))
     assert cfg.signer_kind == "cfssl"
     assert cfg.cfssl.ca_pins
     assert not cfg.cfssl.insecure_skip_ca_pin

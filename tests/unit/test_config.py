@@ -1,4 +1,4 @@
-"""config.parse / load / config_path: DESIGN.md §4 defaults, and errors that name the key."""
+"""loading.parse / load / config_path: DESIGN.md §4 defaults, and errors that name the key."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from join_agent import config
+from join_agent.config import loading, model
 from join_agent.errors import ConfigError
 
 PIN = "sha256:" + "ab" * 32
@@ -49,7 +49,7 @@ def doc_with(dotted: str, value: object) -> dict[str, Any]:
 
 def error_of(doc: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as info:
-        config.parse(doc, source=SOURCE)
+        loading.parse(doc, source=SOURCE)
     message = str(info.value)
     assert "\n" not in message
     return message
@@ -57,20 +57,20 @@ def error_of(doc: dict[str, Any]) -> str:
 
 def test_defaults_are_those_of_the_design() -> None:
     """Every default of DESIGN.md §4, spelled out here rather than imported."""
-    cfg = config.parse(minimal(), source=SOURCE)
+    cfg = loading.parse(minimal(), source=SOURCE)
     s = dt.timedelta(seconds=1)
     assert cfg.source == SOURCE
-    assert cfg.cluster == config.ClusterConfig(
+    assert cfg.cluster == model.ClusterConfig(
         server="https://10.0.0.5:6443", name="kubernetes", ca_bundle=None
     )
-    assert cfg.node == config.NodeConfig(
+    assert cfg.node == model.NodeConfig(
         name="",
         addresses=(),
         exclude_interfaces=DESIGN_EXCLUDE_INTERFACES,
         key="ecdsa-p256",
     )
     assert cfg.signer_kind == "cfssl"
-    assert cfg.cfssl == config.CfsslConfig(
+    assert cfg.cfssl == model.CfsslConfig(
         urls=("http://10.0.0.5:8888",),
         profile="kubelet",
         label="",
@@ -78,23 +78,23 @@ def test_defaults_are_those_of_the_design() -> None:
         ca_pins=(PIN,),
         insecure_skip_ca_pin=False,
     )
-    assert cfg.kubernetes == config.KubernetesSignerConfig(
+    assert cfg.kubernetes == model.KubernetesSignerConfig(
         bootstrap_token_file=Path("/etc/join-agent/bootstrap-token"),
         ca_pins=(),
         discovery_file="",
         serving=False,
         csr_timeout=15 * 60 * s,
     )
-    assert cfg.paths == config.PathsConfig(
+    assert cfg.paths == model.PathsConfig(
         pki_dir=Path("/var/lib/kubelet/pki"),
         kubeconfig=Path("/etc/kubernetes/kubelet.conf"),
         ca_file=Path("/etc/kubernetes/pki/ca.crt"),
         state_dir=Path("/var/lib/join-agent"),
     )
-    assert cfg.renewal == config.RenewalConfig(
+    assert cfg.renewal == model.RenewalConfig(
         retry_min=10 * s, retry_max=5 * 60 * s, splay=0 * s, clock_skew=2 * 60 * s
     )
-    assert cfg.kubelet == config.KubeletConfig(
+    assert cfg.kubelet == model.KubeletConfig(
         manage=True,
         command=("/usr/bin/kubelet", "--config=/var/lib/kubelet/config.yaml"),
         stop_grace=30 * s,
@@ -105,11 +105,11 @@ def test_defaults_are_those_of_the_design() -> None:
         restart_on_serving_rotation=True,
     )
     assert cfg.metrics_listen == ""
-    assert cfg.node.exclude_interfaces == config.DEFAULT_EXCLUDE_INTERFACES
+    assert cfg.node.exclude_interfaces == model.DEFAULT_EXCLUDE_INTERFACES
 
 
 def test_config_is_frozen() -> None:
-    cfg = config.parse(minimal())
+    cfg = loading.parse(minimal())
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.cluster.server = "https://evil.example:6443"  # type: ignore[misc]
 
@@ -127,7 +127,7 @@ def test_values_are_normalised() -> None:
         ca_pins=[PIN.upper().replace("SHA256", "sha256"), " " + PIN + " "],
     )
     doc["renewal"] = {"retry_min": 5, "retry_max": 7.5, "splay": "1m30s"}
-    cfg = config.parse(doc)
+    cfg = loading.parse(doc)
     assert cfg.cluster.server == "https://api.example:6443"
     assert cfg.cluster.name == "kubernetes"
     assert cfg.cluster.ca_bundle == Path("/etc/ca.pem")
@@ -149,7 +149,7 @@ def test_kubernetes_signer_needs_no_cfssl_settings() -> None:
         "cluster": {"server": "https://10.0.0.5:6443"},
         "signer": {"kind": "kubernetes", "kubernetes": {"ca_pins": [PIN], "serving": True}},
     }
-    cfg = config.parse(doc)
+    cfg = loading.parse(doc)
     assert cfg.signer_kind == "kubernetes"
     assert cfg.cfssl.urls == ()
     assert cfg.kubernetes.ca_pins == (PIN,)
@@ -159,7 +159,7 @@ def test_kubernetes_signer_needs_no_cfssl_settings() -> None:
 def test_insecure_skip_ca_pin_allows_empty_pins() -> None:
     doc = doc_with("signer.cfssl.ca_pins", _DELETE)
     doc["signer"]["cfssl"]["insecure_skip_ca_pin"] = True
-    cfg = config.parse(doc)
+    cfg = loading.parse(doc)
     assert cfg.cfssl.ca_pins == ()
     assert cfg.cfssl.insecure_skip_ca_pin is True
 
@@ -167,8 +167,8 @@ def test_insecure_skip_ca_pin_allows_empty_pins() -> None:
 def test_unmanaged_kubelet_may_have_no_command() -> None:
     doc = doc_with("kubelet.manage", False)
     doc["kubelet"]["command"] = []
-    cfg = config.parse(doc)
-    assert cfg.kubelet == config.KubeletConfig(
+    cfg = loading.parse(doc)
+    assert cfg.kubelet == model.KubeletConfig(
         manage=False,
         command=(),
         stop_grace=dt.timedelta(seconds=30),
@@ -316,7 +316,7 @@ def test_type_errors_read_as_english() -> None:
 def test_retry_max_equal_to_retry_min_is_fine() -> None:
     doc = doc_with("renewal.retry_min", "1m")
     doc["renewal"]["retry_max"] = 60
-    cfg = config.parse(doc)
+    cfg = loading.parse(doc)
     assert cfg.renewal.retry_min == cfg.renewal.retry_max == dt.timedelta(minutes=1)
 
 
@@ -337,7 +337,7 @@ def test_load_reads_toml_with_go_durations(tmp_path: Path) -> None:
         "clock_skew = 30\n",
         encoding="utf-8",
     )
-    cfg = config.load(path)
+    cfg = loading.load(path)
     assert cfg.source == path
     assert cfg.renewal.retry_min == dt.timedelta(milliseconds=250)
     assert cfg.renewal.retry_max == dt.timedelta(hours=1, minutes=30)
@@ -348,13 +348,13 @@ def test_load_names_the_file_in_its_errors(tmp_path: Path) -> None:
     bad = tmp_path / "config.toml"
     bad.write_text('[cluster]\nserver = "http://10.0.0.5:6443"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"^" + str(bad) + r": cluster\.server "):
-        config.load(bad)
+        loading.load(bad)
 
 
 def test_load_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "absent.toml"
     with pytest.raises(ConfigError) as info:
-        config.load(path)
+        loading.load(path)
     assert str(path) in str(info.value)
     assert "does not exist" in str(info.value)
     assert "JOIN_AGENT_CONFIG" in str(info.value)
@@ -362,14 +362,14 @@ def test_load_missing_file(tmp_path: Path) -> None:
 
 def test_load_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is a directory, not a regular file"):
-        config.load(tmp_path)
+        loading.load(tmp_path)
 
 
 def test_load_invalid_toml(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text('[cluster\nserver = "https://10.0.0.5:6443"\n', encoding="utf-8")
     with pytest.raises(ConfigError) as info:
-        config.load(path)
+        loading.load(path)
     assert str(info.value).startswith(f"config file {path} is not valid TOML")
 
 
@@ -377,11 +377,11 @@ def test_load_non_utf8(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_bytes(b'[cluster]\nname = "k\xe4se"\n')
     with pytest.raises(ConfigError, match=r"is not UTF-8 text"):
-        config.load(path)
+        loading.load(path)
 
 
 def test_shipped_example_config_loads() -> None:
-    cfg = config.load(REPO / "examples" / "config.toml")
+    cfg = loading.load(REPO / "examples" / "config.toml")
     assert cfg.cluster.server == "https://10.0.0.5:6443"
     assert cfg.signer_kind == "cfssl"
 
@@ -391,17 +391,17 @@ def test_shipped_example_config_loads() -> None:
 
 def test_config_path_flag_wins_over_environment() -> None:
     env = {"JOIN_AGENT_CONFIG": "/srv/env.toml"}
-    assert config.config_path("/srv/flag.toml", env) == Path("/srv/flag.toml")
+    assert loading.config_path("/srv/flag.toml", env) == Path("/srv/flag.toml")
 
 
 def test_config_path_environment_wins_over_default() -> None:
     env = {"JOIN_AGENT_CONFIG": "/srv/env.toml"}
-    assert config.config_path(None, env) == Path("/srv/env.toml")
+    assert loading.config_path(None, env) == Path("/srv/env.toml")
 
 
 @pytest.mark.parametrize("env", [{}, {"JOIN_AGENT_CONFIG": ""}])
 def test_config_path_default(env: dict[str, str]) -> None:
-    assert config.config_path(None, env) == Path("/etc/join-agent/config.toml")
+    assert loading.config_path(None, env) == Path("/etc/join-agent/config.toml")
 
 
 def _kubernetes(**signer: object) -> dict[str, Any]:
@@ -412,7 +412,7 @@ def _kubernetes(**signer: object) -> dict[str, Any]:
 
 
 def test_kubernetes_token_discovery_needs_a_pin() -> None:
-    cfg = config.parse(_kubernetes(), source=SOURCE)
+    cfg = loading.parse(_kubernetes(), source=SOURCE)
     assert cfg.signer_kind == "kubernetes"
     assert cfg.kubernetes.ca_pins == (PIN,)
     assert cfg.kubernetes.csr_timeout == dt.timedelta(minutes=15)
@@ -425,11 +425,11 @@ def test_kubernetes_discovery_file_names_the_server() -> None:
     doc = _kubernetes(discovery_file="/etc/join-agent/discovery.conf")
     del doc["cluster"]
     doc["signer"]["kubernetes"]["ca_pins"] = []
-    cfg = config.parse(doc, source=SOURCE)
+    cfg = loading.parse(doc, source=SOURCE)
     assert cfg.cluster.server == ""
     assert cfg.kubernetes.discovery_file == "/etc/join-agent/discovery.conf"
     assert (
-        config.parse(
+        loading.parse(
             _kubernetes(discovery_file="HTTPS://Example.org/k"), source=SOURCE
         ).kubernetes.discovery_file
         == "https://example.org/k"
@@ -450,11 +450,11 @@ def test_overrides_lay_flags_over_the_file(tmp_path: Path) -> None:
         "signer.kind": "kubernetes",
         "signer.kubernetes.ca_pins": [PIN],
     }
-    cfg = config.load(tmp_path / "absent.toml", flags, missing_ok=True)
+    cfg = loading.load(tmp_path / "absent.toml", flags, missing_ok=True)
     assert (cfg.cluster.server, cfg.signer_kind) == ("https://10.0.0.9:6443", "kubernetes")
     with pytest.raises(ConfigError, match="does not exist"):
-        config.load(tmp_path / "absent.toml", flags)
-    merged = config.with_overrides(minimal(), {"signer.cfssl.profile": "p"})
+        loading.load(tmp_path / "absent.toml", flags)
+    merged = loading.with_overrides(minimal(), {"signer.cfssl.profile": "p"})
     assert merged["signer"]["cfssl"] == {**minimal()["signer"]["cfssl"], "profile": "p"}
     assert "profile" not in minimal()["signer"]["cfssl"]  # the input is not changed
 
@@ -472,12 +472,12 @@ def test_overrides_lay_flags_over_the_file(tmp_path: Path) -> None:
 )
 def test_node_addresses_a_certificate_cannot_carry_are_refused(value: str, said: str) -> None:
     with pytest.raises(ConfigError) as info:
-        config.parse(doc_with("node.addresses", [value]), SOURCE)
+        loading.parse(doc_with("node.addresses", [value]), SOURCE)
     assert f"{SOURCE}: node.addresses has {said}" in str(info.value)
 
 
 def test_loopback_and_private_node_addresses_are_kept() -> None:
-    cfg = config.parse(doc_with("node.addresses", ["127.0.0.1", "::1", "fd00::7"]), SOURCE)
+    cfg = loading.parse(doc_with("node.addresses", ["127.0.0.1", "::1", "fd00::7"]), SOURCE)
     assert [str(a) for a in cfg.node.addresses] == ["127.0.0.1", "::1", "fd00::7"]
 
 
@@ -493,25 +493,25 @@ def test_loopback_and_private_node_addresses_are_kept() -> None:
 )  # fmt: skip
 def test_node_names_past_a_limit_are_refused_with_the_limit(name: str, said: str) -> None:
     with pytest.raises(ConfigError) as info:
-        config.parse(doc_with("node.name", name), SOURCE)
+        loading.parse(doc_with("node.name", name), SOURCE)
     assert said in str(info.value)
     assert str(info.value).startswith(f"{SOURCE}: node.name is ")
 
 
 def test_a_node_name_at_the_cn_limit_is_accepted() -> None:
-    name = "a" * config.MAX_NODE_NAME
-    assert len(config.NODE_CN_PREFIX + name) == 64
-    assert config.parse(doc_with("node.name", name), SOURCE).node.name == name
+    name = "a" * model.MAX_NODE_NAME
+    assert len(model.NODE_CN_PREFIX + name) == 64
+    assert loading.parse(doc_with("node.name", name), SOURCE).node.name == name
 
 
 def test_the_kubelet_command_must_be_an_absolute_path() -> None:
     with pytest.raises(
         ConfigError, match=r"kubelet\.command starts with 'kubelet': give the kubelet"
     ):
-        config.parse(doc_with("kubelet.command", ["kubelet", "--v=2"]), SOURCE)
+        loading.parse(doc_with("kubelet.command", ["kubelet", "--v=2"]), SOURCE)
 
 
 def test_a_relative_config_path_becomes_absolute(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir("/tmp")
-    assert config.config_path("c.toml", {}) == Path("/tmp/c.toml")
-    assert config.config_path(None, {config.CONFIG_ENV: "x/c.toml"}) == Path("/tmp/x/c.toml")
+    assert loading.config_path("c.toml", {}) == Path("/tmp/c.toml")
+    assert loading.config_path(None, {model.CONFIG_ENV: "x/c.toml"}) == Path("/tmp/x/c.toml")

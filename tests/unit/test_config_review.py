@@ -1,4 +1,4 @@
-"""config.parse: the rules the security review added.
+"""loading.parse: the rules the security review added.
 
 URLs have one spelling (a lower-case scheme and host, no trailing slash) and no query or
 fragment; clock_skew is at most 1h; retry_min is more than 0; the four paths are distinct.
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from join_agent import config
+from join_agent.config import loading
 from join_agent.errors import ConfigError
 
 PIN = "sha256:" + "ab" * 32
@@ -34,7 +34,7 @@ def doc(**tables: dict[str, Any]) -> dict[str, Any]:
 
 def error_of(d: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as info:
-        config.parse(d, source=SOURCE)
+        loading.parse(d, source=SOURCE)
     message = str(info.value)
     assert "\n" not in message
     return message
@@ -54,7 +54,7 @@ def error_of(d: dict[str, Any]) -> str:
     ],
 )
 def test_cfssl_urls_have_one_spelling(given: str, normalised: str) -> None:
-    cfg = config.parse(doc(cfssl={"urls": [given]}), source=SOURCE)
+    cfg = loading.parse(doc(cfssl={"urls": [given]}), source=SOURCE)
     assert list(cfg.cfssl.urls) == [normalised]
 
 
@@ -68,7 +68,7 @@ def test_a_url_with_a_query_or_fragment_is_refused(url: str) -> None:
 
 
 def test_the_cluster_server_is_normalised_too() -> None:
-    cfg = config.parse(doc(cluster={"server": "HTTPS://API.Example:6443/"}), source=SOURCE)
+    cfg = loading.parse(doc(cluster={"server": "HTTPS://API.Example:6443/"}), source=SOURCE)
     assert cfg.cluster.server == "https://api.example:6443"
 
 
@@ -83,7 +83,7 @@ def test_clock_skew_over_an_hour_is_refused(skew: str) -> None:
 
 @pytest.mark.parametrize("skew", ["1h", "0s", "2m"])
 def test_clock_skew_up_to_an_hour_is_fine(skew: str) -> None:
-    config.parse(doc(renewal={"clock_skew": skew}), source=SOURCE)
+    loading.parse(doc(renewal={"clock_skew": skew}), source=SOURCE)
 
 
 @pytest.mark.parametrize("retry_min", ["0s", "0"])
@@ -105,7 +105,7 @@ def test_kubeconfig_and_ca_file_on_the_same_path_are_refused() -> None:
 
 
 def test_a_path_equal_to_a_default_of_another_is_refused() -> None:
-    defaults = config.parse(doc(), source=SOURCE).paths
+    defaults = loading.parse(doc(), source=SOURCE).paths
     message = error_of(doc(paths={"ca_file": str(defaults.kubeconfig)}))
     assert "are the same path" in message
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from join_agent import config
+from join_agent.config import loading
 from join_agent.core import renewal
 from join_agent.daemon import loop, reloading, reporting
 from join_agent.storage import state
@@ -62,20 +62,26 @@ def document(tmp_path: Path) -> dict[str, Any]:
 
 
 def make(
-    tmp_path: Path, notes: Recording | None = None, **sections: dict[str, Any]
+    tmp_path: Path,
+    notes: Recording | None = None,
+    *,
+    fake_kubelet: object = None,
+    serves: bool = False,
+    **sections: dict[str, Any],
 ) -> tuple[loop.Daemon, Monotonic]:
     doc = document(tmp_path)
     for k, v in sections.items():
         doc.setdefault(k, {}).update(v)
     tmp_path.mkdir(exist_ok=True)
-    cfg = config.parse(doc, source=tmp_path / "config.toml")
+    cfg = loading.parse(doc, source=tmp_path / "config.toml")
     cfg.paths.state_dir.mkdir(parents=True, exist_ok=True)
     mono = Monotonic()
     d = loop.Daemon(
         cfg,
         notifier=notes or Recording(),
         environ={},
-        kubelet_factory=lambda _cfg, _name: None,
+        kubelet_factory=lambda _cfg, _name: fake_kubelet,  # type: ignore[return-value,arg-type]
+        kubelet_serves_ours=serves,
         clock=lambda: NOW,
         monotonic=mono,
         rng=random.Random(7),
@@ -236,7 +242,7 @@ def test_a_reload_that_a_running_agent_cannot_apply_is_refused(tmp_path: Path) -
     doc = document(tmp_path)
     doc["paths"]["state_dir"] = str(tmp_path / "elsewhere")
     doc["node"]["name"] = "other-name"
-    moved = config.parse(doc, source=d.cfg.source)
+    moved = loading.parse(doc, source=d.cfg.source)
     said = reloading.reload_refusal(d.cfg, moved)
     assert said == (
         "paths.state_dir and node.name changed, which a running agent cannot apply: restart "
@@ -244,7 +250,7 @@ def test_a_reload_that_a_running_agent_cannot_apply_is_refused(tmp_path: Path) -
     )
     doc = document(tmp_path)
     doc["renewal"]["retry_min"] = "20s"
-    same = config.parse(doc, source=d.cfg.source)
+    same = loading.parse(doc, source=d.cfg.source)
     assert reloading.reload_refusal(d.cfg, same) is None  # what can change live, does
 
 
@@ -311,14 +317,19 @@ class FakeKubelet:
 def test_a_rotation_restarts_the_kubelet_only_when_it_serves_our_certificate(
     tmp_path: Path, serves: bool, restarts: list[str]
 ) -> None:
-    d, _ = make(tmp_path, kubelet={"manage": True, "command": ["/usr/bin/kubelet"]})
     fake = FakeKubelet()
-    d.kubelet = fake  # type: ignore[assignment]
-    d.kubelet_serves_ours = serves
+    d, _ = make(
+        tmp_path,
+        fake_kubelet=fake,
+        serves=serves,
+        kubelet={"manage": True, "command": ["/usr/bin/kubelet"]},
+    )
     joined(d, creds(["192.0.2.10"]))
+    d.decide(NOW)  # joined, nothing due: the kubelet starts
+    assert fake.calls == ["start"]
     rotated = {**creds(["192.0.2.10"]), "serial": "def456"}
     d.on_result(NOW, "enroll", {"ok": True, "credentials": rotated})
-    assert fake.calls == restarts
+    assert fake.calls == ["start", *restarts]
     # A CA change restarts it whatever it serves: the kubelet does not reload CA data.
     d.on_result(NOW, "enroll", {"ok": True, "credentials": rotated, "ca_changed": True})
-    assert fake.calls == [*restarts, "restart"]
+    assert fake.calls == ["start", *restarts, "restart"]

@@ -8,7 +8,7 @@ it and it has not expired.
 
 The signer here is a stand-in (``StandInSigner``), not CFSSL: it issues from a local test CA
 built with ``cryptography`` and, like the real CFSSL signer, hands back as ``ca_bundle``
-only ``pki.trusted_path`` over what it "received". The config is the real ``config.parse``
+only ``pki.trusted_path`` over what it "received". The config is the real ``loading.parse``
 with every path under ``tmp_path``; the files are real files.
 """
 
@@ -26,7 +26,8 @@ import pytest
 import yaml
 from cryptography import x509
 
-from join_agent import config, pki
+from join_agent import pki
+from join_agent.config import loading, model
 from join_agent.errors import CertificateRejected, StoreError
 from join_agent.host.identity import Identity
 from join_agent.pki import compat
@@ -81,14 +82,14 @@ def pin(ca: CA) -> str:
     return pki.spki_pin(ca.cert)
 
 
-def make_config(tmp_path: Path, pins: tuple[str, ...] = ()) -> config.Config:
+def make_config(tmp_path: Path, pins: tuple[str, ...] = ()) -> model.Config:
     cfssl: dict[str, Any] = {"urls": ["http://127.0.0.1:8888"]}
     if pins:
         cfssl["ca_pins"] = list(pins)
     else:
         cfssl["insecure_skip_ca_pin"] = True
     root = tmp_path / "node"
-    return config.parse(
+    return loading.parse(
         {
             "cluster": {"server": "https://10.0.0.5:6443", "name": "lab"},
             "node": {"name": ME.name},
@@ -104,7 +105,7 @@ def make_config(tmp_path: Path, pins: tuple[str, ...] = ()) -> config.Config:
 
 
 def run(
-    cfg: config.Config,
+    cfg: model.Config,
     signer: StandInSigner,
     *,
     record_tofu_pin: bool = False,
@@ -130,7 +131,7 @@ def kubeconfig_cas(path: Path) -> list[x509.Certificate]:
     return compat.load_pem_certificates(base64.b64decode(data))
 
 
-def picture(cfg: config.Config) -> dict[str, Any]:
+def picture(cfg: model.Config) -> dict[str, Any]:
     """Everything a failed join must leave exactly as it was."""
     pki_dir, parent = cfg.paths.pki_dir, cfg.paths.pki_dir.parent
     current = enroll.client_store(cfg).current

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from join_agent import config
+from join_agent.config import loading, model
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "config.toml"
 
 
 def test_example_config_loads_with_the_documented_values() -> None:
-    cfg = config.load(EXAMPLE)
+    cfg = loading.load(EXAMPLE)
     assert cfg.signer_kind == "cfssl"
     assert cfg.cluster.server == "https://10.0.0.5:6443"
     assert cfg.cfssl.urls == ("http://10.0.0.5:8888",)
@@ -19,7 +19,7 @@ def test_example_config_loads_with_the_documented_values() -> None:
     assert len(cfg.cfssl.ca_pins) == 1
     assert not cfg.cfssl.insecure_skip_ca_pin
     assert cfg.node.key == "ecdsa-p256"
-    assert cfg.node.exclude_interfaces == config.DEFAULT_EXCLUDE_INTERFACES
+    assert cfg.node.exclude_interfaces == model.DEFAULT_EXCLUDE_INTERFACES
     assert cfg.paths.kubeconfig == Path("/etc/kubernetes/kubelet.conf")
     assert cfg.paths.pki_dir == Path("/var/lib/kubelet/pki")
 
@@ -30,11 +30,11 @@ def test_commented_exclude_list_matches_the_default() -> None:
     start = text.index("# exclude_interfaces = [")
     block = text[start : text.index("]", start) + 1]
     names = [w.strip(' "#\n') for w in block.split("[", 1)[1].rstrip("]").split(",")]
-    assert tuple(n for n in names if n) == config.DEFAULT_EXCLUDE_INTERFACES
+    assert tuple(n for n in names if n) == model.DEFAULT_EXCLUDE_INTERFACES
 
 
 def test_kubernetes_example_loads() -> None:
-    cfg = config.load(EXAMPLE.with_name("config-kubernetes.toml"))
+    cfg = loading.load(EXAMPLE.with_name("config-kubernetes.toml"))
     assert cfg.signer_kind == "kubernetes"
     assert cfg.kubernetes.bootstrap_token_file == Path("/etc/join-agent/bootstrap-token")
     assert len(cfg.kubernetes.ca_pins) == 1
@@ -42,7 +42,7 @@ def test_kubernetes_example_loads() -> None:
 
 
 def test_control_plane_example_loads() -> None:
-    cfg = config.load(EXAMPLE.with_name("control-plane.toml"))
+    cfg = loading.load(EXAMPLE.with_name("control-plane.toml"))
     assert [c.name for c in cfg.certificates] == [
         "front-proxy-client", "apiserver-kubelet-client", "etcd-peer",
     ]  # fmt: skip

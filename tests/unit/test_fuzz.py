@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from join_agent import config
+from join_agent.config import loading, model
 from join_agent.core import durations
 from join_agent.errors import ConfigError, JoinAgentError, StoreError
 from join_agent.host import identity
@@ -227,13 +227,13 @@ VALID = {
 @example({"node": {"name": "x\ny"}})
 def test_config_parse_raises_only_config_error(doc: dict[str, Any]) -> None:
     try:
-        cfg = config.parse(doc)
+        cfg = loading.parse(doc)
     except ConfigError as e:
         assert str(e).strip()
         if printable_keys(doc):  # see test_config_errors_quote_key_names below
             one_line(e)
     else:
-        assert isinstance(cfg, config.Config)
+        assert isinstance(cfg, model.Config)
 
 
 @FUZZ
@@ -269,7 +269,7 @@ def test_config_load_raises_only_config_error(data: bytes) -> None:
         path = Path(d) / "config.toml"
         path.write_bytes(data)
         try:
-            cfg = config.load(path)
+            cfg = loading.load(path)
         except ConfigError as e:
             assert str(e).strip()
             try:
@@ -279,7 +279,7 @@ def test_config_load_raises_only_config_error(data: bytes) -> None:
             if printable_keys(doc):  # see test_config_errors_quote_key_names below
                 one_line(e)
         else:
-            assert isinstance(cfg, config.Config)
+            assert isinstance(cfg, model.Config)
 
 
 @pytest.mark.parametrize(
@@ -289,7 +289,7 @@ def test_config_load_raises_only_config_error(data: bytes) -> None:
 )
 def test_config_errors_quote_key_names(doc: dict[str, Any]) -> None:
     with pytest.raises(ConfigError) as e:
-        config.parse(doc)
+        loading.parse(doc)
     one_line(e.value)
 
 
@@ -570,8 +570,8 @@ def damaged_status(draw: st.DrawFn) -> object:
     return doc
 
 
-def _status_config(root: Path) -> config.Config:
-    return config.parse(
+def _status_config(root: Path) -> model.Config:
+    return loading.parse(
         {
             **VALID,
             "paths": {"pki_dir": str(root / "p"), "kubeconfig": str(root / "k" / "kubelet.conf"),

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from join_agent.config import DEFAULT_EXCLUDE_INTERFACES, NodeConfig
+from join_agent.config.model import DEFAULT_EXCLUDE_INTERFACES, NodeConfig
 from join_agent.errors import IdentityError
 from join_agent.host.identity import Identity, resolve, select_addresses, validate_node_name
 from join_agent.host.netlink import InterfaceAddress

@@ -554,7 +554,7 @@ def test_serving_cert_file(tmp_path: Path) -> None:
 def test_the_settings_facts_say_whether_the_kubelet_serves_our_certificate(
     tmp_path: Path,
 ) -> None:
-    from join_agent import config as configuration
+    from join_agent.config import loading
 
     def facts(*flags: str) -> dict[str, object]:
         doc = {
@@ -565,7 +565,7 @@ def test_the_settings_facts_say_whether_the_kubelet_serves_our_certificate(
             "paths": {"pki_dir": str(tmp_path / "pki"), "state_dir": str(tmp_path / "s")},
             "kubelet": {"manage": False, "command": ["/usr/bin/kubelet", *flags]},
         }
-        return settings.facts(configuration.parse(doc, source=tmp_path / "c.toml"))
+        return settings.facts(loading.parse(doc, source=tmp_path / "c.toml"))
 
     ours = tmp_path / "pki" / "kubelet-server-current.pem"
     assert facts(f"--tls-cert-file={ours}") == {

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from join_agent import __version__, cli, config
+from join_agent import __version__, usage
+from join_agent.config import loading, model
+from join_agent.errors import ConfigError
 from join_agent.signers import credentials
 from tests.conftest import need
 
@@ -79,7 +81,7 @@ def tags(body: str) -> list[str]:
 
 def public_verbs() -> dict[str, list[str]]:
     """Verb -> its own flags, for the verbs `join-agent --help` lists."""
-    parser = cli._parser()
+    parser = usage.parser()
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     listed = {a.dest for a in sub._choices_actions if a.help}
     common = {"-h", "--help", "--config", "--debug"}
@@ -106,7 +108,7 @@ def test_every_verb_and_flag_is_documented() -> None:
         for flag in flags:
             assert flag in synopsis, flag
             assert flag in commands, flag
-    parser = cli._parser()
+    parser = usage.parser()
     top = {o for a in parser._actions for o in a.option_strings}
     assert top <= set(tags(s["OPTIONS"]))
 
@@ -119,14 +121,14 @@ def test_a_verb_missing_from_the_page_is_noticed() -> None:
 
 # Each TOML table and the dataclass whose fields are its keys (same names, by design).
 TABLES = {
-    "cluster": config.ClusterConfig,
-    "node": config.NodeConfig,
-    "signer.cfssl": config.CfsslConfig,
-    "signer.kubernetes": config.KubernetesSignerConfig,
-    "paths": config.PathsConfig,
-    "renewal": config.RenewalConfig,
-    "kubelet": config.KubeletConfig,
-    "certificate": config.CertificateSpec,
+    "cluster": model.ClusterConfig,
+    "node": model.NodeConfig,
+    "signer.cfssl": model.CfsslConfig,
+    "signer.kubernetes": model.KubernetesSignerConfig,
+    "paths": model.PathsConfig,
+    "renewal": model.RenewalConfig,
+    "kubelet": model.KubeletConfig,
+    "certificate": model.CertificateSpec,
 }
 
 
@@ -146,9 +148,9 @@ UNDOCUMENTED: set[str] = set()
 
 
 def accepted_tables() -> set[str]:
-    """The top-level tables config.parse accepts, as its own error message lists them."""
-    with pytest.raises(config.ConfigError) as e:
-        config.parse({"no-such-table": {}})
+    """The top-level tables loading.parse accepts, as its own error message lists them."""
+    with pytest.raises(ConfigError) as e:
+        loading.parse({"no-such-table": {}})
     known = re.search(r"\(known: ([^)]*)\)", str(e.value))
     assert known is not None, str(e.value)
     return set(known.group(1).split(", "))
@@ -169,7 +171,7 @@ def test_page_names_what_the_code_uses() -> None:
     th = re.search(r'^\.TH JOIN-AGENT 8 \S+ "join-agent (\S+)"', text, flags=re.M)
     assert th is not None
     assert th.group(1) == __version__  # the footer names the version it documents
-    for name in (config.CONFIG_ENV, credentials.CREDENTIALS_ENV):
+    for name in (model.CONFIG_ENV, credentials.CREDENTIALS_ENV):
         assert name in sections(PAGE.read_text())["ENVIRONMENT"]
     for secret in (credentials.CFSSL_AUTH_KEY, credentials.BOOTSTRAP_TOKEN):
         assert f"/etc/credstore/{secret}" in text

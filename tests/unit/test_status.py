@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from join_agent import config
+from join_agent.config import loading
 from join_agent.errors import StoreError
 from join_agent.storage import store
 from join_agent.verbs import status
@@ -314,7 +314,7 @@ def test_snapshot_of_real_files(tmp_path: Path, ca: CA, node_key: Any) -> None:
             "state_dir": str(tmp_path / "state"),
         },
     }
-    cfg = config.parse(doc)
+    cfg = loading.parse(doc)
     creds = cfg.paths.pki_dir / "kubelet-client-current.pem"
 
     empty = status.snapshot(cfg, creds)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from join_agent import config
+from join_agent.config import loading, model
 from join_agent.storage import store
 from join_agent.verbs import status
 from join_agent.worker import kubeconfig
@@ -29,8 +29,8 @@ OVERDUE_AFTER = dt.timedelta(minutes=15)
 PIN = "sha256:" + "0" * 64
 
 
-def make_config(tmp_path: Path, **cluster: str) -> config.Config:
-    return config.parse(
+def make_config(tmp_path: Path, **cluster: str) -> model.Config:
+    return loading.parse(
         {
             "cluster": {"server": SERVER, **cluster},
             "node": {"name": "node-1"},
@@ -45,12 +45,12 @@ def make_config(tmp_path: Path, **cluster: str) -> config.Config:
     )
 
 
-def creds_of(cfg: config.Config) -> Path:
+def creds_of(cfg: model.Config) -> Path:
     return cfg.paths.pki_dir / "kubelet-client-current.pem"
 
 
 def write_node(
-    cfg: config.Config,
+    cfg: model.Config,
     *,
     issuer: CA,
     ca_file: list[CA] | None,
@@ -75,7 +75,7 @@ def write_node(
         store.atomic_write(cfg.paths.ca_file, b"".join(cert_pem(c.cert) for c in ca_file), 0o644)
 
 
-def facts(cfg: config.Config) -> dict[str, Any]:
+def facts(cfg: model.Config) -> dict[str, Any]:
     return status.facts_of(status.snapshot(cfg, creds_of(cfg)))
 
 

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from join_agent.core import schedule
-from join_agent.core.protocol import ErrorKind, ErrorRecord
+from join_agent.core.protocol import ErrorKind, ErrorRecord, parse_iso
 
 # A request someone denied is not asked again at the pace of an outage: each attempt would
 # leave one more CSR for the administrator to deny. `join-agent renew` asks at once.
@@ -43,6 +44,18 @@ class Held:
     serial: str
     not_before: dt.datetime
     not_after: dt.datetime
+
+
+def held(facts: Mapping[str, Any] | None) -> Held | None:
+    """The certificate described by a worker's facts (status.json's ``credentials``), or
+    None when there is none."""
+    if not facts or not facts.get("present") or not facts.get("not_before"):
+        return None
+    return Held(
+        serial=str(facts.get("serial")),
+        not_before=parse_iso(facts["not_before"]),
+        not_after=parse_iso(facts["not_after"]),
+    )
 
 
 def renew_at(cert: Held) -> dt.datetime:

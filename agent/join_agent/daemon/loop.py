@@ -13,34 +13,32 @@ from __future__ import annotations
 import datetime as dt
 import os
 import random
-import selectors
 import signal
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from join_agent import __version__, config
-from join_agent.config import Config
-from join_agent.core import schedule
+from join_agent import __version__
+from join_agent.config import loading
+from join_agent.config.model import Config
+from join_agent.core import renewal, schedule
 from join_agent.core.durations import format_duration
 from join_agent.core.protocol import ErrorKind, iso
-from join_agent.core.renewal import Held, RenewalPolicy, identity_mismatch, renew_at
-from join_agent.daemon import reloading, workers
-from join_agent.daemon.reporting import Reporter, signer_facts
+from join_agent.core.renewal import RenewalPolicy
+from join_agent.daemon import metrics, reloading, workers
+from join_agent.daemon.identity_watch import IdentityWatch
+from join_agent.daemon.kubelet_ctl import KubeletControl, KubeletFactory
+from join_agent.daemon.reporting import Reporter, renewal_doc, signer_facts, waiting_for
 from join_agent.daemon.sidejobs import SideJobs
+from join_agent.daemon.wakeups import Wakeups
 from join_agent.errors import ConfigError, JoinAgentError
 from join_agent.host.notify import Notifier
-from join_agent.kubelet.supervisor import KubeletSupervisor
 from join_agent.log import get_logger
 from join_agent.storage import files, names, state
 
 log = get_logger("join_agent.daemon")
 
 Clock = Callable[[], dt.datetime]
-KubeletFactory = Callable[[Config, str], KubeletSupervisor | None]
-# A netlink dump on every watchdog tick is work for nothing: the addresses are compared
-# with the certificate's at most this often.
-IDENTITY_EVERY = 60.0
 
 
 def utcnow() -> dt.datetime:
@@ -67,13 +65,7 @@ class Daemon:
         self.clock = clock
         self.monotonic = monotonic
         self.rng = rng or random.SystemRandom()
-        self.kubelet_factory = kubelet_factory
-        # Whether the kubelet serves one of our certificates from a file: a rotation of it
-        # then needs a kubelet restart. Read from its settings by a worker (they may be
-        # YAML, which the resident process does not load).
-        self.kubelet_serves_ours = kubelet_serves_ours
-        self.kubelet: KubeletSupervisor | None = None
-        self.kubelet_next: dt.datetime | None = None
+        self.kubelet = KubeletControl(kubelet_factory, serves_ours=kubelet_serves_ours)
         self.creds: dict[str, Any] | None = None  # the last worker's facts about the files
         self.side = SideJobs()
         self.renewal = RenewalPolicy(
@@ -82,55 +74,47 @@ class Daemon:
             salt=self.rng.random(),  # a fleet that failed in one second retries apart
         )
         self.reporter = Reporter(notifier, cfg.paths.state_dir, monotonic)
-        self.worker: workers.Worker | None = None
-        self.pending_signals: list[int] = []
         self.stopping = False
         self.worked = False  # joined with its kubelet started, once: agent.state "running"
         self.started_at = clock()
         self.start_time = state.process_start_time(os.getpid())  # read once, not per tick
         self.reloads: dict[str, Any] | None = None  # the last SIGHUP's outcome
-        self.identity_checked = -1e9  # monotonic time of the last address check
-        self.seen_addresses: list[str] | None = None
-        self.selector = selectors.DefaultSelector()
-        self.metrics: Any = None
+        self.identity = IdentityWatch(monotonic)
+        self.wakeups = Wakeups()
+        self.worker = workers.Slot(self.wakeups.watch, self.wakeups.forget)
+        self.metrics: metrics.Sink = metrics.NoMetrics()
 
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the exit code."""
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_r, False)
-        os.set_blocking(wake_w, False)
-        self.selector.register(wake_r, selectors.EVENT_READ, "signal")
-        previous_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD):
-            signal.signal(sig, lambda signum, _frame: self.pending_signals.append(signum))
+        self.wakeups.install()
         state.write_agent_pidfile(self.cfg.paths.state_dir, os.getpid())
         # A status.json temp file of a killed predecessor would otherwise stay forever.
         for leftover in files.sweep(self.cfg.paths.state_dir):
             log.info("removed_leftover", path=str(leftover))
-        self._start_metrics()
+        self.metrics = metrics.for_listen(self.cfg.metrics_listen)
         log.info("starting", version=__version__, config=str(self.cfg.source), pid=os.getpid())
         self.reporter.notifier.send("STATUS=starting: reading the credentials on disk")
         self._spawn_worker("inspect")
         try:
-            while not self._turn(wake_r):
+            while not self._turn():
                 pass
         finally:
-            signal.set_wakeup_fd(previous_fd)
+            self.wakeups.restore()
             state.remove_agent_pidfile(self.cfg.paths.state_dir, os.getpid())
         self.publish(self.clock(), final=True)
         log.info("stopped")
         return 0
 
-    def _turn(self, wake_r: int) -> bool:
+    def _turn(self) -> bool:
         """One turn of the loop; True once the agent has stopped."""
         now = self.clock()
-        _drain(wake_r)
-        self._handle_signals(now)
+        for sig in self.wakeups.take():
+            self.on_signal(now, sig)
         self._collect_worker(now)
         if not self.stopping:
-            self._decide(now)
+            self.decide(now)
         self._tick_kubelet(now)
         if self.stopping and self._stopped():
             return True
@@ -140,13 +124,8 @@ class Daemon:
             self.reporter.watchdog()
             due = self.reporter.watchdog_due_in()
             timeout = timeout if due is None else min(timeout, due)
-        self.selector.select(timeout)
+        self.wakeups.wait(timeout)
         return False
-
-    def _handle_signals(self, now: dt.datetime) -> None:
-        signals, self.pending_signals = self.pending_signals, []
-        for sig in signals:
-            self.on_signal(now, sig)
 
     def on_signal(self, now: dt.datetime, sig: int) -> None:
         """SIGTERM/SIGINT stop, SIGHUP reloads, SIGUSR1 asks for a renewal now."""
@@ -160,9 +139,9 @@ class Daemon:
 
     # ------------------------------------------------------------------ decisions
 
-    def _decide(self, now: dt.datetime) -> None:
+    def decide(self, now: dt.datetime) -> None:
         """Start a worker when one is due, and the kubelet when credentials exist."""
-        if self.creds is None or self.worker is not None:
+        if self.creds is None or self.worker.busy:
             return
         if self._files_changed():
             # Someone else wrote the credentials (`join-agent join`, an operator): read
@@ -171,11 +150,11 @@ class Daemon:
             self._spawn_worker("inspect")
             return
         self.check_identity()
-        if now >= self.renewal.next_attempt(now, self._held()):
+        if now >= self.renewal.next_attempt(now, renewal.held(self.creds)):
             self._spawn_worker("enroll")
             return
-        if self._joined() and self.cfg.kubelet.manage and self.kubelet is None:
-            self._start_kubelet(now)
+        if self._joined() and self.cfg.kubelet.manage:
+            self.kubelet.ensure_started(self.cfg, str((self.creds or {}).get("node", "")), now)
         # Never before the kubelet: it runs with its self-signed certificate meanwhile.
         mode = self.side.due(
             now, serving=self._serving_wanted(), extras=bool(self.cfg.certificates),
@@ -194,48 +173,18 @@ class Daemon:
     def _joined(self) -> bool:
         return bool(self.creds and self.creds.get("present")) and self.cfg.paths.kubeconfig.exists()
 
-    def _held(self) -> Held | None:
-        """The certificate on disk, as the renewal policy sees it; None without one."""
-        c = self.creds
-        if not c or not c.get("present"):
-            return None
-        return Held(
-            serial=str(c["serial"]),
-            not_before=state.parse_iso(c["not_before"]),
-            not_after=state.parse_iso(c["not_after"]),
-        )
-
     def check_identity(self) -> None:
         """Renew early when the node's name or addresses no longer match the certificate."""
         c = self.creds
         if not c or not c.get("present") or self.renewal.requested:
             return
-        mono = self.monotonic()
-        if mono - self.identity_checked < IDENTITY_EVERY:
+        seen = self.identity.look(c, self.cfg)
+        if seen is None:
             return
-        self.identity_checked = mono
-        from join_agent.host import identity
-
-        try:
-            ident = identity.resolve(self.cfg.node)
-        except JoinAgentError as e:
-            log.warning("identity_unavailable", error=str(e))
-            return
-        want_ips = sorted(str(a) for a in ident.addresses)
-        if self.seen_addresses is not None and want_ips != self.seen_addresses:
+        if seen.addresses_changed:
             self.side.addresses_changed()
-        self.seen_addresses = want_ips
-        have_ips = sorted(c.get("sans", {}).get("ip", []))
-        in_sans = self.cfg.signer_kind != "kubernetes"  # the kubelet client signer takes none
-        why = identity_mismatch(
-            c.get("node"), have_ips, ident.name, want_ips, addresses_in_certificate=in_sans
-        )
-        if why is not None:
-            log.info(
-                "identity_changed", node=ident.name, addresses=want_ips,
-                certificate_addresses=have_ips,
-            )  # fmt: skip
-            self.renewal.request(why)
+        if seen.mismatch is not None:
+            self.renewal.request(seen.mismatch)
 
     # ------------------------------------------------------------------ the worker child
 
@@ -244,28 +193,14 @@ class Daemon:
         if mode == "enroll":
             self.renewal.begin(now)
             log.info("enrolling", reason=self.renewal.reason or "renewal deadline")
-        try:
-            self.worker = workers.spawn(self.cfg, mode, self.environ, now)
-        except OSError as e:  # out of memory or processes: a failed attempt, retried later
-            error = f"cannot start the worker process: {e.strerror or e}"
-            self.on_result(now, mode, {"ok": False, "error": error, "kind": "OSError"})
-            return
-        self.selector.register(self.worker.stdout, selectors.EVENT_READ, "worker")
+        failed = self.worker.start(self.cfg, mode, self.environ, now)
+        if failed is not None:
+            self.on_result(now, mode, failed)
 
     def _collect_worker(self, now: dt.datetime) -> None:
-        w = self.worker
-        if w is None:
-            return
-        workers.drain(w)
-        if w.proc.poll() is None:
-            if now - w.started > workers.worker_timeout(self.cfg):
-                log.error("worker_timeout", mode=w.mode, pid=w.proc.pid)
-                w.proc.kill()
-            return
-        self.selector.unregister(w.stdout)
-        w.stdout.close()
-        self.worker = None
-        self.on_result(now, w.mode, workers.result(bytes(w.output), w.proc.returncode))
+        done = self.worker.collect(self.cfg, now)
+        if done is not None:
+            self.on_result(now, *done)
 
     def _serving_wanted(self) -> bool:
         return self.cfg.signer_kind == "kubernetes" and self.cfg.kubernetes.serving
@@ -281,7 +216,11 @@ class Daemon:
                     "serving_certificate", state=report.get("state"), msg=report.get("message")
                 )
             if report.get("rotated"):
-                self._restart_kubelet_for_serving(now, "it serves the rotated serving certificate")
+                self.kubelet.serving_rotated(
+                    now,
+                    "it serves the rotated serving certificate",
+                    self.cfg.kubelet.restart_on_serving_rotation,
+                )
         elif mode == "serving":
             self.side.serving_failed(now, self.cfg.renewal.retry_max)
         if mode == "certificates":
@@ -311,57 +250,23 @@ class Daemon:
             log.info(
                 "renewed", serial=(self.creds or {}).get("serial"), source=result.get("source")
             )
-            self._after_rotation(now, ca_changed=bool(result.get("ca_changed")), rotated=rotated)
-            self._count("success", None)
+            self.kubelet.after_rotation(
+                now,
+                ca_changed=bool(result.get("ca_changed")),
+                rotated=rotated,
+                serving_restart=self.cfg.kubelet.restart_on_serving_rotation,
+            )
+            self.metrics.renewal("success", None)
         else:
             kind = ErrorKind.of(result.get("kind", ""))
             self.renewal.failed(now, str(result.get("error", "unknown error")), kind)
             log.error(
                 "renewal_failed", error=str(result.get("error")), failures=self.renewal.failures
             )
-            self._count("failure", kind)
-
-    def _count(self, outcome: str, kind: ErrorKind | None) -> None:
-        if self.metrics:
-            self.metrics.renewals.labels(result=outcome).inc()
-            if kind is not None:
-                self.metrics.failures.labels(reason=kind.value or "unknown").inc()
-
-    def _after_rotation(self, now: dt.datetime, *, ca_changed: bool, rotated: bool) -> None:
-        # The client certificate is re-read by client-go at each handshake: no restart.
-        # CA data in the kubeconfig is not reloaded, nor (before 1.31's default) a serving
-        # certificate read from a file: those need one restart.
-        if self.kubelet is not None and ca_changed:
-            log.warning("kubelet_restart", reason="the cluster CA changed")
-            self.kubelet.restart(now)
-        elif rotated:
-            self._restart_kubelet_for_serving(now, "it serves the rotated certificate")
-
-    def _restart_kubelet_for_serving(self, now: dt.datetime, reason: str) -> None:
-        if (
-            self.kubelet is not None
-            and self.cfg.kubelet.restart_on_serving_rotation
-            and self.kubelet_serves_ours
-        ):
-            log.info("kubelet_restart", reason=reason)
-            self.kubelet.restart(now)
-
-    # ------------------------------------------------------------------ the kubelet
-
-    def _start_kubelet(self, now: dt.datetime) -> None:
-        name = str((self.creds or {}).get("node", ""))
-        self.kubelet = self.kubelet_factory(self.cfg, name)
-        if self.kubelet is not None:
-            self.kubelet.start(now)
+            self.metrics.renewal("failure", kind.value)
 
     def _tick_kubelet(self, now: dt.datetime) -> None:
-        if self.kubelet is None:
-            return
-        before = self.kubelet.snapshot().get("restarts", 0)
-        self.kubelet_next = self.kubelet.tick(now)
-        delta = self.kubelet.snapshot().get("restarts", 0) - before
-        if self.metrics and delta > 0:
-            self.metrics.kubelet_restarts.inc(delta)
+        self.metrics.kubelet_restarted(self.kubelet.tick(now))
 
     # ------------------------------------------------------------------ stop / reload
 
@@ -369,20 +274,16 @@ class Daemon:
         log.info("stopping", signal=why)
         self.stopping = True
         self.reporter.stopping()
-        if self.worker is not None:
-            self.worker.proc.terminate()  # the store is crash-safe; the next start recovers
-        if self.kubelet is not None:
-            self.kubelet.stop(now)
+        self.worker.terminate()
+        self.kubelet.stop(now)
 
     def _stopped(self) -> bool:
-        if self.worker is not None:
-            return False
-        return self.kubelet is None or self.kubelet.snapshot().get("state") == "stopped"
+        return not self.worker.busy and self.kubelet.stopped()
 
     def _reload(self, now: dt.datetime) -> None:
         self.reporter.reloading()
         try:
-            new = config.load(self.cfg.source)
+            new = loading.load(self.cfg.source)
             refusal = reloading.reload_refusal(self.cfg, new) or reloading.unsafe_commands(new)
             if refusal:
                 raise ConfigError(refusal)
@@ -400,10 +301,8 @@ class Daemon:
         if changed:
             self.renewal.request("the config changed")
         if kubelet_changed:
-            self.kubelet_serves_ours = kubelet_serves_ours(new, self.environ)
-            if self.kubelet is not None:
-                self.kubelet.stop(now)
-                self.kubelet = None  # started again with the new command by _decide
+            self.kubelet.serves_ours = kubelet_serves_ours(new, self.environ)
+            self.kubelet.replace(now)
         self._reloaded(now, None)
 
     def _reloaded(self, now: dt.datetime, refused: str | None) -> None:
@@ -414,12 +313,13 @@ class Daemon:
 
     def _next_wake(self, now: dt.datetime) -> dt.datetime | None:
         times: list[dt.datetime] = []
-        if self.creds is not None and self.worker is None and not self.stopping:
-            times.append(self.renewal.next_attempt(now, self._held()))
-        if self.kubelet_next is not None:
-            times.append(self.kubelet_next)
-        if self.worker is not None:
-            times.append(self.worker.started + workers.worker_timeout(self.cfg))
+        if self.creds is not None and not self.worker.busy and not self.stopping:
+            times.append(self.renewal.next_attempt(now, renewal.held(self.creds)))
+        if self.kubelet.next is not None:
+            times.append(self.kubelet.next)
+        deadline = self.worker.deadline(self.cfg)
+        if deadline is not None:
+            times.append(deadline)
         else:
             extras = bool(self.cfg.certificates)
             times += self.side.next_wake(serving=self._serving_wanted(), extras=extras)
@@ -431,8 +331,7 @@ class Daemon:
         self.worked = self.worked or self._working()
         doc = self.status_document(now, final=final)
         self.reporter.publish(doc, now, up=self._up(), final=final)
-        if self.metrics:
-            self.metrics.update(doc)
+        self.metrics.update(doc)
 
     def _up(self) -> bool:
         """READY=1 for the service manager: the agent has read the node's state and acted on
@@ -451,7 +350,7 @@ class Daemon:
             return False
         if not self.cfg.kubelet.manage:
             return True
-        return self.kubelet is not None and self.kubelet.snapshot().get("pid") is not None
+        return self.kubelet.has_process()
 
     def status_document(self, now: dt.datetime, *, final: bool = False) -> dict[str, Any]:
         """status.json (docs/status.md): what the daemon knows now."""
@@ -476,64 +375,26 @@ class Daemon:
             "credentials": creds,
             "kubelet": {
                 "managed": self.cfg.kubelet.manage,
-                **(self.kubelet.snapshot() if self.kubelet is not None else {}),
+                **self.kubelet.snapshot(),
             },
-            "renewal": self._renewal_doc(now),
+            "renewal": renewal_doc(
+                now,
+                self.renewal,
+                renewal.held(self.creds),
+                looking=self.creds is not None and not self.stopping,
+                enrolling=self.worker.mode == "enroll",
+            ),
             "last_error": None if error is None else error.to_json(),
             "serving": self.side.serving if self._serving_wanted() else None,
             "certificates": self.side.extras,
-            "waiting_for": None if self._working() else self._waiting_for(now),
+            "waiting_for": None
+            if self._working()
+            else waiting_for(now, self.renewal, read=self.creds is not None, joined=self._joined()),
             "reload": self.reloads,
         }
-
-    def _renewal_doc(self, now: dt.datetime) -> dict[str, Any]:
-        r, held = self.renewal, self._held()
-        at = None if self.creds is None or self.stopping else r.next_attempt(now, held)
-
-        def when(t: dt.datetime | None) -> str | None:
-            return None if t is None else iso(t)
-
-        return {
-            "renew_at": None if held is None else iso(renew_at(held)),
-            "next_attempt": when(at),
-            "failures": r.failures,
-            "last_attempt": when(r.last_attempt),
-            "last_success": when(r.last_success),
-            "last_ok": r.last_ok,
-            "reason": r.reason or None,
-            "in_progress": self.worker is not None and self.worker.mode == "enroll",
-        }
-
-    def _waiting_for(self, now: dt.datetime) -> str:
-        r = self.renewal
-        if self.creds is None:
-            return "reading the credentials on disk"
-        splay = r.splay_left(now)
-        if splay is not None:
-            return f"splay: first enrollment in {format_duration(splay)}"
-        if not self._joined():
-            if r.last_error:
-                return f"the CA (last attempt failed: {r.last_error.message})"
-            return "the CA"
-        return "the kubelet to start"
-
-    def _start_metrics(self) -> None:
-        if not self.cfg.metrics_listen:
-            return
-        from join_agent.daemon.metrics import Metrics
-
-        self.metrics = Metrics.serve(self.cfg.metrics_listen)
 
 
 def kubelet_serves_ours(cfg: Config, environ: Mapping[str, str]) -> bool:
     """Asked of a worker: does the kubelet serve one of our certificates from a file?"""
     facts = workers.run_once(cfg, "kubelet", environ)
     return facts.get("serves_our_certificate") is True
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass

@@ -6,10 +6,38 @@ when metrics are turned on, so the resident process stays small otherwise.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from join_agent.errors import ConfigError
 from join_agent.storage.state import parse_iso
+
+
+class Sink(Protocol):
+    """What the daemon reports to: Prometheus, or nothing (NoMetrics)."""
+
+    def update(self, doc: dict[str, Any]) -> None: ...
+
+    def renewal(self, outcome: str, kind: str | None) -> None: ...
+
+    def kubelet_restarted(self, times: int) -> None: ...
+
+
+class NoMetrics:
+    """``[metrics] listen`` unset: every report is dropped."""
+
+    def update(self, doc: dict[str, Any]) -> None:
+        pass
+
+    def renewal(self, outcome: str, kind: str | None) -> None:
+        pass
+
+    def kubelet_restarted(self, times: int) -> None:
+        pass
+
+
+def for_listen(listen: str) -> Sink:
+    """Serve Prometheus on ``listen`` (host:port), or nothing when it is empty."""
+    return Metrics.serve(listen) if listen else NoMetrics()
 
 
 class Metrics:
@@ -67,6 +95,16 @@ class Metrics:
         m = cls()
         m._prom.start_http_server(int(port), addr=host.strip("[]"), registry=m.registry)
         return m
+
+    def renewal(self, outcome: str, kind: str | None) -> None:
+        """One renewal attempt: "success" or "failure" (with the error kind's name)."""
+        self.renewals.labels(result=outcome).inc()
+        if kind is not None:
+            self.failures.labels(reason=kind or "unknown").inc()
+
+    def kubelet_restarted(self, times: int) -> None:
+        if times > 0:
+            self.kubelet_restarts.inc(times)
 
     def update(self, doc: dict[str, Any]) -> None:
         cert = doc.get("credentials") or {}

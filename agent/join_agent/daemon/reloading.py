@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from join_agent.config import Config
+from join_agent.config.model import Config
 from join_agent.core.protocol import iso
 from join_agent.host import platform
 

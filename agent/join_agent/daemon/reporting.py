@@ -11,9 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from join_agent.config import Config
+from join_agent.config.model import Config
 from join_agent.core.durations import format_duration
-from join_agent.core.protocol import parse_iso
+from join_agent.core.protocol import iso, parse_iso
+from join_agent.core.renewal import Held, RenewalPolicy, renew_at
 from join_agent.errors import JoinAgentError
 from join_agent.host.notify import Notifier
 from join_agent.log import get_logger
@@ -90,6 +91,42 @@ class Reporter:
         if interval is None:
             return None
         return max(self.last_watchdog + interval.total_seconds() - self.monotonic(), 0.0)
+
+
+def renewal_doc(
+    now: dt.datetime, policy: RenewalPolicy, held: Held | None, *, looking: bool, enrolling: bool
+) -> dict[str, Any]:
+    """status.json's ``renewal``. ``looking``: the daemon knows the files and is not
+    stopping, so it has a next attempt; ``enrolling``: a worker is enrolling now."""
+    at = policy.next_attempt(now, held) if looking else None
+
+    def when(t: dt.datetime | None) -> str | None:
+        return None if t is None else iso(t)
+
+    return {
+        "renew_at": None if held is None else iso(renew_at(held)),
+        "next_attempt": when(at),
+        "failures": policy.failures,
+        "last_attempt": when(policy.last_attempt),
+        "last_success": when(policy.last_success),
+        "last_ok": policy.last_ok,
+        "reason": policy.reason or None,
+        "in_progress": enrolling,
+    }
+
+
+def waiting_for(now: dt.datetime, policy: RenewalPolicy, *, read: bool, joined: bool) -> str:
+    """What the daemon waits for before the node works (``read``: the files were read)."""
+    if not read:
+        return "reading the credentials on disk"
+    splay = policy.splay_left(now)
+    if splay is not None:
+        return f"splay: first enrollment in {format_duration(splay)}"
+    if not joined:
+        if policy.last_error:
+            return f"the CA (last attempt failed: {policy.last_error.message})"
+        return "the CA"
+    return "the kubelet to start"
 
 
 def signer_facts(cfg: Config) -> dict[str, object]:

@@ -9,7 +9,7 @@ import random
 from collections.abc import Mapping
 from pathlib import Path
 
-from join_agent.config import Config
+from join_agent.config.model import Config
 from join_agent.daemon import workers
 from join_agent.daemon.loop import Daemon
 from join_agent.errors import ConfigError, JoinAgentError

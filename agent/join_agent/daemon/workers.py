@@ -9,12 +9,15 @@ import json
 import os
 import subprocess
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from join_agent.config import Config
+from join_agent.config.model import Config
 from join_agent.host import children
+from join_agent.log import get_logger
+
+log = get_logger("join_agent.daemon")
 
 # An enrollment that waits for nothing takes seconds; this bounds a hung one.
 WORKER_TIMEOUT = dt.timedelta(minutes=10)
@@ -99,3 +102,55 @@ def run_once(cfg: Config, mode: str, environ: Mapping[str, str]) -> dict[str, An
     except (OSError, subprocess.TimeoutExpired) as e:
         return {"ok": False, "error": f"the worker did not run: {e}", "kind": "OSError"}
     return result(done.stdout, done.returncode)
+
+
+class Slot:
+    """The daemon's one worker at a time: started, read as it prints, killed when it takes
+    longer than ``worker_timeout``, and its document handed back once it has exited."""
+
+    def __init__(self, watch: Callable[[IO[bytes]], None], forget: Callable[[IO[bytes]], None]):
+        self.watch, self.forget = watch, forget
+        self.worker: Worker | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None
+
+    @property
+    def mode(self) -> str | None:
+        return None if self.worker is None else self.worker.mode
+
+    def start(
+        self, cfg: Config, mode: str, environ: Mapping[str, str], now: dt.datetime
+    ) -> dict[str, Any] | None:
+        """Start a worker; the document of a failed attempt if it cannot be started."""
+        try:
+            self.worker = spawn(cfg, mode, environ, now)
+        except OSError as e:  # out of memory or processes: a failed attempt, retried later
+            error = f"cannot start the worker process: {e.strerror or e}"
+            return {"ok": False, "error": error, "kind": "OSError"}
+        self.watch(self.worker.stdout)
+        return None
+
+    def collect(self, cfg: Config, now: dt.datetime) -> tuple[str, dict[str, Any]] | None:
+        """(mode, document) once the worker has exited; None while it runs."""
+        w = self.worker
+        if w is None:
+            return None
+        drain(w)
+        if w.proc.poll() is None:
+            if now - w.started > worker_timeout(cfg):
+                log.error("worker_timeout", mode=w.mode, pid=w.proc.pid)
+                w.proc.kill()
+            return None
+        self.forget(w.stdout)
+        w.stdout.close()
+        self.worker = None
+        return w.mode, result(bytes(w.output), w.proc.returncode)
+
+    def deadline(self, cfg: Config) -> dt.datetime | None:
+        return None if self.worker is None else self.worker.started + worker_timeout(cfg)
+
+    def terminate(self) -> None:
+        if self.worker is not None:
+            self.worker.proc.terminate()  # the store is crash-safe; the next start recovers

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from join_agent.config import IPAddress, NodeConfig, node_name_problem
+from join_agent.config.model import IPAddress, NodeConfig, node_name_problem
 from join_agent.errors import IdentityError
 
 if TYPE_CHECKING:  # netlink is imported only when addresses are discovered

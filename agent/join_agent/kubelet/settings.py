@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from join_agent.config import Config
+from join_agent.config.model import Config
 from join_agent.host import children, platform
 from join_agent.kubelet.command import flag_value
 from join_agent.storage import guard, names

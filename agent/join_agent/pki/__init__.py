@@ -20,7 +20,7 @@ from cryptography.x509.oid import (
     SignatureAlgorithmOID,
 )
 
-from join_agent.config import IPAddress, KeyType
+from join_agent.config.model import IPAddress, KeyType
 from join_agent.core.durations import format_duration
 from join_agent.errors import CertificateRejected, TrustError
 from join_agent.host.identity import Identity

@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from join_agent import pki
-from join_agent.config import CfsslConfig
+from join_agent.config.model import CfsslConfig
 from join_agent.errors import CAResponseError, TransportError, TrustError
 from join_agent.host.identity import Identity
 from join_agent.log import get_logger

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from join_agent import log
-from join_agent.config import Config
+from join_agent.config.model import Config
 from join_agent.net import transport
 from join_agent.signers import credentials
 from join_agent.signers.base import Signer

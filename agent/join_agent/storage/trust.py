@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from join_agent.config import PIN_PATTERN
+from join_agent.config.model import PIN_PATTERN
 from join_agent.errors import StoreError
 from join_agent.storage import guard, names
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from join_agent.config import Config
+from join_agent.config.model import Config
 from join_agent.core.durations import format_duration
 from join_agent.errors import JoinAgentError
 
@@ -118,10 +118,10 @@ def run(
     config_path: Path, environ: Mapping[str, str], now: Callable[[], dt.datetime]
 ) -> list[Result]:
     """Every check, in order; a config that does not load stops the rest."""
-    from join_agent import config
+    from join_agent.config import loading
 
     try:
-        cfg = config.load(config_path)
+        cfg = loading.load(config_path)
     except JoinAgentError as e:
         return [Result("FAIL", "config", str(e))]
     results = [Result("PASS", "config", f"{config_path} is valid")]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from join_agent import config
+from join_agent.config import loading
 from join_agent.errors import ConfigError, JoinAgentError
 from join_agent.host import platform
 from join_agent.storage import state
@@ -49,7 +49,7 @@ def reload(
     """SIGHUP to the daemon of ``path``'s state_dir (which must be ``pid`` when given), then
     its verdict: (taken, a sentence)."""
     try:
-        cfg = config.load(path)
+        cfg = loading.load(path)
     except ConfigError as broken:
         # The daemon will refuse it too; told anyway, so that its log (at error) and its
         # STATUS= line say so where the operator looks. Only a daemon we can name for sure.

@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from join_agent.config import Config
+from join_agent.config.model import Config
 from join_agent.storage import state
 
 WAIT_SECONDS = 300.0

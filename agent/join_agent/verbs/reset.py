@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from join_agent.config import Config
+from join_agent.config.model import Config
 from join_agent.errors import JoinAgentError
 from join_agent.storage import files, names, state, trust
 

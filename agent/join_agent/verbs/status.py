@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from join_agent.config import Config
+from join_agent.config.model import Config
 from join_agent.core import renewal
 from join_agent.core.durations import format_duration
 from join_agent.errors import KeyMismatch, StoreError
@@ -275,15 +275,8 @@ def _judge_kubeconfig(f: dict[str, Any], server: str) -> tuple[str, list[str], d
 
 def renew_at(f: dict[str, Any]) -> dt.datetime | None:
     """The certificate's renewal deadline, as the daemon's renewal policy draws it."""
-    if not f.get("present") or not f.get("not_before"):
-        return None
-    return renewal.renew_at(
-        renewal.Held(
-            serial=str(f.get("serial")),
-            not_before=state.parse_iso(f["not_before"]),
-            not_after=state.parse_iso(f["not_after"]),
-        )
-    )
+    cert = renewal.held(f)
+    return None if cert is None else renewal.renew_at(cert)
 
 
 def overlay(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from join_agent import log
-from join_agent.config import Action, CertificateSpec
+from join_agent.config.model import Action, CertificateSpec
 from join_agent.host import children, platform
 from join_agent.host.platform import TOOLS
 from join_agent.storage import guard

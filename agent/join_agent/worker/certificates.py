@@ -26,7 +26,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from join_agent import pki
-from join_agent.config import CertificateSpec, Config, IPAddress
+from join_agent.config.model import CertificateSpec, Config, IPAddress
 from join_agent.core import schedule
 from join_agent.errors import CertificateRejected, ConfigError, JoinAgentError, StoreError
 from join_agent.log import get_logger

@@ -11,7 +11,7 @@ from pathlib import Path
 from cryptography import x509
 
 from join_agent import pki
-from join_agent.config import Config
+from join_agent.config.model import Config
 from join_agent.errors import ConfigError, JoinAgentError, StoreError, TrustError
 from join_agent.host.identity import Identity
 from join_agent.log import get_logger

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from join_agent.config import Config
+from join_agent.config.model import Config
 from join_agent.errors import JoinAgentError
 from join_agent.host import identity
 from join_agent.net import transport

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from join_agent import pki
-from join_agent.config import Config
+from join_agent.config.model import Config
 from join_agent.errors import CertificateRejected, JoinAgentError, StoreError
 from join_agent.host.identity import Identity
 from join_agent.log import get_logger

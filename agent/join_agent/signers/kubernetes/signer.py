@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from join_agent import log
-from join_agent.config import Config
+from join_agent.config.model import Config
 from join_agent.errors import (
     CAResponseError,
     ConfigError,

@@ -1,0 +1,152 @@
+"""join-agent's command line as argparse sees it: the verbs and their options, without
+abbreviations, and usage errors that never repeat a value given (it may be a secret
+typed where it does not belong)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import NoReturn
+
+from join_agent import __version__
+
+PUBLIC_VERBS = ("join", "run", "status", "wait", "check", "renew", "reload", "reset", "pin")
+_TOKEN_LIKE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
+_HEX_LIKE = re.compile(r"[0-9a-fA-F]{16,}")
+_NOT_ON_ARGV_HINT = (
+    "; the bootstrap token is read from a file or standard input, never from the command "
+    "line, where ps and the shell history keep it: --token-file FILE, or --token-file - "
+    "(if you typed the token, it is in your shell history now: replace it with "
+    "`kubeadm token create` and delete the old one)"
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse without abbreviations, whose errors never repeat a value they were given
+    (it may be a secret typed where it does not belong) nor name the hidden worker verb."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {safe_usage_error(message)}\n")
+
+
+def safe_usage_error(message: str) -> str:
+    """argparse's ``message`` with what the operator typed reduced to option names (pure)."""
+    prefix = "unrecognized arguments: "
+    if message.startswith(prefix):
+        words = message[len(prefix) :].split(" ")
+        shown = [w.split("=", 1)[0] if w.startswith("-") else "..." for w in words]
+        message = prefix + " ".join(shown)
+        if any(w.split("=", 1)[0] == "--token" for w in words):
+            message += _NOT_ON_ARGV_HINT
+    message = re.sub(r"\(choose from [^)]*\)", "", message).rstrip()
+    if "argument VERB: invalid choice" in message:
+        message += f" (verbs: {', '.join(PUBLIC_VERBS)})"
+    return _HEX_LIKE.sub("...", _TOKEN_LIKE.sub("...", message))
+
+
+def _common(defaults: bool) -> _Parser:
+    # The same options before and after the verb; after it, they must not reset what was
+    # given before it, so the verbs' copies default to "absent".
+    common = _Parser(add_help=False)
+    d = {} if defaults else {"default": argparse.SUPPRESS}
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $JOIN_AGENT_CONFIG, else /etc/join-agent/config.toml)",
+        **d,  # type: ignore[arg-type]
+    )
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        help="log debug lines and tracebacks",
+        **d,  # type: ignore[arg-type]
+    )
+    return common
+
+
+def parser() -> argparse.ArgumentParser:
+    """join-agent's whole command line: the global options, then one sub-parser a verb."""
+    common = _common(defaults=False)
+    p = _Parser(
+        prog="join-agent",
+        description="Join this node to a Kubernetes cluster and keep its credentials valid.",
+        parents=[_common(defaults=True)],
+    )
+    p.add_argument("--version", action="version", version=f"join-agent {__version__}")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
+    _join(verbs.add_parser("join", parents=[common], help=JOIN_HELP, description=JOIN_DESCRIPTION))
+    st = verbs.add_parser("status", parents=[common], help=HELP["status"])
+    st.add_argument("--json", action="store_true", help="machine-readable output (stable keys)")
+    wt = verbs.add_parser("wait", parents=[common], help=HELP["wait"])
+    wt.add_argument(
+        "--timeout",
+        metavar="DURATION",
+        help='give up after this long, e.g. "90s" or "10m" (default: wait for ever)',
+    )
+    pn = verbs.add_parser("pin", parents=[common], help=HELP["pin"])
+    pn.add_argument(
+        "source",
+        metavar="FILE_OR_URL",
+        help="a PEM/DER certificate, a kubeconfig, or a CFSSL server URL (http[s]://host:port)",
+    )
+    for verb in ("run", "renew", "check"):
+        verbs.add_parser(verb, parents=[common], help=HELP[verb])
+    rl = verbs.add_parser("reload", parents=[common], help=HELP["reload"])
+    rl.add_argument(
+        "--pid", type=int, metavar="PID", help="the daemon's pid, as the service knows it"
+    )
+    rs = verbs.add_parser("reset", parents=[common], help=HELP["reset"])
+    rs.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    # The daemon's short-lived child (worker/passes.py): not for people, not in --help.
+    wk = verbs.add_parser("worker", parents=[common])
+    wk.add_argument("mode", choices=WORKER_MODES)
+    return p
+
+
+WORKER_MODES = ("enroll", "inspect", "serving", "certificates", "kubelet")
+HELP = {
+    "status": "show the node's credentials, kubelet and daemon "
+    "(exit 0 healthy, 1 degraded, 2 broken, 3 status could not run)",
+    "wait": "return once this node holds valid credentials and a kubeconfig "
+    "(exit 0; 1 when --timeout passes first)",
+    "pin": "print the sha256:<hex> SPKI pin of a CA certificate",
+    "run": "the daemon: keep the credentials renewed and the kubelet running (foreground)",
+    "reload": "have the running daemon read its config again; exit 1 if it refuses it",
+    "renew": "renew now: asks the running daemon, or enrolls itself when none runs",
+    "check": "preflight: config, secrets, CA and pin, clock, API server TLS, kernel, kubelet",
+    "reset": "remove what join wrote (credentials, kubeconfig, CA)",
+}
+JOIN_HELP = "enroll once now: write key, certificate, CA and kubeconfig, then exit"
+JOIN_DESCRIPTION = (
+    "Enroll once now. The flags mirror `kubeadm join` and override the config file, which "
+    "may then be absent: join-agent join --server https://10.0.0.5:6443 --token-file - "
+    "--ca-pin sha256:<hex> (the token on standard input)."
+)
+
+
+def _join(jn: argparse.ArgumentParser) -> None:
+    jn.add_argument(
+        "--server", metavar="URL", help="API server URL (implies signer.kind = kubernetes)"
+    )
+    jn.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="bootstrap token from FILE, or - for standard input (never on the command line)",
+    )
+    jn.add_argument(
+        "--ca-pin",
+        metavar="PIN",
+        action="append",
+        help="sha256:<hex> pin of the cluster CA, like --discovery-token-ca-cert-hash; repeatable",
+    )
+    jn.add_argument(
+        "--discovery-file",
+        metavar="PATH_OR_URL",
+        help="kubeconfig (path or https URL) naming the API server and its CA",
+    )
