@@ -73,9 +73,8 @@ def _now() -> dt.datetime:
 
 
 def _join(args: argparse.Namespace) -> int:
-    from join_agent import pki
     from join_agent.config import loading
-    from join_agent.pki import compat
+    from join_agent.pki import compat, keys
     from join_agent.signers import credentials
     from join_agent.worker import passes
 
@@ -98,7 +97,7 @@ def _join(args: argparse.Namespace) -> int:
     origin = "--token-file" if args.token_file else ""
     done = passes.enroll_once(cfg, os.environ, token=token, token_origin=origin)
     until = compat.not_valid_after(done.certificate)
-    names = ", ".join(pki.hosts_for(done.identity)) or "no SANs: a Kubernetes client certificate"
+    names = ", ".join(keys.hosts_for(done.identity)) or "no SANs: a Kubernetes client certificate"
     print(f"joined as system:node:{done.identity.name} ({names})")
     print(f"certificate: {done.version}, valid until {until:%Y-%m-%d %H:%M:%S}Z")
     print(f"kubeconfig:  {cfg.paths.kubeconfig}")
@@ -209,10 +208,12 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from join_agent.verbs import status
+    from join_agent.verbs import status, status_text
 
     report = status.gather(_config(args), _now())
-    sys.stdout.write(status.render_json(report) if args.json else status.render_text(report))
+    sys.stdout.write(
+        status_text.render_json(report) if args.json else status_text.render_text(report)
+    )
     return report.exit_code
 
 

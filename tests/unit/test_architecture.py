@@ -159,12 +159,9 @@ def test_no_import_circles() -> None:
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
 # Larger today; each may only shrink (issue 14 splits them). Remove an entry once it fits.
 MODULES_OVER = {
-    "join_agent.pki": 402,
-    "join_agent.verbs.status": 674,
     "join_agent.worker.certificates": 483,
 }
 FUNCTIONS_OVER = {
-    "join_agent.verbs.status:overlay": 75,
     "join_agent.worker.enroll:enroll": 82,
 }
 

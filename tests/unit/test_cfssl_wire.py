@@ -22,10 +22,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from join_agent import pki
 from join_agent.config.model import CfsslConfig
 from join_agent.errors import CAResponseError, TransportError, TrustError
 from join_agent.host.identity import Identity
+from join_agent.pki import keys, pinning
 from join_agent.signers.cfssl import CfsslSigner
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
@@ -68,7 +68,7 @@ def _signer(
         insecure_skip_ca_pin=False,
     )
     client = httpx.Client(transport=httpx.MockTransport(handler))
-    return CfsslSigner(cfg, KEY, client, pins=pins if pins is not None else (pki.spki_pin(CA),))
+    return CfsslSigner(cfg, KEY, client, pins=pins if pins is not None else (pinning.spki_pin(CA),))
 
 
 def _ok(result: dict[str, Any]) -> httpx.Response:
@@ -78,7 +78,7 @@ def _ok(result: dict[str, Any]) -> httpx.Response:
 
 
 def _csr() -> x509.CertificateSigningRequest:
-    return pki.build_csr(ec.generate_private_key(ec.SECP256R1()), IDENTITY)
+    return keys.build_csr(ec.generate_private_key(ec.SECP256R1()), IDENTITY)
 
 
 def test_authsign_token_is_hmac_over_the_exact_request_bytes() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from join_agent.pki import compat, key_pem
+from join_agent.pki import compat
+from join_agent.pki.keys import key_pem
 
 from ._certs import CA, NOW, cert_pem
 

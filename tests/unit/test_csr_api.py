@@ -7,12 +7,13 @@ import json
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from hypothesis import given
 from hypothesis import strategies as st
 
-from join_agent import pki
 from join_agent.errors import CAResponseError, JoinAgentError
 from join_agent.host.identity import Identity
+from join_agent.pki import keys
 from join_agent.signers.kubernetes import csr_api
 
 from ._certs import CA, ec_key
@@ -21,7 +22,7 @@ NODE = Identity(name="node-1", dns_names=(), addresses=())
 
 
 def _csr() -> x509.CertificateSigningRequest:
-    return pki.build_csr(ec_key(), NODE)
+    return keys.build_csr(ec_key(), NODE)
 
 
 def _obj(conditions: list[dict[str, str]] | None = None, cert: str | None = None) -> dict:
@@ -48,14 +49,14 @@ def test_request_body_is_a_v1_csr_with_the_three_usages() -> None:
     assert doc["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet"
     assert doc["spec"]["usages"] == ["digital signature", "key encipherment", "client auth"]
     sent = x509.load_pem_x509_csr(base64.b64decode(doc["spec"]["request"]))
-    assert sent.public_bytes(pki.serialization.Encoding.DER) == csr.public_bytes(
-        pki.serialization.Encoding.DER
+    assert sent.public_bytes(serialization.Encoding.DER) == csr.public_bytes(
+        serialization.Encoding.DER
     )
 
 
 def test_outcome_pending_approved_issued() -> None:
     leaf = CA.create().issue(ec_key().public_key())
-    pem = base64.b64encode(leaf.public_bytes(pki.serialization.Encoding.PEM)).decode()
+    pem = base64.b64encode(leaf.public_bytes(serialization.Encoding.PEM)).decode()
     approved = [{"type": "Approved", "status": "True", "reason": "AutoApproved"}]
     assert csr_api.outcome(_obj(), "x").state == "pending"
     assert csr_api.outcome(_obj(approved), "x").state == "approved"

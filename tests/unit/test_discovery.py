@@ -12,9 +12,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from join_agent import pki
 from join_agent.errors import CAResponseError, ConfigError, JoinAgentError, TrustError
-from join_agent.pki import compat
+from join_agent.pki import compat, pinning
 from join_agent.signers.kubernetes import discovery
 
 from ._certs import CA, NOW, authority, cert_pem, ec_key
@@ -85,7 +84,7 @@ def test_unusable_kubeconfigs(text: str, problem: str) -> None:
 
 def test_accept_cas_requires_a_pin_and_says_which_pin_it_saw() -> None:
     ca = CA.create()
-    pin = pki.spki_pin(ca.cert)
+    pin = pinning.spki_pin(ca.cert)
     assert discovery.accept_cas(cert_pem(ca.cert), (pin,), now=NOW, clock_skew=SKEW, what="x") == (
         ca.cert,
     )
@@ -101,7 +100,7 @@ def test_accept_cas_keeps_only_what_the_pin_vouches_for() -> None:
     stranger = CA.create(common_name="stranger")
     bundle = cert_pem(inter.cert) + cert_pem(root.cert) + cert_pem(stranger.cert)
     got = discovery.accept_cas(
-        bundle, (pki.spki_pin(root.cert),), now=NOW, clock_skew=SKEW, what="x"
+        bundle, (pinning.spki_pin(root.cert),), now=NOW, clock_skew=SKEW, what="x"
     )
     assert set(got) == {inter.cert, root.cert}
 
@@ -111,7 +110,7 @@ def test_accept_cas_refuses_a_leaf_even_when_pinned() -> None:
     leaf = ca.issue(ec_key().public_key())
     with pytest.raises(TrustError, match="not a CA"):
         discovery.accept_cas(
-            cert_pem(leaf), (pki.spki_pin(leaf),), now=NOW, clock_skew=SKEW, what="x"
+            cert_pem(leaf), (pinning.spki_pin(leaf),), now=NOW, clock_skew=SKEW, what="x"
         )
 
 

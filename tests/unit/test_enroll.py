@@ -8,7 +8,7 @@ it and it has not expired.
 
 The signer here is a stand-in (``StandInSigner``), not CFSSL: it issues from a local test CA
 built with ``cryptography`` and, like the real CFSSL signer, hands back as ``ca_bundle``
-only ``pki.trusted_path`` over what it "received". The config is the real ``loading.parse``
+only ``pinning.trusted_path`` over what it "received". The config is the real ``loading.parse``
 with every path under ``tmp_path``; the files are real files.
 """
 
@@ -26,11 +26,10 @@ import pytest
 import yaml
 from cryptography import x509
 
-from join_agent import pki
 from join_agent.config import loading, model
 from join_agent.errors import CertificateRejected, StoreError
 from join_agent.host.identity import Identity
-from join_agent.pki import compat
+from join_agent.pki import compat, pinning
 from join_agent.signers.base import Issued
 from join_agent.storage import files, trust
 from join_agent.worker import enroll
@@ -46,7 +45,7 @@ class StandInSigner:
     """A stand-in for a real signer (CFSSL), issuing from a local test CA.
 
     ``sent`` is what the CA's ``info`` answer would carry (the issuing CA first, then
-    anything else); like ``CfsslSigner`` it keeps only ``pki.trusted_path`` of it as
+    anything else); like ``CfsslSigner`` it keeps only ``pinning.trusted_path`` of it as
     ``ca_bundle``. ``wrong_key`` issues for a stranger's key, which enroll must refuse.
     """
 
@@ -68,7 +67,7 @@ class StandInSigner:
             ips=identity.addresses,
         )
         bundle = [self.ca.cert] + [c.cert for c in self.sent if c.cert != self.ca.cert]
-        path = pki.trusted_path(self.ca.cert, bundle, self.pins, now=NOW, clock_skew=SKEW)
+        path = pinning.trusted_path(self.ca.cert, bundle, self.pins, now=NOW, clock_skew=SKEW)
         return Issued(
             certificate=cert,
             ca=self.ca.cert,
@@ -79,7 +78,7 @@ class StandInSigner:
 
 
 def pin(ca: CA) -> str:
-    return pki.spki_pin(ca.cert)
+    return pinning.spki_pin(ca.cert)
 
 
 def make_config(tmp_path: Path, pins: tuple[str, ...] = ()) -> model.Config:

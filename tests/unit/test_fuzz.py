@@ -588,7 +588,7 @@ def _status_config(root: Path) -> model.Config:
 @example([[[]]])
 def test_status_judges_any_recorded_document_without_an_unexpected_error(doc: object) -> None:
     from join_agent.storage import state
-    from join_agent.verbs import status
+    from join_agent.verbs import status, status_text
 
     assert state.shape_problem(doc) is None or isinstance(state.shape_problem(doc), str)
     with tempfile.TemporaryDirectory() as d:
@@ -600,5 +600,5 @@ def test_status_judges_any_recorded_document_without_an_unexpected_error(doc: ob
         (root / "s" / "status.json").write_text(json.dumps(doc))
         report = status.gather(cfg, _NOW, probe=False)
         assert report.exit_code in (0, 1, 2)
-        status.render_text(report)
-        json.loads(status.render_json(report))
+        status_text.render_text(report)
+        json.loads(status_text.render_json(report))

@@ -16,9 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
-from join_agent import pki
 from join_agent.errors import CertificateRejected
-from join_agent.pki import compat
+from join_agent.pki import checks, compat, keys, pinning
 
 from ._certs import CA, NO_DIGITAL_SIGNATURE_KU, NOW, ec_key, identity, name, node_subject
 
@@ -27,7 +26,7 @@ IDENTITY = identity()
 
 
 def check(cert: x509.Certificate, key: Any, ca: CA | None) -> None:
-    pki.check_issued(
+    checks.check_issued(
         cert, key=key, identity=IDENTITY, ca=ca.cert if ca else None, now=NOW, clock_skew=SKEW
     )
 
@@ -36,33 +35,33 @@ def check(cert: x509.Certificate, key: Any, ca: CA | None) -> None:
 
 
 def test_generate_ecdsa_p256() -> None:
-    key = pki.generate_key("ecdsa-p256")
+    key = keys.generate_key("ecdsa-p256")
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     assert isinstance(key.curve, ec.SECP256R1)
 
 
 @pytest.mark.parametrize(("kind", "bits"), [("rsa-2048", 2048), ("rsa-4096", 4096)])
 def test_generate_rsa(kind: Any, bits: int) -> None:
-    key = pki.generate_key(kind)
+    key = keys.generate_key(kind)
     assert isinstance(key, rsa.RSAPrivateKey)
     assert key.key_size == bits
     assert key.public_key().public_numbers().e == 65537
 
 
 def test_two_keys_differ() -> None:
-    a, b = pki.generate_key("ecdsa-p256"), pki.generate_key("ecdsa-p256")
-    assert pki.key_pem(a) != pki.key_pem(b)
+    a, b = keys.generate_key("ecdsa-p256"), keys.generate_key("ecdsa-p256")
+    assert keys.key_pem(a) != keys.key_pem(b)
 
 
 def test_key_pem_is_the_traditional_format(node_key: Any, node_rsa_key: Any) -> None:
-    assert pki.key_pem(node_key).startswith(b"-----BEGIN EC PRIVATE KEY-----\n")
-    assert pki.key_pem(node_rsa_key).startswith(b"-----BEGIN RSA PRIVATE KEY-----\n")
+    assert keys.key_pem(node_key).startswith(b"-----BEGIN EC PRIVATE KEY-----\n")
+    assert keys.key_pem(node_rsa_key).startswith(b"-----BEGIN RSA PRIVATE KEY-----\n")
 
 
 @pytest.mark.parametrize("which", ["node_key", "node_rsa_key"])
 def test_build_csr(which: str, request: pytest.FixtureRequest) -> None:
     key = request.getfixturevalue(which)
-    csr = pki.build_csr(key, IDENTITY)
+    csr = keys.build_csr(key, IDENTITY)
     assert csr.is_signature_valid
     assert sorted((a.oid.dotted_string, a.value) for a in csr.subject) == sorted(
         [
@@ -84,7 +83,7 @@ def test_build_csr(which: str, request: pytest.FixtureRequest) -> None:
 
 
 def test_hosts_for_lists_names_then_addresses() -> None:
-    assert pki.hosts_for(IDENTITY) == ["node-1", "10.0.0.7", "fd00::7"]
+    assert keys.hosts_for(IDENTITY) == ["node-1", "10.0.0.7", "fd00::7"]
 
 
 # -- SPKI pins -------------------------------------------------------------------------
@@ -110,21 +109,21 @@ def test_spki_pin_matches_the_openssl_pipeline(
     ca: CA = request.getfixturevalue(which)
     pem = tmp_path / "ca.pem"
     pem.write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
-    pin = pki.spki_pin(ca.cert)
+    pin = pinning.spki_pin(ca.cert)
     assert pin == openssl_pin(pem)
-    assert pki.matches_pin(ca.cert, ["sha256:" + "0" * 64, pin])
-    assert not pki.matches_pin(ca.cert, ["sha256:" + "0" * 64])
+    assert pinning.matches_pin(ca.cert, ["sha256:" + "0" * 64, pin])
+    assert not pinning.matches_pin(ca.cert, ["sha256:" + "0" * 64])
 
 
 def test_spki_pin_is_of_the_key_not_the_certificate(ca: CA) -> None:
     """A re-issued CA certificate with the same key keeps its pin (kubeadm's semantics)."""
     again = CA.create(ca.key, common_name="Renamed CA")
     assert again.cert.fingerprint(hashes.SHA256()) != ca.cert.fingerprint(hashes.SHA256())
-    assert pki.spki_pin(again.cert) == pki.spki_pin(ca.cert)
+    assert pinning.spki_pin(again.cert) == pinning.spki_pin(ca.cert)
     spki = ca.key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    assert pki.spki_pin(ca.cert) == "sha256:" + hashlib.sha256(spki).hexdigest()
+    assert pinning.spki_pin(ca.cert) == "sha256:" + hashlib.sha256(spki).hexdigest()
 
 
 # -- check_issued ----------------------------------------------------------------------

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from join_agent.config import loading
+from join_agent.core import judging
 from join_agent.errors import StoreError
 from join_agent.storage import store
-from join_agent.verbs import status
+from join_agent.verbs import status, status_text
 from join_agent.verbs.status import Snapshot
 from join_agent.worker import kubeconfig
 
@@ -53,7 +54,7 @@ def healthy(ca: CA, key: Any, **cert_changes: Any) -> Snapshot:
     )
 
 
-def assess(snap: Snapshot, server: str = SERVER) -> status.Report:
+def assess(snap: Snapshot, server: str = SERVER) -> judging.Report:
     return status.assess(snap, server=server, now=NOW)
 
 
@@ -68,7 +69,7 @@ def mismatch_message(ca: CA, key: Any) -> str:
 def test_valid(ca: CA, node_key: Any) -> None:
     report = assess(healthy(ca, node_key))
     assert report.state == "valid"
-    assert report.exit_code == status.EXIT_HEALTHY == 0
+    assert report.exit_code == judging.EXIT_HEALTHY == 0
     assert report.problems == ()
 
 
@@ -94,7 +95,7 @@ def test_certificate_outside_its_validity(
 ) -> None:
     report = assess(healthy(ca, node_key, **cert_changes))
     assert report.state == state
-    assert report.exit_code == status.EXIT_BROKEN == 2
+    assert report.exit_code == judging.EXIT_BROKEN == 2
     assert any(problem in p for p in report.problems), report.problems
 
 
@@ -176,7 +177,7 @@ def test_a_ca_file_problem_alone_is_degraded(ca: CA, node_key: Any) -> None:
     error = f"cannot read the CA file {CA_FILE}: Permission denied"
     report = assess(dataclasses.replace(healthy(ca, node_key), ca=(), ca_error=error))
     assert report.state == "valid"
-    assert report.exit_code == status.EXIT_DEGRADED == 1
+    assert report.exit_code == judging.EXIT_DEGRADED == 1
     assert report.problems == (error,)
 
 
@@ -207,7 +208,7 @@ def test_render_json_keys_are_an_api(ca: CA, node_key: Any) -> None:
     """Keys may be added, never renamed or removed: a rename fails here."""
     snap = healthy(ca, node_key)
     assert snap.pair is not None
-    doc = json.loads(status.render_json(assess(snap)))
+    doc = json.loads(status_text.render_json(assess(snap)))
     assert doc.keys() >= TOP
     assert doc["certificate"].keys() >= CERTIFICATE
     assert doc["certificate"]["sans"].keys() == {"dns", "ip"}
@@ -243,7 +244,7 @@ def test_render_json_keys_are_an_api(ca: CA, node_key: Any) -> None:
 
 def test_render_json_when_not_joined(ca: CA, node_key: Any) -> None:
     snap = dataclasses.replace(healthy(ca, node_key), pair=None, kubeconfig=None, ca=())
-    doc = json.loads(status.render_json(assess(snap)))
+    doc = json.loads(status_text.render_json(assess(snap)))
     assert doc["state"] == "not-joined"
     assert doc["node"] is None
     assert doc["certificate"] == {
@@ -273,13 +274,13 @@ def test_render_json_when_not_joined(ca: CA, node_key: Any) -> None:
 
 def test_render_json_is_stable(ca: CA, node_key: Any) -> None:
     report = assess(healthy(ca, node_key))
-    text = status.render_json(report)
-    assert status.render_json(report) == text
+    text = status_text.render_json(report)
+    assert status_text.render_json(report) == text
     assert text.endswith("}\n")
 
 
 def test_render_text_says_how_long_it_is_valid(ca: CA, node_key: Any) -> None:
-    text = status.render_text(assess(healthy(ca, node_key, not_after=NOW + 30 * DAY)))
+    text = status_text.render_text(assess(healthy(ca, node_key, not_after=NOW + 30 * DAY)))
     assert "State:        valid\n" in text
     assert "Node:         node-1\n" in text
     assert "(VALID: 30 days)" in text
@@ -288,13 +289,15 @@ def test_render_text_says_how_long_it_is_valid(ca: CA, node_key: Any) -> None:
 
 
 def test_render_text_under_a_day(ca: CA, node_key: Any) -> None:
-    text = status.render_text(assess(healthy(ca, node_key, not_after=NOW + dt.timedelta(hours=5))))
+    text = status_text.render_text(
+        assess(healthy(ca, node_key, not_after=NOW + dt.timedelta(hours=5)))
+    )
     assert "(VALID: 5h 0m)" in text
 
 
 def test_render_text_when_expired(ca: CA, node_key: Any) -> None:
     report = assess(healthy(ca, node_key, not_before=NOW - 30 * DAY, not_after=NOW - 2 * DAY))
-    text = status.render_text(report)
+    text = status_text.render_text(report)
     assert "State:        expired\n" in text
     assert "(EXPIRED 2d 0h ago)" in text
     assert "Problem:      the certificate expired 2d 0h ago" in text
@@ -340,7 +343,7 @@ def test_snapshot_of_real_files(tmp_path: Path, ca: CA, node_key: Any) -> None:
 
 def test_render_text_of_a_certificate_not_valid_yet_says_so_alone(ca: CA, node_key: Any) -> None:
     report = assess(healthy(ca, node_key, not_before=NOW + 2 * DAY, not_after=NOW + 30 * DAY))
-    text = status.render_text(report)
+    text = status_text.render_text(report)
     assert report.state == "not-yet-valid"
     assert "VALID:" not in text and "renews in" not in text
     assert "(NOT VALID YET: from " in text

@@ -1,4 +1,4 @@
-"""status.judge and status.overlay: the checks the review asked for.
+"""judging.judge and judging.overlay: the checks the review asked for.
 
 Review findings covered: ``status`` said "valid" for a certificate that ca_file's CA did not
 issue, for a certificate of another node, and for a kubeconfig whose CA data is not the
@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from join_agent.config import loading, model
+from join_agent.core import judging
 from join_agent.storage import store
 from join_agent.verbs import status
 from join_agent.worker import kubeconfig
@@ -80,7 +81,7 @@ def facts(cfg: model.Config) -> dict[str, Any]:
 
 
 def judge(f: dict[str, Any], *, node_name: str | None = "node-1", now: dt.datetime = NOW) -> Any:
-    return status.judge(f, server=SERVER, now=now, node_name=node_name)
+    return judging.judge(f, server=SERVER, now=now, node_name=node_name)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +119,7 @@ def test_a_certificate_not_issued_by_a_ca_in_ca_file_is_mismatched(
     assert f["issued_by_ca_file"] is False
     report = judge(f)
     assert report.state == "mismatched"
-    assert report.exit_code == status.EXIT_BROKEN
+    assert report.exit_code == judging.EXIT_BROKEN
     assert report.problems[0] == (
         f"the certificate was not issued by a CA in {cfg.paths.ca_file} "
         "(issuer CN=Other CA): run `join-agent join`"
@@ -154,7 +155,7 @@ def test_a_certificate_for_another_node_is_mismatched(tmp_path: Path, cluster_ca
     f = facts(cfg)
     report = judge(f, node_name="node-1")
     assert report.state == "mismatched"
-    assert report.exit_code == status.EXIT_BROKEN
+    assert report.exit_code == judging.EXIT_BROKEN
     assert report.problems[0] == (
         "the certificate is for node 'node-2', but this node is 'node-1': run `join-agent join`"
     )
@@ -174,7 +175,7 @@ def test_kubeconfig_ca_data_that_differs_from_ca_file_is_mismatched(
     assert f["kubeconfig"]["ca_matches"] is False
     report = judge(f)
     assert report.state == "mismatched"
-    assert report.exit_code == status.EXIT_BROKEN
+    assert report.exit_code == judging.EXIT_BROKEN
     assert report.problems == (
         "the kubeconfig's CA data differs from the cluster CA "
         "(ca_file or cluster.ca_bundle): run `join-agent join`",
@@ -216,7 +217,7 @@ def test_ca_file_missing_is_a_problem_and_degraded_by_hand(tmp_path: Path, clust
     f["ca"] = []
     report = judge(f)
     assert report.state == "valid"
-    assert report.exit_code == status.EXIT_DEGRADED == 1
+    assert report.exit_code == judging.EXIT_DEGRADED == 1
     assert report.problems == (
         f"the CA file {cfg.paths.ca_file} is missing: run `join-agent join`",
     )
@@ -227,7 +228,7 @@ def test_ca_file_missing_from_real_files_is_degraded(tmp_path: Path, cluster_ca:
     write_node(cfg, issuer=cluster_ca, ca_file=None, kubeconfig_ca=[cluster_ca])
     report = judge(facts(cfg))
     assert report.state == "valid", report.problems
-    assert report.exit_code == status.EXIT_DEGRADED
+    assert report.exit_code == judging.EXIT_DEGRADED
     assert report.problems == (
         f"the CA file {cfg.paths.ca_file} is missing: run `join-agent join`",
     )
@@ -251,8 +252,8 @@ def overlay(
     manage_kubelet: bool = False,
     healthz: str | None = None,
     now: dt.datetime = NOW,
-) -> status.Report:
-    return status.overlay(
+) -> judging.Report:
+    return judging.overlay(
         judge(f, now=now),
         recorded=recorded,
         agent_running=agent_running,
@@ -266,7 +267,7 @@ def overlay(
 
 def test_overlay_healthy(healthy: dict[str, Any]) -> None:
     report = overlay(healthy, recorded={"renewal": {"last_ok": True}})
-    assert report.exit_code == status.EXIT_HEALTHY
+    assert report.exit_code == judging.EXIT_HEALTHY
     assert report.doc["health"] == "healthy"
     assert report.problems == ()
 
@@ -274,7 +275,7 @@ def test_overlay_healthy(healthy: dict[str, Any]) -> None:
 def test_overlay_agent_not_running_is_degraded(healthy: dict[str, Any]) -> None:
     report = overlay(healthy, recorded=None, agent_running=False)
     assert report.state == "valid"
-    assert report.exit_code == status.EXIT_DEGRADED
+    assert report.exit_code == judging.EXIT_DEGRADED
     assert report.doc["health"] == "degraded"
     assert any("join-agent run is not running" in p for p in report.problems)
     assert report.doc["agent"]["running"] is False
@@ -290,7 +291,7 @@ def test_overlay_last_renewal_failed_is_degraded(healthy: dict[str, Any]) -> Non
         },
     }
     report = overlay(healthy, recorded=recorded)
-    assert report.exit_code == status.EXIT_DEGRADED
+    assert report.exit_code == judging.EXIT_DEGRADED
     assert report.problems == (
         "the last renewal failed at 2024-06-01T11:50:00Z: "
         "no CFSSL server answered: http://10.0.0.5:8888 (refused)",
@@ -300,14 +301,14 @@ def test_overlay_last_renewal_failed_is_degraded(healthy: dict[str, Any]) -> Non
 def test_overlay_a_refused_reload_is_degraded_until_a_good_one(healthy: dict[str, Any]) -> None:
     refused = {"count": 2, "at": "2024-06-01T11:50:00Z", "ok": False, "message": "bad key x"}
     report = overlay(healthy, recorded={"renewal": {"last_ok": True}, "reload": refused})
-    assert report.exit_code == status.EXIT_DEGRADED
+    assert report.exit_code == judging.EXIT_DEGRADED
     assert report.problems == (
         "the running agent refused the config on disk at 2024-06-01T11:50:00Z and runs the "
         "previous one: bad key x",
     )
     taken = {**refused, "count": 3, "ok": True, "message": None}
     report = overlay(healthy, recorded={"renewal": {"last_ok": True}, "reload": taken})
-    assert report.exit_code == status.EXIT_HEALTHY
+    assert report.exit_code == judging.EXIT_HEALTHY
     # A record left by an agent that is gone says nothing about the next one.
     report = overlay(healthy, recorded={"reload": refused}, agent_running=False)
     assert not any("refused" in p for p in report.problems)
@@ -320,7 +321,7 @@ def test_overlay_an_earlier_failure_that_was_followed_by_success_is_healthy(
         "renewal": {"last_ok": True},
         "last_error": {"at": "2024-06-01T11:50:00Z", "message": "old trouble"},
     }
-    assert overlay(healthy, recorded=recorded).exit_code == status.EXIT_HEALTHY
+    assert overlay(healthy, recorded=recorded).exit_code == judging.EXIT_HEALTHY
 
 
 @pytest.mark.parametrize(
@@ -348,40 +349,40 @@ def test_overlay_managed_kubelet_not_running_is_degraded(
     healthy: dict[str, Any], kubelet: dict[str, Any], problem: str
 ) -> None:
     report = overlay(healthy, recorded={"kubelet": kubelet}, manage_kubelet=True)
-    assert report.exit_code == status.EXIT_DEGRADED
+    assert report.exit_code == judging.EXIT_DEGRADED
     assert report.problems == (problem,)
 
 
 def test_overlay_managed_kubelet_failing_healthz_is_degraded(healthy: dict[str, Any]) -> None:
     recorded = {"kubelet": {"state": "running"}}
     ok = overlay(healthy, recorded=recorded, manage_kubelet=True, healthz="ok")
-    assert ok.exit_code == status.EXIT_HEALTHY
+    assert ok.exit_code == judging.EXIT_HEALTHY
     bad = overlay(healthy, recorded=recorded, manage_kubelet=True, healthz="HTTP 500")
-    assert bad.exit_code == status.EXIT_DEGRADED
+    assert bad.exit_code == judging.EXIT_DEGRADED
     assert bad.problems == ("the kubelet's healthz check failed: HTTP 500",)
 
 
 def test_overlay_unmanaged_kubelet_is_not_judged(healthy: dict[str, Any]) -> None:
     report = overlay(healthy, recorded={"kubelet": {"state": "exited"}}, manage_kubelet=False)
-    assert report.exit_code == status.EXIT_HEALTHY
+    assert report.exit_code == judging.EXIT_HEALTHY
 
 
 def test_overlay_renewal_overdue_is_degraded(healthy: dict[str, Any]) -> None:
-    deadline = status.renew_at(healthy)
+    deadline = judging.renew_at(healthy)
     assert deadline is not None
     late = deadline + OVERDUE_AFTER + dt.timedelta(seconds=1)
     report = overlay(healthy, recorded={"renewal": {"last_ok": True}}, now=late)
     assert report.state == "valid"
-    assert report.exit_code == status.EXIT_DEGRADED
+    assert report.exit_code == judging.EXIT_DEGRADED
     assert len(report.problems) == 1
     assert report.problems[0].startswith("renewal is overdue (it was due ")
     on_time = deadline + OVERDUE_AFTER - dt.timedelta(seconds=1)
-    assert overlay(healthy, recorded={}, now=on_time).exit_code == status.EXIT_HEALTHY
+    assert overlay(healthy, recorded={}, now=on_time).exit_code == judging.EXIT_HEALTHY
 
 
 def test_overlay_never_makes_a_broken_node_better(healthy: dict[str, Any]) -> None:
     expired_at = NOW + dt.timedelta(days=400)
     report = overlay(healthy, recorded=None, agent_running=False, now=expired_at)
     assert report.state == "expired"
-    assert report.exit_code == status.EXIT_BROKEN
+    assert report.exit_code == judging.EXIT_BROKEN
     assert report.doc["health"] == "broken"

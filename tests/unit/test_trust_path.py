@@ -1,4 +1,4 @@
-"""pki.trusted_path: only the verified path from the issuing CA to a pin is a trust anchor.
+"""pinning.trusted_path: only the verified path from the issuing CA to a pin is a trust anchor.
 
 Review finding: everything CFSSL's ``info`` answer carried was written to ca_file and the
 kubeconfig, and nothing on the path was checked to be a CA. Each test here builds the
@@ -12,8 +12,8 @@ import datetime as dt
 import pytest
 from cryptography import x509
 
-from join_agent import pki
 from join_agent.errors import TrustError
+from join_agent.pki import pinning
 
 from ._certs import CA, NOW, authority, ca_key_usage
 
@@ -23,10 +23,10 @@ SKEW = dt.timedelta(minutes=2)
 def path_of(
     issuing: CA, bundle: list[CA], pins: list[CA] | None, *, origin: str = "signer.cfssl.ca_pins"
 ) -> tuple[x509.Certificate, ...]:
-    return pki.trusted_path(
+    return pinning.trusted_path(
         issuing.cert,
         [c.cert for c in bundle],
-        None if pins is None else [pki.spki_pin(p.cert) for p in pins],
+        None if pins is None else [pinning.spki_pin(p.cert) for p in pins],
         now=NOW,
         clock_skew=SKEW,
         origin=origin,
@@ -244,7 +244,7 @@ def test_no_chain_to_a_pin_names_the_origin() -> None:
     origin = "the pin recorded on first use (/var/lib/join-agent/ca-pin)"
     message = refused(ca, [ca], [other], origin=origin)
     assert f"which is not in {origin}" in message
-    assert pki.spki_pin(ca.cert) in message
+    assert pinning.spki_pin(ca.cert) in message
     assert "CN=Cluster CA" in message
 
 

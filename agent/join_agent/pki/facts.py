@@ -11,8 +11,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from join_agent import pki
-from join_agent.pki import compat
+from join_agent.pki import compat, pinning
 from join_agent.storage.state import iso
 
 
@@ -40,7 +39,7 @@ def certificate(cert: x509.Certificate) -> dict[str, Any]:
 def authority(cert: x509.Certificate) -> dict[str, Any]:
     """A CA as ``status`` shows it: its pin, subject and expiry."""
     return {
-        "pin": pki.spki_pin(cert),
+        "pin": pinning.spki_pin(cert),
         "subject": cert.subject.rfc4514_string(),
         "not_after": iso(compat.not_valid_after(cert)),
     }

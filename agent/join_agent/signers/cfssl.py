@@ -19,13 +19,12 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from join_agent import pki
 from join_agent.config.model import CfsslConfig
 from join_agent.errors import CAResponseError, TransportError, TrustError
 from join_agent.host.identity import Identity
 from join_agent.log import get_logger
 from join_agent.net.transport import Limits, Response, post
-from join_agent.pki import compat
+from join_agent.pki import compat, keys, pinning
 from join_agent.signers.base import Issued
 
 log = get_logger("join_agent.cfssl")
@@ -65,7 +64,7 @@ class CfsslSigner:
         self.limits = limits or Limits()
 
     def sign(self, csr: x509.CertificateSigningRequest, identity: Identity) -> Issued:
-        hosts = pki.hosts_for(identity)
+        hosts = keys.hosts_for(identity)
         return self._each_url(lambda url: self._sign_at(url, csr, hosts, self.cfg.profile))
 
     def sign_with_profile(
@@ -107,12 +106,12 @@ class CfsslSigner:
             log.warning(
                 "ca_not_pinned",
                 url=url,
-                pin=pki.spki_pin(ca),
+                pin=pinning.spki_pin(ca),
                 msg="insecure_skip_ca_pin is set: trusting this CA on first use; "
                 "put its pin into signer.cfssl.ca_pins",
             )
         try:
-            return pki.trusted_path(
+            return pinning.trusted_path(
                 ca,
                 bundle,
                 self.pins,

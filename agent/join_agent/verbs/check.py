@@ -241,8 +241,8 @@ def _cluster(
 
 
 def _ca(cfg: Config, now: Callable[[], dt.datetime]) -> list[Result]:
-    from join_agent import pki
     from join_agent.net import transport
+    from join_agent.pki import pinning
     from join_agent.signers.cfssl import fetch_info
     from join_agent.storage import trust
 
@@ -258,7 +258,7 @@ def _ca(cfg: Config, now: Callable[[], dt.datetime]) -> list[Result]:
             name = f"CA {url}"
             try:
                 bundle = fetch_info(client, url, limits, cfg.cfssl.profile, cfg.cfssl.label)
-                path = pki.trusted_path(
+                path = pinning.trusted_path(
                     bundle[0], bundle, pins, now=now(), clock_skew=cfg.renewal.clock_skew
                 )
             except JoinAgentError as e:

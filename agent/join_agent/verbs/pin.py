@@ -7,9 +7,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from join_agent import pki
 from join_agent.errors import ConfigError, StoreError
-from join_agent.pki import compat
+from join_agent.pki import compat, pinning
 from join_agent.storage import guard
 from join_agent.worker import kubeconfig
 
@@ -64,5 +63,5 @@ def certificates_from_cfssl(url: str) -> list[x509.Certificate]:
 def render(certs: list[x509.Certificate]) -> str:
     """One pin for one certificate (for scripts); pin and subject per line for a bundle."""
     if len(certs) == 1:
-        return pki.spki_pin(certs[0]) + "\n"
-    return "".join(f"{pki.spki_pin(c)}  {c.subject.rfc4514_string()}\n" for c in certs)
+        return pinning.spki_pin(certs[0]) + "\n"
+    return "".join(f"{pinning.spki_pin(c)}  {c.subject.rfc4514_string()}\n" for c in certs)

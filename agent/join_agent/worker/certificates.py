@@ -25,12 +25,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from join_agent import pki
 from join_agent.config.model import CertificateSpec, Config, IPAddress
 from join_agent.core import schedule
 from join_agent.errors import CertificateRejected, ConfigError, JoinAgentError, StoreError
 from join_agent.log import get_logger
-from join_agent.pki import compat
+from join_agent.pki import checks, compat, keys
 from join_agent.signers.cfssl import CfsslSigner
 from join_agent.storage import files, guard, names, state, store
 from join_agent.worker import actions
@@ -40,7 +39,7 @@ log = get_logger("join_agent.worker.certificates")
 DIRECTORY = names.CERTIFICATES_DIR
 
 
-def request_for(spec: CertificateSpec, node_addresses: Sequence[IPAddress]) -> pki.Request:
+def request_for(spec: CertificateSpec, node_addresses: Sequence[IPAddress]) -> keys.Request:
     """What the table asks for (pure): its hosts split into names and addresses."""
     names: list[str] = []
     addresses: list[IPAddress] = []
@@ -51,7 +50,7 @@ def request_for(spec: CertificateSpec, node_addresses: Sequence[IPAddress]) -> p
             names.append(host)
     if spec.node_addresses:
         addresses += node_addresses
-    return pki.Request(
+    return keys.Request(
         common_name=spec.common_name,
         organizations=spec.organization,
         units=spec.organizational_unit,
@@ -227,17 +226,17 @@ def _issue(
     cfg: Config,
     signer: CfsslSigner,
     spec: CertificateSpec,
-    request: pki.Request,
+    request: keys.Request,
     pairs: store.PairStore,
     *,
     now: Callable[[], dt.datetime],
 ) -> store.Pair:
     _owner(spec)  # an unknown owner or group fails here, before the CA signs anything
-    key = pki.generate_key(spec.key)
+    key = keys.generate_key(spec.key)
     issued = signer.sign_with_profile(
-        pki.build_request_csr(key, request), request.hosts(), spec.profile
+        keys.build_request_csr(key, request), request.hosts(), spec.profile
     )
-    pki.check_certificate(
+    checks.check_certificate(
         issued.certificate,
         key=key,
         request=request,
@@ -249,7 +248,7 @@ def _issue(
     chain = [issued.certificate]
     if issued.ca.issuer != issued.ca.subject:
         chain.append(issued.ca)
-    version = pairs.install(chain, pki.key_pem(key), now())
+    version = pairs.install(chain, keys.key_pem(key), now())
     pairs.prune()
     pair = store.parse_pair(version, guard.read(version, "the new pair", cap=guard.PEM_CAP))
     # Kept beside the pairs, so that a deleted ca_file can be written again without the CA.
@@ -375,13 +374,13 @@ def _current(pairs: store.PairStore) -> store.Pair | None:
 
 
 def _mismatch(
-    pair: store.Pair | None, request: pki.Request, now: dt.datetime, skew: dt.timedelta
+    pair: store.Pair | None, request: keys.Request, now: dt.datetime, skew: dt.timedelta
 ) -> str:
     if pair is None:
         return ""
     try:
         key = serialization.load_pem_private_key(pair.key_pem, password=None)
-        pki.check_certificate(
+        checks.check_certificate(
             pair.certificate,
             key=key,  # type: ignore[arg-type]
             request=request,

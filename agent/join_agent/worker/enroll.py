@@ -10,12 +10,11 @@ from pathlib import Path
 
 from cryptography import x509
 
-from join_agent import pki
 from join_agent.config.model import Config
 from join_agent.errors import ConfigError, JoinAgentError, StoreError, TrustError
 from join_agent.host.identity import Identity
 from join_agent.log import get_logger
-from join_agent.pki import compat
+from join_agent.pki import checks, compat, keys, pinning
 from join_agent.signers.base import Signer
 from join_agent.storage import files, guard, names, store, trust
 from join_agent.worker import kubeconfig
@@ -58,11 +57,11 @@ def enroll(
     """
     if not signer.client_sans:
         identity = dataclasses.replace(identity, dns_names=(), addresses=())
-    key = pki.generate_key(cfg.node.key)
-    csr = pki.build_csr(key, identity)
+    key = keys.generate_key(cfg.node.key)
+    csr = keys.build_csr(key, identity)
     issued = signer.sign(csr, identity)
     checked_at = now()
-    pki.check_issued(
+    checks.check_issued(
         issued.certificate,
         key=key,
         identity=identity,
@@ -70,9 +69,9 @@ def enroll(
         now=checked_at,
         clock_skew=cfg.renewal.clock_skew,
     )
-    ca_pin = pki.spki_pin(issued.ca)
+    ca_pin = pinning.spki_pin(issued.ca)
     previous = _read_bundle(cfg.paths.ca_file)
-    ca_changed = bool(previous) and pki.spki_pin(previous[0]) != ca_pin
+    ca_changed = bool(previous) and pinning.spki_pin(previous[0]) != ca_pin
     trusted = (ca_pin,) if record_tofu_pin else pins
     bundle = merge_bundles(issued.ca_bundle, previous, trusted, checked_at, cfg.renewal.clock_skew)
     pairs = client_store(cfg)
@@ -97,11 +96,11 @@ def enroll(
     if ca_changed:
         log.warning(
             "ca_changed",
-            old=pki.spki_pin(previous[0]),
+            old=pinning.spki_pin(previous[0]),
             new=ca_pin,
             msg="the CA matches a pin: trusting old and new together",
         )
-    version = _install(pairs, chain, pki.key_pem(key), updates, checked_at)
+    version = _install(pairs, chain, keys.key_pem(key), updates, checked_at)
     pairs.prune()
     if record_tofu_pin:
         log.warning("ca_pin_recorded", pin=ca_pin, path=str(cfg.paths.state_dir / trust.TOFU_FILE))
@@ -112,7 +111,7 @@ def enroll(
         path=str(version),
         serial=f"{cert.serial_number:x}",
         not_after=compat.not_valid_after(cert).isoformat(),
-        sans=pki.hosts_for(identity),
+        sans=keys.hosts_for(identity),
         ca=issued.source,
     )
     return Enrolled(
@@ -173,7 +172,7 @@ def merge_bundles(
 
     def vouched(c: x509.Certificate) -> bool:
         try:
-            pki.trusted_path(c, pool, pins, now=now, clock_skew=clock_skew)
+            pinning.trusted_path(c, pool, pins, now=now, clock_skew=clock_skew)
         except TrustError:
             return False
         return True

@@ -18,12 +18,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from join_agent import pki
 from join_agent.config.model import Config
 from join_agent.errors import CertificateRejected, JoinAgentError, StoreError
 from join_agent.host.identity import Identity
 from join_agent.log import get_logger
-from join_agent.pki import compat
+from join_agent.pki import checks, compat, keys
 from join_agent.signers.kubernetes import csr_api
 from join_agent.signers.kubernetes.signer import KubernetesSigner
 from join_agent.storage import files, guard, names, state, store
@@ -61,7 +60,7 @@ def why_due(cert: x509.Certificate | None, identity: Identity, now: dt.datetime)
     if now >= renew_at(cert):
         return "the serving certificate is due for renewal"
     try:
-        pki.check_sans(cert, identity, "the serving certificate")
+        checks.check_sans(cert, identity, "the serving certificate")
     except CertificateRejected:
         return "the node's names or addresses changed"
     return None
@@ -136,7 +135,7 @@ def _look(
         return None
     cert = found.certificates[0]
     try:
-        pki.check_issued(
+        checks.check_issued(
             cert,
             key=key,  # type: ignore[arg-type]
             identity=identity,
@@ -163,15 +162,15 @@ def _ask(
     now: Callable[[], dt.datetime],
 ) -> dict[str, Any]:
     auth = signer.node_auth()
-    key = pki.generate_key(cfg.node.key)
-    key_pem = pki.key_pem(key)
+    key = keys.generate_key(cfg.node.key)
+    key_pem = keys.key_pem(key)
     # The key is on disk before the request exists, so an answer can always be used.
     files.atomic_write(cfg.paths.pki_dir / PENDING_KEY, key_pem, 0o600)
     with auth.client(signer.limits) as client:
         name = signer.create(
             client,
             auth,
-            pki.build_csr(key, identity),
+            keys.build_csr(key, identity),
             csr_api.SERVING_SIGNER,
             csr_api.SERVING_USAGES,
         )

@@ -21,10 +21,9 @@ from urllib.parse import urlsplit
 import httpx
 from cryptography import x509
 
-from join_agent import pki
 from join_agent.errors import CAResponseError, ConfigError, TrustError
 from join_agent.net import transport
-from join_agent.pki import compat
+from join_agent.pki import compat, pinning
 from join_agent.signers.kubernetes.bootstrap_token import BootstrapToken, signature_valid
 from join_agent.storage import guard
 from join_agent.worker import kubeconfig
@@ -127,7 +126,7 @@ def accept_cas(
     refused: TrustError | None = None
     for cert in certs:
         try:
-            path = pki.trusted_path(
+            path = pinning.trusted_path(
                 cert,
                 certs,
                 pins,
@@ -140,8 +139,8 @@ def accept_cas(
             continue
         trusted += [c for c in path if c not in trusted]
     if not trusted:
-        if pins is not None and not any(pki.matches_pin(c, pins) for c in certs):
-            found = ", ".join(pki.spki_pin(c) for c in certs)
+        if pins is not None and not any(pinning.matches_pin(c, pins) for c in certs):
+            found = ", ".join(pinning.spki_pin(c) for c in certs)
             raise TrustError(
                 f"the cluster CA from {what} (pin {found}) matches none of "
                 "signer.kubernetes.ca_pins: refusing it (this is what a man in the middle "

@@ -1,0 +1,325 @@
+"""Judging the node's credentials (pure): from the facts about its files, and what the
+daemon recorded, a verdict, an exit code and one sentence per problem. ``join-agent
+status`` reads (verbs/status.py) and renders (verbs/status_text.py); this decides. The
+report's JSON keys are an API (docs/status.md): add keys, never rename them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from join_agent.core import renewal
+from join_agent.core.durations import format_duration
+from join_agent.core.protocol import iso, parse_iso
+
+SCHEMA = 1  # the `status --json` report's (status.json has its own: core.protocol.SCHEMA)
+EXIT_HEALTHY, EXIT_DEGRADED, EXIT_BROKEN = 0, 1, 2  # and cli.STATUS_UNKNOWN
+
+
+@dataclass(frozen=True)
+class Report:
+    state: str  # "valid", "not-joined", "expired", "not-yet-valid", "mismatched", "unreadable"
+    exit_code: int
+    problems: tuple[str, ...]
+    doc: dict[str, Any] = field(repr=False)
+
+
+def judge(
+    f: dict[str, Any],
+    *,
+    server: str,
+    now: dt.datetime,
+    node_name: str | None = None,
+    clock_skew: dt.timedelta = dt.timedelta(0),
+) -> Report:
+    """Judge the credential facts at ``now`` (pure). ``node_name``: who this node should be;
+    ``clock_skew``: how early a certificate may start, as ``join`` allowed it."""
+    doc: dict[str, Any] = {"schema": SCHEMA, "checked_at": iso(now)}
+    verdict, problems, doc["certificate"] = _judge_certificate(f, now, node_name, clock_skew)
+    doc["node"] = doc["certificate"]["node"]
+    kc_verdict, kc_problems, doc["kubeconfig"] = _judge_kubeconfig(f, server)
+    verdict = _worse(verdict, kc_verdict)
+    problems += kc_problems
+    ca_file = f.get("ca_file") or {}
+    doc["ca_file"] = {k: ca_file.get(k) for k in ("path", "present", "subjects")}
+    doc["ca"] = list(f.get("ca") or [])
+    if ca_file.get("error"):
+        problems.append(ca_file["error"])
+    elif f.get("present") and not ca_file.get("present"):
+        problems.append(f"the CA file {ca_file.get('path')} is missing: run `join-agent join`")
+    code = EXIT_HEALTHY if verdict == "valid" else EXIT_BROKEN
+    if code == EXIT_HEALTHY and problems:
+        code = EXIT_DEGRADED
+    doc["state"] = verdict
+    doc["problems"] = problems
+    return Report(state=verdict, exit_code=code, problems=tuple(problems), doc=doc)
+
+
+def _judge_certificate(  # noqa: PLR0911 - one verdict per rule, checked in order
+    f: dict[str, Any], now: dt.datetime, node_name: str | None, clock_skew: dt.timedelta
+) -> tuple[str, list[str], dict[str, Any]]:
+    creds = f["credentials"]
+    # Every key is always there (null when unknown): scripts index without guarding.
+    doc: dict[str, Any] = {
+        "path": creds,
+        "present": bool(f.get("present")),
+        **dict.fromkeys(_CERT_KEYS),
+    }
+    if f.get("error"):
+        verdict = "mismatched" if f.get("key_mismatch") else "unreadable"
+        return verdict, [f["error"]], doc
+    if not f.get("present"):
+        return "not-joined", [f"no certificate at {creds}: run `join-agent join`"], doc
+    nb, na = parse_iso(f["not_before"]), parse_iso(f["not_after"])
+    doc.update({k: f.get(k) for k in _CERT_KEYS if k != "seconds_left"})
+    doc["seconds_left"] = int((na - now).total_seconds())
+    if f.get("issued_by_ca_file") is False:
+        return (
+            "mismatched",
+            [
+                f"the certificate was not issued by a CA in {f['ca_file']['path']} "
+                f"(issuer {f.get('issuer')}): run `join-agent join`"
+            ],
+            doc,
+        )
+    if node_name and doc["node"] != node_name:
+        return (
+            "mismatched",
+            [
+                f"the certificate is for node {doc['node']!r}, but this node is "
+                f"{node_name!r}: run `join-agent join`"
+            ],
+            doc,
+        )
+    if now >= na:
+        return (
+            "expired",
+            [
+                f"the certificate expired {format_duration(now - na)} ago: run "
+                "`join-agent join` (or start the join-agent service)"
+            ],
+            doc,
+        )
+    if now + clock_skew < nb:
+        return (
+            "not-yet-valid",
+            [f"the certificate is valid only from {iso(nb)}: check this node's clock"],
+            doc,
+        )
+    return "valid", [], doc
+
+
+def _judge_kubeconfig(f: dict[str, Any], server: str) -> tuple[str, list[str], dict[str, Any]]:
+    creds = f["credentials"]
+    kc = f.get("kubeconfig") or {}
+    doc: dict[str, Any] = {
+        "path": kc.get("path"),
+        "present": bool(kc.get("present")),
+        **{k: kc.get(k) for k in _KUBECONFIG_KEYS},
+    }
+    if kc.get("error"):
+        return "unreadable", [kc["error"]], doc
+    if not kc.get("present"):
+        return "not-joined", [f"no kubeconfig at {kc.get('path')}: run `join-agent join`"], doc
+    problems = []
+    if doc["client_certificate"] != creds or doc["client_key"] != creds:
+        problems.append(f"the kubeconfig does not point at {creds}")
+    if server and doc["server"] != server:
+        problems.append(f"the kubeconfig names server {doc['server']}, the config {server}")
+    if kc.get("ca_matches") is False:
+        problems.append(
+            "the kubeconfig's CA data differs from the cluster CA "
+            "(ca_file or cluster.ca_bundle): run `join-agent join`"
+        )
+    return ("mismatched" if problems else "valid"), problems, doc
+
+
+def renew_at(f: dict[str, Any]) -> dt.datetime | None:
+    """The certificate's renewal deadline, as the daemon's renewal policy draws it."""
+    cert = renewal.held(f)
+    return None if cert is None else renewal.renew_at(cert)
+
+
+def overlay(
+    report: Report,
+    *,
+    recorded: dict[str, Any] | None,
+    agent_running: bool,
+    manage_kubelet: bool,
+    healthz: str | None,
+    overdue_after: dt.timedelta,
+    now: dt.datetime,
+    facts: dict[str, Any],
+) -> Report:
+    """Add what the daemon knows (pure); anything it reports wrong makes a healthy node
+    "degraded" (exit 1), never better than the files say."""
+    doc = dict(report.doc)
+    rec = recorded or {}
+    deadline = renew_at(facts)
+    doc.update(_daemon_parts(rec, agent_running, manage_kubelet, healthz, deadline))
+    degraded = _degradations(
+        report, rec, doc["kubelet"], agent_running=agent_running, manage_kubelet=manage_kubelet,
+        healthz=healthz, late=deadline is not None and now > deadline + overdue_after,
+        overdue=None if deadline is None else now - deadline,
+    )  # fmt: skip
+    problems = [*report.problems, *degraded]
+    code = report.exit_code
+    if code == EXIT_HEALTHY and degraded:
+        code = EXIT_DEGRADED
+    doc["problems"] = problems
+    doc["health"] = {EXIT_HEALTHY: "healthy", EXIT_DEGRADED: "degraded"}.get(code, "broken")
+    return Report(state=report.state, exit_code=code, problems=tuple(problems), doc=doc)
+
+
+def _daemon_parts(
+    rec: dict[str, Any],
+    agent_running: bool,
+    manage_kubelet: bool,
+    healthz: str | None,
+    deadline: dt.datetime | None,
+) -> dict[str, Any]:
+    """The keys of the report that come from the daemon's record (docs/status.md)."""
+    doc: dict[str, Any] = {}
+    agent = rec.get("agent") or {}
+    doc["agent"] = {
+        "running": agent_running,
+        "pid": agent.get("pid") if agent_running else None,
+        "version": agent.get("version") if agent_running else None,
+        "state": agent.get("state") if agent_running else "not running",
+        "started_at": agent.get("started_at") if agent_running else None,
+    }
+    doc["signer"] = rec.get("signer")
+    planned = dict(rec.get("renewal") or {})
+    planned["renew_at"] = None if deadline is None else iso(deadline)
+    for key in (
+        "next_attempt", "failures", "last_attempt", "last_success", "last_ok", "reason",
+        "in_progress",
+    ):  # fmt: skip
+        planned.setdefault(key, None)
+    doc["renewal"] = planned
+    doc["last_error"] = rec.get("last_error")
+    kubelet: dict[str, Any] = {"managed": manage_kubelet}
+    for key in (
+        "state", "pid", "restarts", "consecutive_failures", "since", "last_exit",
+        "last_error", "next_start",
+    ):  # fmt: skip
+        kubelet[key] = (rec.get("kubelet") or {}).get(key) if agent_running else None
+    kubelet["healthz"] = healthz
+    doc["kubelet"] = kubelet
+
+    return doc
+
+
+def _degradations(
+    report: Report,
+    rec: dict[str, Any],
+    kubelet: dict[str, Any],
+    *,
+    agent_running: bool,
+    manage_kubelet: bool,
+    healthz: str | None,
+    late: bool,
+    overdue: dt.timedelta | None,
+) -> list[str]:
+    """What the daemon reports wrong: anything here makes a healthy node degraded."""
+    degraded: list[str] = []
+    if not agent_running:
+        degraded.append(
+            "join-agent run is not running, so nothing renews the certificate: "
+            "start the service (systemctl start join-agent)"
+        )
+    if report.state == "valid" and late and overdue is not None:
+        degraded.append(f"renewal is overdue (it was due {format_duration(overdue)} ago)")
+    if rec.get("renewal", {}).get("last_ok") is False and rec.get("last_error"):
+        err = rec["last_error"]
+        degraded.append(f"the last renewal failed at {err.get('at')}: {err.get('message')}")
+    reload = rec.get("reload") or {}
+    if agent_running and reload.get("ok") is False:
+        # The config on disk is not what runs: on illumos (svcadm refresh cannot fail) this
+        # is where an operator sees it.
+        degraded.append(
+            f"the running agent refused the config on disk at {reload.get('at')} and runs "
+            f"the previous one: {reload.get('message')}"
+        )
+    if manage_kubelet and agent_running and report.state == "valid":
+        if kubelet["state"] not in ("starting", "running") or kubelet["consecutive_failures"]:
+            degraded.append(_kubelet_trouble(kubelet))
+        elif healthz is not None and healthz != "ok":
+            degraded.append(f"the kubelet's healthz check failed: {healthz}")
+    return degraded
+
+
+def _kubelet_trouble(k: dict[str, Any]) -> str:
+    """One sentence for a kubelet that is not steadily up."""
+    failures = k.get("consecutive_failures") or 0
+    if k.get("state") == "backoff":
+        text = f"the kubelet keeps exiting ({failures} time(s) in a row)"
+    elif failures:
+        text = f"the kubelet exited {failures} time(s) in a row and is {k.get('state')} again"
+    else:
+        text = f"the kubelet is {k.get('state') or 'not started'}"
+    last = k.get("last_error") or (
+        None if k.get("last_exit") is None else f"exit status {k['last_exit']}"
+    )
+    if last:
+        text += f"; last: {last}"
+    if k.get("state") == "backoff" and k.get("next_start"):
+        text += f"; next start at {k['next_start']}"
+    return text
+
+
+def with_certificates(report: Report, extras: list[dict[str, Any]]) -> Report:
+    """Add the ``[[certificate]]`` reports (pure): one that is not valid, or whose action
+    keeps failing, makes the node degraded."""
+    problems = []
+    for c in extras:
+        name = c.get("name")
+        err = (c.get("last_error") or {}).get("message")
+        if c.get("state") in ("expired", "failing", "none"):
+            problems.append(f"certificate {name} is {c.get('state')}" + (f": {err}" if err else ""))
+        action = c.get("action") or {}
+        if action.get("pending") and action.get("failures"):
+            how = f"exit status {action['exit']}" if action.get("exit") is not None else "no exit"
+            problems.append(
+                f"certificate {name}: its {action.get('kind')} action failed "
+                f"{action.get('failures')} time(s) ({how}): "
+                f"{str(action.get('output') or '')[-200:]}"
+            )
+    return with_part(report, "certificates", extras, problems)
+
+
+def with_part(report: Report, key: str, value: object, problems: list[str]) -> Report:
+    """``report`` with ``doc[key] = value``; any of ``problems`` makes a healthy node
+    degraded (pure)."""
+    doc = {**report.doc, key: value}
+    code = report.exit_code
+    if problems:
+        doc["problems"] = [*report.problems, *problems]
+        if code == EXIT_HEALTHY:
+            code = EXIT_DEGRADED
+            doc["health"] = "degraded"
+    return Report(
+        state=report.state, exit_code=code, problems=(*report.problems, *problems), doc=doc
+    )
+
+
+def with_serving(report: Report, served: dict[str, Any]) -> Report:
+    """Add the serving certificate (pure). Pending approval is normal, not a problem: the
+    kubelet serves its self-signed certificate meanwhile; a refusal or an error is."""
+    problems = []
+    if served.get("state") in ("denied", "error"):
+        problems.append(f"serving certificate: {served.get('message')}")
+    return with_part(report, "serving", served, problems)
+
+
+_CERT_KEYS = (
+    "node", "subject", "issuer", "serial", "sans", "not_before", "not_after", "seconds_left",
+)  # fmt: skip
+_KUBECONFIG_KEYS = ("current_context", "server", "user", "client_certificate", "client_key")
+_ORDER = ("valid", "not-yet-valid", "mismatched", "expired", "not-joined", "unreadable")
+
+
+def _worse(a: str, b: str) -> str:
+    return a if _ORDER.index(a) >= _ORDER.index(b) else b

@@ -1,0 +1,123 @@
+"""``join-agent status`` as people and scripts read it: the JSON document (keys are an API,
+docs/status.md) and the text report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from join_agent.core.durations import format_duration
+from join_agent.core.judging import Report
+from join_agent.core.protocol import parse_iso
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(report.doc, indent=2, sort_keys=True) + "\n"
+
+
+def render_text(report: Report) -> str:
+    """What a person reads at a glance."""
+    d = report.doc
+    cert = d["certificate"]
+    health = d.get("health")
+    lines = [f"State:        {report.state}" + (f", {health}" if health else "")]
+    if d.get("node"):
+        lines.append(f"Node:         {d['node']}")
+    if cert.get("present"):
+        renewal = d.get("renewal") or {}
+        left = _left(cert["seconds_left"])
+        if report.state == "not-yet-valid":  # not "VALID: n days" beside that verdict
+            left = f"NOT VALID YET: from {cert['not_before']}"
+        expires = f"Expires:      {cert['not_after'][:10]} ({left}"
+        if renewal.get("renew_at") and cert["seconds_left"] > 0 and report.state != "not-yet-valid":
+            expires += f", {_renews(renewal['renew_at'], d['checked_at'])}"
+        lines += [
+            expires + ")",
+            f"Certificate:  {cert['path']}",
+            f"Subject:      {cert['subject']}",
+            f"Issuer:       {cert['issuer']}",
+            f"SANs:         {', '.join(cert['sans']['dns'] + cert['sans']['ip']) or '(none)'}",
+            f"Serial:       {cert['serial']}",
+        ]
+    for ca in d.get("ca") or []:
+        lines.append(f"CA:           {ca['subject']} {ca['pin']} (until {ca['not_after'][:10]})")
+    kc = d["kubeconfig"]
+    if kc.get("present"):
+        lines.append(f"Kubeconfig:   {kc['path']} (server {kc.get('server') or '?'})")
+    lines += _extra_lines(d)
+    lines += _daemon_lines(d)
+    err = d.get("last_error")
+    if err and (d.get("renewal") or {}).get("last_ok") is not False:
+        # A failure that is not the latest outcome: history, not a problem (those are below).
+        lines.append(f"Last error:   {err.get('message')} (at {err.get('at')}, recovered since)")
+    lines += [f"Problem:      {p}" for p in report.problems]
+    return "\n".join(lines) + "\n"
+
+
+def _extra_lines(d: dict[str, Any]) -> list[str]:
+    """The serving certificate and the [[certificate]] tables."""
+    lines: list[str] = []
+    served = d.get("serving")
+    if served:
+        text = str(served.get("state"))
+        if served.get("state") == "pending":
+            text = f"serving certificate {served.get('message')}"
+        elif served.get("present"):
+            text += f", valid until {str(served.get('not_after'))[:10]}"
+        lines.append(f"Serving:      {text}")
+    for c in d.get("certificates") or []:
+        text = f"{c.get('name')}: {c.get('state')}"
+        if c.get("not_after"):
+            text += f", until {str(c['not_after'])[:16]}Z"
+        action = c.get("action") or {}
+        if action.get("kind"):
+            ok = "pending" if action.get("pending") else "ok" if action.get("ok") else "-"
+            text += f", {action['kind']} {ok}"
+        if c.get("state") == "removed":
+            text += f" ({c.get('message')})"
+        lines.append(f"Certificate:  {text}")
+    return lines
+
+
+def _daemon_lines(d: dict[str, Any]) -> list[str]:
+    lines = []
+    kubelet = d.get("kubelet")
+    if kubelet and kubelet.get("managed") and not (d.get("agent") or {}).get("running"):
+        lines.append("Kubelet:      not supervised (join-agent run is not running)")
+    elif kubelet and kubelet.get("managed"):
+        parts = [kubelet.get("state") or "unknown"]
+        if kubelet.get("pid"):
+            parts.append(f"pid {kubelet['pid']}")
+        if kubelet.get("restarts") is not None:
+            parts.append(f"{kubelet['restarts']} restarts")
+        if kubelet.get("since"):
+            parts.append(f"since {kubelet['since']}")
+        if kubelet.get("healthz"):
+            parts.append(f"healthz {kubelet['healthz']}")
+        lines.append(f"Kubelet:      {', '.join(parts)}")
+    agent = d.get("agent")
+    if agent:
+        parts = ["running" if agent["running"] else "NOT RUNNING"]
+        if agent.get("pid"):
+            parts.append(f"pid {agent['pid']}")
+        if agent.get("version"):
+            parts.append(f"version {agent['version']}")
+        lines.append(f"Agent:        {', '.join(parts)}")
+    return lines
+
+
+def _left(seconds: int) -> str:
+    if seconds <= 0:
+        return f"EXPIRED {format_duration(dt.timedelta(seconds=-seconds))} ago"
+    if seconds >= 86400:
+        return f"VALID: {seconds // 86400} days"
+    return f"VALID: {format_duration(dt.timedelta(seconds=seconds))}"
+
+
+def _renews(renew_at: str, checked_at: str) -> str:
+    delta = parse_iso(renew_at) - parse_iso(checked_at)
+    if delta.total_seconds() <= 0:
+        return "renewal due"
+    days = int(delta.total_seconds() // 86400)
+    return f"renews in {days} days" if days >= 1 else f"renews in {format_duration(delta)}"
