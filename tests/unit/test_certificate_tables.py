@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from join_agent.config import loading, model
+from join_agent.core import tables
 from join_agent.errors import ConfigError
 from join_agent.worker import actions, certificates
 
@@ -132,22 +133,22 @@ def _record(**r: Any) -> dict[str, Any]:
 
 
 def test_decide_issues_at_once_without_a_certificate() -> None:
-    plan = certificates.decide({}, "", now=NOW, retry_min=MIN, retry_max=MAX, draw=0.5)
+    plan = tables.decide({}, "", now=NOW, retry_min=MIN, retry_max=MAX, draw=0.5)
     assert plan.issue == "no certificate yet"
 
 
 def test_decide_waits_for_the_deadline_then_renews() -> None:
     # 70-90 % of a 24 h lifetime: with draw 0.5, 80 % = 19:12.
-    plan = certificates.decide(_record(), "", now=NOW, retry_min=MIN, retry_max=MAX, draw=0.5)
+    plan = tables.decide(_record(), "", now=NOW, retry_min=MIN, retry_max=MAX, draw=0.5)
     assert plan.issue == ""
     assert plan.next_attempt == dt.datetime(2026, 11, 22, 19, 12, tzinfo=dt.timezone.utc)
     later = NOW.replace(hour=20)
-    plan = certificates.decide(_record(), "", now=later, retry_min=MIN, retry_max=MAX, draw=0.5)
+    plan = tables.decide(_record(), "", now=later, retry_min=MIN, retry_max=MAX, draw=0.5)
     assert plan.issue == "renewal deadline"
 
 
 def test_decide_renews_a_certificate_that_no_longer_matches_its_table() -> None:
-    plan = certificates.decide(
+    plan = tables.decide(
         _record(), "it no longer matches its table", now=NOW, retry_min=MIN, retry_max=MAX,
         draw=0.5,
     )  # fmt: skip
@@ -156,11 +157,11 @@ def test_decide_renews_a_certificate_that_no_longer_matches_its_table() -> None:
 
 def test_decide_backs_off_after_failures_and_retries_a_failed_action() -> None:
     failing = _record(failures=3, last_attempt="2026-11-22T11:59:59Z")
-    plan = certificates.decide(failing, "", now=NOW, retry_min=MIN, retry_max=MAX, draw=0.5)
+    plan = tables.decide(failing, "", now=NOW, retry_min=MIN, retry_max=MAX, draw=0.5)
     assert plan.issue == ""  # still valid: backoff first
     assert NOW < plan.next_attempt <= NOW + MAX
     pending = _record(action={"pending": True, "failures": 1, "at": "2026-11-22T11:59:00Z"})
-    plan = certificates.decide(pending, "", now=NOW, retry_min=MIN, retry_max=MAX, draw=0.5)
+    plan = tables.decide(pending, "", now=NOW, retry_min=MIN, retry_max=MAX, draw=0.5)
     assert plan.run_action is True
     assert plan.issue == ""
 

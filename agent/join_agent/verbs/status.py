@@ -202,9 +202,9 @@ def gather(cfg: Config, now: dt.datetime, *, probe: bool = True) -> judging.Repo
     if agent_running and isinstance(recorded_extras, list):
         report = judging.with_certificates(report, recorded_extras)
     elif cfg.certificates or (cfg.paths.state_dir / names.CERTIFICATES_DIR).is_dir():
-        from join_agent.worker import certificates
+        from join_agent.worker import certificate_files
 
-        report = judging.with_certificates(report, certificates.facts_on_disk(cfg, now))
+        report = judging.with_certificates(report, certificate_files.facts_on_disk(cfg, now))
     return report
 
 

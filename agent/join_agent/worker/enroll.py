@@ -15,7 +15,7 @@ from join_agent.errors import ConfigError, JoinAgentError, StoreError, TrustErro
 from join_agent.host.identity import Identity
 from join_agent.log import get_logger
 from join_agent.pki import checks, compat, keys, pinning
-from join_agent.signers.base import Signer
+from join_agent.signers.base import Issued, Signer
 from join_agent.storage import files, guard, names, store, trust
 from join_agent.worker import kubeconfig
 
@@ -58,17 +58,11 @@ def enroll(
     if not signer.client_sans:
         identity = dataclasses.replace(identity, dns_names=(), addresses=())
     key = keys.generate_key(cfg.node.key)
-    csr = keys.build_csr(key, identity)
-    issued = signer.sign(csr, identity)
+    issued = signer.sign(keys.build_csr(key, identity), identity)
     checked_at = now()
-    checks.check_issued(
-        issued.certificate,
-        key=key,
-        identity=identity,
-        ca=issued.verify_with,
-        now=checked_at,
-        clock_skew=cfg.renewal.clock_skew,
-    )
+    # Nothing the CA says is taken on trust: the certificate must be what was asked for.
+    checks.check_issued(issued.certificate, key=key, identity=identity, ca=issued.verify_with,
+                        now=checked_at, clock_skew=cfg.renewal.clock_skew)  # fmt: skip
     ca_pin = pinning.spki_pin(issued.ca)
     previous = _read_bundle(cfg.paths.ca_file)
     ca_changed = bool(previous) and pinning.spki_pin(previous[0]) != ca_pin
@@ -78,21 +72,8 @@ def enroll(
     chain = [issued.certificate]
     if issued.ca.issuer != issued.ca.subject:
         chain.append(issued.ca)  # an intermediate: the API server may need it to build a path
-    ca_pem = compat.pem(bundle)
-    kubeconfig_text = kubeconfig.render(
-        cluster=cfg.cluster.name,
-        server=cfg.cluster.server or issued.server or "",
-        ca_pem=_cluster_ca(cfg, bundle),
-        node_name=identity.name,
-        credentials=pairs.current,
-    ).encode()
-
-    updates: list[tuple[Path, bytes, int]] = [
-        (cfg.paths.ca_file, ca_pem, 0o644),
-        (cfg.paths.kubeconfig, kubeconfig_text, 0o600),
-    ]
-    if record_tofu_pin:
-        updates.append((cfg.paths.state_dir / trust.TOFU_FILE, (ca_pin + "\n").encode(), 0o644))
+    tofu = ca_pin if record_tofu_pin else ""
+    updates = _updates(cfg, issued, identity, bundle, credentials=pairs.current, tofu_pin=tofu)
     if ca_changed:
         log.warning(
             "ca_changed",
@@ -104,24 +85,40 @@ def enroll(
     pairs.prune()
     if record_tofu_pin:
         log.warning("ca_pin_recorded", pin=ca_pin, path=str(cfg.paths.state_dir / trust.TOFU_FILE))
-    cert = issued.certificate
+    done = Enrolled(identity, issued.certificate, version, ca_pin, issued.source, ca_changed)
     log.info(
-        "certificate_installed",
-        node=identity.name,
-        path=str(version),
-        serial=f"{cert.serial_number:x}",
-        not_after=compat.not_valid_after(cert).isoformat(),
-        sans=keys.hosts_for(identity),
-        ca=issued.source,
-    )
-    return Enrolled(
-        identity=identity,
-        certificate=cert,
-        version=version,
-        ca_pin=ca_pin,
-        source=issued.source,
-        ca_changed=ca_changed,
-    )
+        "certificate_installed", node=identity.name, path=str(version),
+        serial=f"{done.certificate.serial_number:x}", sans=keys.hosts_for(identity),
+        not_after=compat.not_valid_after(done.certificate).isoformat(), ca=issued.source,
+    )  # fmt: skip
+    return done
+
+
+def _updates(
+    cfg: Config,
+    issued: Issued,
+    identity: Identity,
+    bundle: tuple[x509.Certificate, ...],
+    *,
+    credentials: Path,
+    tofu_pin: str,
+) -> list[tuple[Path, bytes, int]]:
+    """The files written with the new version: ca_file, the kubeconfig, a pin recorded on
+    first use (``tofu_pin``, "" for none)."""
+    kubeconfig_text = kubeconfig.render(
+        cluster=cfg.cluster.name,
+        server=cfg.cluster.server or issued.server or "",
+        ca_pem=_cluster_ca(cfg, bundle),
+        node_name=identity.name,
+        credentials=credentials,
+    ).encode()
+    updates: list[tuple[Path, bytes, int]] = [
+        (cfg.paths.ca_file, compat.pem(bundle), 0o644),
+        (cfg.paths.kubeconfig, kubeconfig_text, 0o600),
+    ]
+    if tofu_pin:
+        updates.append((cfg.paths.state_dir / trust.TOFU_FILE, (tofu_pin + "\n").encode(), 0o644))
+    return updates
 
 
 def _install(

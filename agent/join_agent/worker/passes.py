@@ -84,10 +84,10 @@ def certificates_once(cfg: Config, environ: Mapping[str, str]) -> list[dict[str,
     """One pass over the ``[[certificate]]`` tables: what is due is issued, pending actions
     run; the reports, one per table (and one per table removed since)."""
     from join_agent.signers.cfssl import CfsslSigner
-    from join_agent.worker import certificates
+    from join_agent.worker import certificate_files, certificates
 
     if not cfg.certificates:
-        return certificates.orphans(cfg)
+        return certificate_files.orphans(cfg)
     wanted = any(spec.node_addresses for spec in cfg.certificates)
     addresses = identity.resolve(cfg.node).addresses if wanted else ()
     with (
@@ -155,9 +155,9 @@ def _sentence(e: Exception) -> str:
 def _all_failing(cfg: Config, message: str) -> list[dict[str, Any]]:
     """Every table's last report, marked failing: a pass that could not run at all (no CA,
     no auth key) must show in status, not leave yesterday's "valid" standing."""
-    from join_agent.worker import certificates
+    from join_agent.worker import certificate_files
 
-    reports = certificates.facts_on_disk(cfg, _now())
+    reports = certificate_files.facts_on_disk(cfg, _now())
     for r in reports:
         if r.get("state") != "removed":
             r.update(state="failing", last_error={"message": message, "at": state.iso(_now())})
