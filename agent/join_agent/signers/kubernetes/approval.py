@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import tenacity
+from tenacity.wait import wait_base
 
 from join_agent import log
 from join_agent.core.durations import format_duration
@@ -54,6 +55,16 @@ class Pace:
         return max(0.0, min(pause, self.end - now))
 
 
+class _PaceWait(wait_base):
+    """tenacity's wait strategy: the Pace's pause, on the signer's clock."""
+
+    def __init__(self, pace: Pace, monotonic: Callable[[], float]) -> None:
+        self.pace, self.monotonic = pace, monotonic
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        return self.pace.pause(self.monotonic())
+
+
 @dataclass(frozen=True)
 class Approval:
     """How to look at a request (``read``: one GET) and how long to wait for it."""
@@ -70,7 +81,7 @@ class Approval:
         rounds = tenacity.Retrying(
             retry=tenacity.retry_if_result(lambda outcome: outcome is None),
             stop=lambda _state: self.monotonic() >= pace.end,
-            wait=lambda _state: pace.pause(self.monotonic()),
+            wait=_PaceWait(pace, self.monotonic),
             sleep=self.sleep,
             retry_error_callback=lambda _state: None,  # out of time: the last look below
         )
