@@ -10,6 +10,7 @@ import sys
 from typing import NoReturn
 
 from join_agent import __version__
+from join_agent.core.protocol import WORKER_MODES
 
 PUBLIC_VERBS = ("join", "run", "status", "wait", "check", "renew", "reload", "reset", "pin")
 _TOKEN_LIKE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
@@ -109,7 +110,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-WORKER_MODES = ("enroll", "inspect", "serving", "certificates", "kubelet")
 HELP = {
     "status": "show the node's credentials, kubelet and daemon "
     "(exit 0 healthy, 1 degraded, 2 broken, 3 status could not run)",

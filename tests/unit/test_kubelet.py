@@ -569,7 +569,8 @@ def test_the_settings_facts_say_whether_the_kubelet_serves_our_certificate(
 
     ours = tmp_path / "pki" / "kubelet-server-current.pem"
     assert facts(f"--tls-cert-file={ours}") == {
-        "ok": True, "conflicts": [], "serves_our_certificate": True,
+        "schema": 1, "ok": True, "mode": "kubelet", "conflicts": [],
+        "serves_our_certificate": True,
     }  # fmt: skip
     assert facts("--tls-cert-file=/etc/other.pem")["serves_our_certificate"] is False
     assert facts()["serves_our_certificate"] is False

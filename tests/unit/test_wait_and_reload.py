@@ -68,3 +68,15 @@ def test_the_reload_verdict_is_the_first_record_after_the_signal() -> None:
         False,
         "the running agent refused the new config and keeps the old one: bad",
     )
+
+
+def test_a_worker_document_of_another_version_is_a_failed_attempt() -> None:
+    from join_agent.core import protocol
+
+    assert protocol.worker_result({"schema": 1, "ok": True}, 0) == {"schema": 1, "ok": True}
+    assert protocol.worker_result({"ok": True}, 0) == {"ok": True}  # before versions
+    newer = protocol.worker_result({"schema": 2, "ok": True}, 0)
+    assert newer["ok"] is False and newer["kind"] == "WorkerError"
+    assert "protocol version 2, this daemon 1" in newer["error"]
+    nothing = protocol.worker_result(None, 1)
+    assert nothing["ok"] is False and "exited with status 1 and no result" in nothing["error"]

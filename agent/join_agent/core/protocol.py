@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import typing
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Any, TypedDict
 
 SCHEMA = 1  # status.json's; keys are added, never renamed or removed
+# The worker's document. The daemon and its worker are one package, but not always one
+# version: after a package upgrade and before the restart, the running daemon starts
+# workers from the new files. A worker that speaks another version is a failed attempt.
+WORKER_SCHEMA = 1
+WORKER_MODES = ("enroll", "inspect", "serving", "certificates", "kubelet")
 
 
 class ErrorKind(str, enum.Enum):
@@ -64,6 +70,81 @@ class ErrorJson(TypedDict):
     message: str
     kind: str
     at: str
+
+
+class FileIdentity(TypedDict):
+    """What changes whenever a file is replaced (``state.file_identity``)."""
+
+    file: str
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+class CredentialFacts(TypedDict, total=False):
+    """The node's files as a worker found them: the certificate's fields (``node``,
+    ``subject``, ``issuer``, ``serial``, ``sans``, ``not_before``, ``not_after``), the
+    kubeconfig's and CA file's facts, and (from ``inspect``) each file's identity, which
+    the daemon compares to notice files someone else replaced. docs/status.md lists them."""
+
+    present: bool
+    credentials: str
+    error: str | None
+    key_mismatch: bool
+    issued_by_ca_file: bool | None
+    node: str
+    subject: str
+    issuer: str
+    serial: str
+    sans: dict[str, list[str]]
+    not_before: str
+    not_after: str
+    kubeconfig: dict[str, Any]
+    ca_file: dict[str, Any]
+    ca: list[dict[str, Any]]
+    ids: dict[str, FileIdentity | None]
+
+
+class WorkerResult(TypedDict, total=False):
+    """What ``join-agent worker <mode>`` prints, one JSON object: whether the pass worked
+    (``ok``; else ``error``, one sentence, and ``kind``, an ErrorKind's value), and what it
+    found. ``credentials`` comes with every mode but ``kubelet``."""
+
+    schema: int
+    ok: bool
+    mode: str
+    error: str
+    kind: str
+    ca_changed: bool  # enroll: the issuing CA changed (the kubelet needs a restart)
+    source: str  # enroll: which CA URL or API server issued it
+    credentials: CredentialFacts
+    serving: dict[str, Any]  # the serving certificate's report (docs/status.md)
+    certificates: list[dict[str, Any]]  # one report a [[certificate]] table
+    conflicts: list[str]  # kubelet: what would fight join-agent over the credentials
+    serves_our_certificate: bool  # kubelet: a rotation then restarts it
+
+
+def failed(error: str, kind: ErrorKind) -> WorkerResult:
+    """The document of an attempt that failed before or outside the worker."""
+    return {"schema": WORKER_SCHEMA, "ok": False, "error": error, "kind": kind.value}
+
+
+def worker_result(doc: object, returncode: int | None) -> WorkerResult:
+    """A worker's printed document, checked: anything else (nothing printed, another
+    version's document) is a failed attempt that says why."""
+    if not isinstance(doc, dict):
+        return failed(
+            f"the worker exited with status {returncode} and no result (see the log lines above)",
+            ErrorKind.WORKER,
+        )
+    schema = doc.get("schema", WORKER_SCHEMA)
+    if schema != WORKER_SCHEMA:
+        return failed(
+            f"the worker speaks protocol version {schema}, this daemon {WORKER_SCHEMA}: the "
+            "package was upgraded under it; restart join-agent",
+            ErrorKind.WORKER,
+        )
+    return typing.cast(WorkerResult, doc)
 
 
 def iso(t: dt.datetime) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from join_agent.config.model import Config
+from join_agent.core.protocol import CredentialFacts
 from join_agent.core.renewal import identity_mismatch
 from join_agent.errors import JoinAgentError
 from join_agent.log import get_logger
@@ -30,7 +30,7 @@ class IdentityWatch:
     checked: float = -1e9  # monotonic time of the last look
     addresses: list[str] | None = None  # what the last look found
 
-    def look(self, creds: dict[str, Any], cfg: Config) -> Seen | None:
+    def look(self, creds: CredentialFacts, cfg: Config) -> Seen | None:
         """Compare the node with ``creds`` if a minute has passed since the last look."""
         now = self.monotonic()
         if now - self.checked < EVERY_SECONDS:

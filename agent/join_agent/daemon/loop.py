@@ -23,7 +23,7 @@ from join_agent.config import loading
 from join_agent.config.model import Config
 from join_agent.core import renewal, schedule
 from join_agent.core.durations import format_duration
-from join_agent.core.protocol import ErrorKind, iso
+from join_agent.core.protocol import CredentialFacts, ErrorKind, WorkerResult, iso
 from join_agent.core.renewal import RenewalPolicy
 from join_agent.daemon import metrics, reloading, workers
 from join_agent.daemon.identity_watch import IdentityWatch
@@ -66,7 +66,7 @@ class Daemon:
         self.monotonic = monotonic
         self.rng = rng or random.SystemRandom()
         self.kubelet = KubeletControl(kubelet_factory, serves_ours=kubelet_serves_ours)
-        self.creds: dict[str, Any] | None = None  # the last worker's facts about the files
+        self.creds: CredentialFacts | None = None  # the last worker's facts about the files
         self.side = SideJobs()
         self.renewal = RenewalPolicy(
             retry_min=cfg.renewal.retry_min,
@@ -205,7 +205,7 @@ class Daemon:
     def _serving_wanted(self) -> bool:
         return self.cfg.signer_kind == "kubernetes" and self.cfg.kubernetes.serving
 
-    def on_result(self, now: dt.datetime, mode: str, result: dict[str, Any]) -> None:
+    def on_result(self, now: dt.datetime, mode: str, result: WorkerResult) -> None:
         """What a worker reported: the node's pair (inspect, enroll), or a side job's."""
         retry = {"retry_min": self.cfg.renewal.retry_min, "retry_max": self.cfg.renewal.retry_max}
         if isinstance(result.get("serving"), dict):
@@ -231,7 +231,7 @@ class Daemon:
             return
         self._apply_node(now, mode, result)
 
-    def _apply_node(self, now: dt.datetime, mode: str, result: dict[str, Any]) -> None:
+    def _apply_node(self, now: dt.datetime, mode: str, result: WorkerResult) -> None:
         """What an ``inspect`` or ``enroll`` worker found out about the node's own pair."""
         creds = result.get("credentials")
         old_serial = (self.creds or {}).get("serial")

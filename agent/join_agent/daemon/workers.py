@@ -11,9 +11,10 @@ import subprocess
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO
 
 from join_agent.config.model import Config
+from join_agent.core.protocol import ErrorKind, WorkerResult, failed, worker_result
 from join_agent.host import children
 from join_agent.log import get_logger
 
@@ -71,23 +72,16 @@ def drain(worker: Worker) -> None:
         pass  # nothing more yet (read() on a non-blocking pipe may return None)
 
 
-def result(output: bytes, returncode: int | None) -> dict[str, Any]:
-    """The document a finished worker printed, or one that says it printed none."""
+def result(output: bytes, returncode: int | None) -> WorkerResult:
+    """The document a finished worker printed, or one that says why there is none."""
     try:
         doc = json.loads(output or b"null")
     except ValueError:
         doc = None
-    if isinstance(doc, dict):
-        return doc
-    return {
-        "ok": False,
-        "error": f"the worker exited with status {returncode} and no result "
-        "(see the log lines above)",
-        "kind": "WorkerError",
-    }
+    return worker_result(doc, returncode)
 
 
-def run_once(cfg: Config, mode: str, environ: Mapping[str, str]) -> dict[str, Any]:
+def run_once(cfg: Config, mode: str, environ: Mapping[str, str]) -> WorkerResult:
     """A worker run to its end, for what the daemon needs before its loop starts."""
     try:
         done = subprocess.run(
@@ -100,7 +94,7 @@ def run_once(cfg: Config, mode: str, environ: Mapping[str, str]) -> dict[str, An
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as e:
-        return {"ok": False, "error": f"the worker did not run: {e}", "kind": "OSError"}
+        return failed(f"the worker did not run: {e}", ErrorKind.OS)
     return result(done.stdout, done.returncode)
 
 
@@ -122,17 +116,16 @@ class Slot:
 
     def start(
         self, cfg: Config, mode: str, environ: Mapping[str, str], now: dt.datetime
-    ) -> dict[str, Any] | None:
+    ) -> WorkerResult | None:
         """Start a worker; the document of a failed attempt if it cannot be started."""
         try:
             self.worker = spawn(cfg, mode, environ, now)
         except OSError as e:  # out of memory or processes: a failed attempt, retried later
-            error = f"cannot start the worker process: {e.strerror or e}"
-            return {"ok": False, "error": error, "kind": "OSError"}
+            return failed(f"cannot start the worker process: {e.strerror or e}", ErrorKind.OS)
         self.watch(self.worker.stdout)
         return None
 
-    def collect(self, cfg: Config, now: dt.datetime) -> tuple[str, dict[str, Any]] | None:
+    def collect(self, cfg: Config, now: dt.datetime) -> tuple[str, WorkerResult] | None:
         """(mode, document) once the worker has exited; None while it runs."""
         w = self.worker
         if w is None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from join_agent.config.model import Config
+from join_agent.core.protocol import WORKER_SCHEMA, WorkerResult
 from join_agent.host import children, platform
 from join_agent.kubelet.command import flag_value
 from join_agent.storage import guard, names
@@ -153,7 +154,7 @@ def systemd_unit_active(unit: str) -> bool:
     return done.returncode == 0
 
 
-def facts(cfg: Config) -> dict[str, object]:
+def facts(cfg: Config) -> WorkerResult:
     """What the daemon needs to know of the kubelet's settings, for `join-agent worker
     kubelet`: what would fight us (only when the kubelet is ours to run), and whether it
     serves one of our certificates from a file (a rotation then restarts it)."""
@@ -168,4 +169,10 @@ def facts(cfg: Config) -> dict[str, object]:
     serves = served is not None and any(
         served == p or served.resolve() == p.resolve() for p in ours
     )
-    return {"ok": True, "conflicts": found, "serves_our_certificate": serves}
+    return {
+        "schema": WORKER_SCHEMA,
+        "ok": True,
+        "mode": "kubelet",
+        "conflicts": found,
+        "serves_our_certificate": serves,
+    }

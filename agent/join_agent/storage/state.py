@@ -21,7 +21,7 @@ SCHEMA, iso, parse_iso = protocol.SCHEMA, protocol.iso, protocol.parse_iso
 STATUS_FILE, AGENT_PIDFILE = names.STATUS_FILE, names.AGENT_PIDFILE
 
 
-def file_identity(path: Path) -> dict[str, Any] | None:
+def file_identity(path: Path) -> protocol.FileIdentity | None:
     """What changes whenever a file is replaced: the resolved name, inode, size, mtime."""
     try:
         real = path.resolve(strict=True)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import typing
 from collections.abc import Mapping
 from typing import Any
 
 from join_agent.config.model import Config
+from join_agent.core.protocol import WORKER_SCHEMA, CredentialFacts, WorkerResult
 from join_agent.errors import JoinAgentError
 from join_agent.host import identity
 from join_agent.net import transport
@@ -103,12 +105,12 @@ def certificates_once(cfg: Config, environ: Mapping[str, str]) -> list[dict[str,
         return certificates.run_due(cfg, setup.signer, addresses, now=_now)
 
 
-def inspect(cfg: Config) -> dict[str, Any]:
+def inspect(cfg: Config) -> CredentialFacts:
     """Facts about the credentials on disk, with the files' identities, for status.json."""
     from join_agent.verbs import status
 
     current = enroll.client_store(cfg).current
-    out = status.facts_of(status.snapshot(cfg, current))
+    out = typing.cast(CredentialFacts, status.facts_of(status.snapshot(cfg, current)))
     out["ids"] = {
         "credentials": state.file_identity(current),
         "kubeconfig": state.file_identity(cfg.paths.kubeconfig),
@@ -117,23 +119,23 @@ def inspect(cfg: Config) -> dict[str, Any]:
     return out
 
 
-def run(cfg: Config, mode: str, environ: Mapping[str, str]) -> dict[str, Any]:
+def run(cfg: Config, mode: str, environ: Mapping[str, str]) -> WorkerResult:
     """The worker verb: never raises for an expected failure, reports it in the document."""
-    result: dict[str, Any] = {"ok": True, "mode": mode}
+    result: WorkerResult = {"schema": WORKER_SCHEMA, "ok": True, "mode": mode}
     if mode == "enroll":
         try:
             done = enroll_once(cfg, environ)
         except JoinAgentError as e:
-            result.update(ok=False, error=str(e), kind=type(e).__name__)
+            _failed(result, str(e), e)
         else:
-            result.update(ca_changed=done.ca_changed, source=done.source)
+            result["ca_changed"], result["source"] = done.ca_changed, done.source
     # Neither side job may cost the node's own enrollment its result: their failures,
     # expected or not (a file gone, a value the libraries refuse), land in their report.
     if mode == "certificates":
         try:
             result["certificates"] = certificates_once(cfg, environ)
         except (JoinAgentError, OSError, ValueError) as e:
-            result.update(ok=False, error=_sentence(e), kind=type(e).__name__)
+            _failed(result, _sentence(e), e)
             result["certificates"] = _all_failing(cfg, _sentence(e))
     if mode == "serving" or (mode == "enroll" and result["ok"]):
         try:
@@ -142,6 +144,11 @@ def run(cfg: Config, mode: str, environ: Mapping[str, str]) -> dict[str, Any]:
             result["serving"] = {"state": "error", "message": _sentence(e)}
     result["credentials"] = inspect(cfg)
     return result
+
+
+def _failed(result: WorkerResult, sentence: str, e: Exception) -> None:
+    # The error's class name on the wire: the daemon reads it back as an ErrorKind.
+    result["ok"], result["error"], result["kind"] = False, sentence, type(e).__name__
 
 
 def _sentence(e: Exception) -> str:
@@ -164,5 +171,5 @@ def _all_failing(cfg: Config, message: str) -> list[dict[str, Any]]:
     return reports
 
 
-def dumps(doc: dict[str, Any]) -> str:
+def dumps(doc: WorkerResult) -> str:
     return json.dumps(doc, sort_keys=True) + "\n"
