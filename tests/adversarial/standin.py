@@ -1,12 +1,12 @@
 """A STAND-IN for a CFSSL server, on 127.0.0.1, that misbehaves on cue.
 
 This is not CFSSL: a real ``cfssl serve`` will not send a CA:TRUE leaf, a 100 MB body or a
-reset on request, so a scripted server plays the CA. It speaks CFSSL's wire format as
-verified in ../shared/notes/cfssl.md (``info`` and ``authsign`` as JSON POSTs, the
-``{"success", "result", "errors", "messages"}`` envelope, the HMAC-SHA256 token over the
-exact inner request bytes) and, when honest, issues what a seed-style ``kubelet`` profile
-issues: the CSR's subject and key, the request's ``hosts`` as SANs, KU digitalSignature +
-keyEncipherment, EKU clientAuth + serverAuth, CA:FALSE.
+reset on request, so a scripted server plays the CA. It speaks CFSSL's wire format as the
+real one does (tests/integration/test_join_cfssl.py joins the real one): ``info`` and
+``authsign`` as JSON POSTs, the ``{"success", "result", "errors", "messages"}`` envelope,
+the HMAC-SHA256 token over the exact inner request bytes. When honest, it issues what a
+seed-style ``kubelet`` profile issues: the CSR's subject and key, the request's ``hosts``
+as SANs, KU digitalSignature + keyEncipherment, EKU clientAuth + serverAuth, CA:FALSE.
 
 It is a raw socket server (one thread per connection, ``Connection: close``), so that a
 responder can write anything at all: headers that lie about the length, a dribble, a reset.

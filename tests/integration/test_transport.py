@@ -1,4 +1,5 @@
-"""The HTTP rules of DESIGN.md §6, against a stand-in server on 127.0.0.1.
+"""The HTTP rules of net/transport.py (docs/architecture.md), against a stand-in server
+on 127.0.0.1.
 
 The stand-in is a plain socket server that misbehaves on cue (a real CFSSL never
 dribbles or redirects); the client side is the real httpx through our gateway.

@@ -5,7 +5,7 @@ this scripted server exists only for what a real one will not do when asked: den
 never approve a CSR, sign with a CA nobody pins, serve a cluster-info that changes
 between two fetches, sign a JWS with the wrong secret, issue hostile certificates,
 refuse watches. It speaks the real wire format of Kubernetes v1.20+ as far as the join
-agent uses it (see /work/shared/notes/kubernetes.md):
+agent uses it (docs/kubernetes.md; tests/kube/ runs the same paths against a real one):
 
 - ``GET /api/v1/namespaces/kube-public/configmaps/cluster-info``: a v1 ConfigMap with
   kubeadm's ``data.kubeconfig`` and a detached JWS ``data["jws-kubeconfig-<id>"]`` per

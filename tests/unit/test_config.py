@@ -1,4 +1,5 @@
-"""loading.parse / load / config_path: DESIGN.md §4 defaults, and errors that name the key."""
+"""loading.parse / load / config_path: the documented defaults (join-agent(8)), and errors
+that name the key."""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def error_of(doc: dict[str, Any]) -> str:
 
 
 def test_defaults_are_those_of_the_design() -> None:
-    """Every default of DESIGN.md §4, spelled out here rather than imported."""
+    """Every default of the man page's CONFIGURATION section, spelled out here rather
+    than imported."""
     cfg = loading.parse(minimal(), source=SOURCE)
     s = dt.timedelta(seconds=1)
     assert cfg.source == SOURCE

@@ -1,4 +1,4 @@
-"""The shipped example config is valid and says what DESIGN.md §4 says."""
+"""The shipped example config is valid and says what the man page's CONFIGURATION says."""
 
 from __future__ import annotations
 

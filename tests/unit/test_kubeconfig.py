@@ -1,4 +1,4 @@
-"""kubeconfig: the rendered document (DESIGN.md §5) and its write."""
+"""kubeconfig: the rendered document (the kubelet's, as kubeadm writes it) and its write."""
 
 from __future__ import annotations
 

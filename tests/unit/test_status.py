@@ -14,9 +14,9 @@ from join_agent.config import loading
 from join_agent.core import judging
 from join_agent.errors import StoreError
 from join_agent.storage import store
-from join_agent.verbs import status, status_text
-from join_agent.verbs.status import Snapshot
-from join_agent.worker import kubeconfig
+from join_agent.verbs import status_text
+from join_agent.worker import inspection, kubeconfig
+from join_agent.worker.inspection import Snapshot
 
 from ._certs import CA, NOW, cert_pem, ec_key, key_pem
 
@@ -55,7 +55,7 @@ def healthy(ca: CA, key: Any, **cert_changes: Any) -> Snapshot:
 
 
 def assess(snap: Snapshot, server: str = SERVER) -> judging.Report:
-    return status.assess(snap, server=server, now=NOW)
+    return inspection.assess(snap, server=server, now=NOW)
 
 
 def mismatch_message(ca: CA, key: Any) -> str:
@@ -320,7 +320,7 @@ def test_snapshot_of_real_files(tmp_path: Path, ca: CA, node_key: Any) -> None:
     cfg = loading.parse(doc)
     creds = cfg.paths.pki_dir / "kubelet-client-current.pem"
 
-    empty = status.snapshot(cfg, creds)
+    empty = inspection.snapshot(cfg, creds)
     assert assess(empty).state == "not-joined"
 
     store.PairStore(cfg.paths.pki_dir, "kubelet-client").install(
@@ -337,7 +337,7 @@ def test_snapshot_of_real_files(tmp_path: Path, ca: CA, node_key: Any) -> None:
         ),
     )
     store.atomic_write(cfg.paths.ca_file, cert_pem(ca.cert), 0o644)
-    report = assess(status.snapshot(cfg, creds))
+    report = assess(inspection.snapshot(cfg, creds))
     assert (report.state, report.exit_code, report.problems) == ("valid", 0, ())
 
 

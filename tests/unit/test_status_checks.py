@@ -4,7 +4,7 @@ Review findings covered: ``status`` said "valid" for a certificate that ca_file'
 issue, for a certificate of another node, and for a kubeconfig whose CA data is not the
 cluster CA; and a daemon that is down, failing, late or running no kubelet must make a
 node "degraded" (exit 1), never healthy. Facts come from real files through
-``status.snapshot`` / ``status.facts_of`` (what ``status`` reads without a daemon), or are
+``inspection.snapshot`` / ``inspection.facts_of`` (what ``status`` reads without a daemon), or are
 edited by hand where only one fact matters.
 """
 
@@ -20,8 +20,7 @@ import pytest
 from join_agent.config import loading, model
 from join_agent.core import judging
 from join_agent.storage import store
-from join_agent.verbs import status
-from join_agent.worker import kubeconfig
+from join_agent.worker import inspection, kubeconfig
 
 from ._certs import CA, NOW, authority, cert_pem, ec_key, key_pem, node_subject
 
@@ -77,7 +76,7 @@ def write_node(
 
 
 def facts(cfg: model.Config) -> dict[str, Any]:
-    return status.facts_of(status.snapshot(cfg, creds_of(cfg)))
+    return inspection.facts_of(inspection.snapshot(cfg, creds_of(cfg)))
 
 
 def judge(f: dict[str, Any], *, node_name: str | None = "node-1", now: dt.datetime = NOW) -> Any:

@@ -1,8 +1,8 @@
 """When to renew, retry and restart: pure functions of `now`, a random draw and plain values.
 
-Nothing here reads the clock or a random source (STYLE.md item 1): the daemon passes `now`
-(an aware UTC datetime) and `draw` (a float in [0, 1), e.g. `random.random()`), so every
-decision is reproducible in a test.
+Nothing here reads the clock or a random source (docs/architecture.md, "Invariants"): the
+caller passes `now` (an aware UTC datetime) and `draw` (a float in [0, 1), e.g.
+`random.random()`), so every decision is reproducible in a test.
 """
 
 from __future__ import annotations

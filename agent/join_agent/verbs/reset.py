@@ -6,10 +6,9 @@ from pathlib import Path
 
 from join_agent.config.model import Config
 from join_agent.errors import JoinAgentError
-from join_agent.storage import files, names, state, trust
+from join_agent.storage import files, names, state
 
 # serving.py's files, named here so that reset does not import cryptography.
-SERVING_PENDING_KEY, SERVING_REQUEST = names.SERVING_PENDING_KEY, names.SERVING_REQUEST
 
 
 def reset(cfg: Config) -> list[str]:
@@ -43,11 +42,16 @@ def reset(cfg: Config) -> list[str]:
             for prefix in (names.CLIENT_PREFIX, names.SERVER_PREFIX):
                 candidates += sorted(cfg.paths.pki_dir.glob(f"{prefix}-*.pem"))
                 candidates += sorted(cfg.paths.pki_dir.glob(f"{files.TMP_PREFIX}{prefix}-*"))
-            candidates.append(cfg.paths.pki_dir / SERVING_PENDING_KEY)
+            candidates.append(cfg.paths.pki_dir / names.SERVING_PENDING_KEY)
         candidates += [cfg.paths.kubeconfig, cfg.paths.ca_file]
         candidates += [
             cfg.paths.state_dir / n
-            for n in (state.STATUS_FILE, trust.TOFU_FILE, names.KUBELET_PIDFILE, SERVING_REQUEST)
+            for n in (
+                names.STATUS_FILE,
+                names.TOFU_FILE,
+                names.KUBELET_PIDFILE,
+                names.SERVING_REQUEST,
+            )
         ]
         for path in candidates:
             if path.is_symlink() or path.exists():

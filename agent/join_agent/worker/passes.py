@@ -107,10 +107,10 @@ def certificates_once(cfg: Config, environ: Mapping[str, str]) -> list[dict[str,
 
 def inspect(cfg: Config) -> CredentialFacts:
     """Facts about the credentials on disk, with the files' identities, for status.json."""
-    from join_agent.verbs import status
+    from join_agent.worker import inspection
 
     current = enroll.client_store(cfg).current
-    out = typing.cast(CredentialFacts, status.facts_of(status.snapshot(cfg, current)))
+    out = typing.cast(CredentialFacts, inspection.facts_of(inspection.snapshot(cfg, current)))
     out["ids"] = {
         "credentials": state.file_identity(current),
         "kubeconfig": state.file_identity(cfg.paths.kubeconfig),

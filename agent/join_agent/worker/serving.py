@@ -26,13 +26,12 @@ from join_agent.pki import checks, compat, keys
 from join_agent.signers.kubernetes import csr_api
 from join_agent.signers.kubernetes.signer import KubernetesSigner
 from join_agent.storage import files, guard, names, state, store
-from join_agent.verbs import reset
 
 log = get_logger("join_agent.worker.serving")
 
 SERVER_PREFIX = names.SERVER_PREFIX
-REQUEST_FILE = reset.SERVING_REQUEST
-PENDING_KEY = reset.SERVING_PENDING_KEY
+REQUEST_FILE = names.SERVING_REQUEST
+PENDING_KEY = names.SERVING_PENDING_KEY
 RENEW_AT = 0.8  # of the lifetime: approval may take a human, so ask early
 AFTER_DENIAL = dt.timedelta(hours=1)  # a denied request is not asked again sooner
 
