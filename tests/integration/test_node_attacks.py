@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from join_agent.storage import state
+from join_agent.host import proc
 from tests.conftest import Node, alive, need
 from tests.lab.cfssl_ca import CfsslCA, free_port
 from tests.standins import kubelet_command
@@ -211,7 +211,7 @@ def test_reset_does_not_kill_what_a_pidfile_others_could_write_names(
 ) -> None:
     with bystander(nobody) as victim:
         pidfile = joined.state / "kubelet.pid"
-        pidfile.write_text(f"{victim.pid} {state.process_start_time(victim.pid)}\n")
+        pidfile.write_text(f"{victim.pid} {proc.start_time(victim.pid)}\n")
         if how == "owned by nobody":
             give(pidfile, nobody)
             expected = "(nobody), not root"
@@ -230,7 +230,7 @@ def test_renew_does_not_signal_what_an_agent_pidfile_others_could_write_names(
 ) -> None:
     with bystander(nobody) as victim:
         pidfile = joined.state / "agent.pid"
-        pidfile.write_text(f"{victim.pid} {state.process_start_time(victim.pid)}\n")
+        pidfile.write_text(f"{victim.pid} {proc.start_time(victim.pid)}\n")
         pidfile.chmod(0o646)
         before = joined.tree()
         refused(joined.run("renew"), f"the pidfile {pidfile}", "writable by others (mode 0646)")
@@ -287,7 +287,7 @@ def test_pin_reads_only_a_regular_file_of_sane_size(tmp_path: Path, kind: str) -
 def _pretend_the_daemon_runs(node: Node) -> None:
     """An agent.pid naming this test process: `status` then believes status.json."""
     me = os.getpid()
-    (node.state / "agent.pid").write_text(f"{me} {state.process_start_time(me)}\n")
+    (node.state / "agent.pid").write_text(f"{me} {proc.start_time(me)}\n")
 
 
 DAMAGE = {

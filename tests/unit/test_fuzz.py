@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from join_agent.config import loading, model
 from join_agent.core import durations
 from join_agent.errors import ConfigError, JoinAgentError, StoreError
-from join_agent.host import identity
+from join_agent.host import identity, proc
 from join_agent.host.netlink import InterfaceAddress
 from join_agent.net import transport
 from join_agent.pki import compat
@@ -596,7 +596,7 @@ def test_status_judges_any_recorded_document_without_an_unexpected_error(doc: ob
         cfg = _status_config(root)
         (root / "s").mkdir()
         me = os.getpid()  # a "running agent": status believes what it recorded, if it can
-        (root / "s" / "agent.pid").write_text(f"{me} {state.process_start_time(me)}\n")
+        (root / "s" / "agent.pid").write_text(f"{me} {proc.start_time(me)}\n")
         (root / "s" / "status.json").write_text(json.dumps(doc))
         report = status.gather(cfg, _NOW, probe=False)
         assert report.exit_code in (0, 1, 2)

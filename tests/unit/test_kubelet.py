@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -701,3 +702,16 @@ def test_flag_value() -> None:
     assert command.flag_value(argv, "v") == "2"
     assert command.flag_value(argv, "x") == "true"
     assert command.flag_value(argv, "configs") is None
+
+
+def test_a_recorded_start_time_is_compared_as_it_was_written() -> None:
+    from join_agent.host import proc
+
+    now = proc.start_time(os.getpid())
+    assert now is not None and proc.same(now, now)
+    assert proc.alive(os.getpid(), now)
+    assert proc.same(now.split(" ", 1)[0], now)  # a pidfile from before boot ids
+    assert not proc.same("1 boot=other", now)
+    assert not proc.same("1", now)
+    assert proc.same(None, None) and proc.same("-", None)
+    assert not proc.same("123", None)  # the process is gone or cannot be read

@@ -5,10 +5,11 @@ the process; this decides when to ask it."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from join_agent.config.model import Config
+from join_agent.daemon import workers
 from join_agent.kubelet.supervisor import KubeletSupervisor
 from join_agent.log import get_logger
 
@@ -26,6 +27,11 @@ class KubeletControl:
         self.serves_ours = serves_ours
         self.supervisor: KubeletSupervisor | None = None
         self.next: dt.datetime | None = None  # when the supervisor wants its next tick
+
+    def ask_settings(self, cfg: Config, environ: Mapping[str, str]) -> None:
+        """A worker reads the kubelet's settings again (a reload changed [kubelet])."""
+        facts = workers.run_once(cfg, "kubelet", environ)
+        self.serves_ours = facts.get("serves_our_certificate") is True
 
     def ensure_started(self, cfg: Config, node_name: str, now: dt.datetime) -> None:
         if self.supervisor is None:

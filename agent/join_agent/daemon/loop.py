@@ -32,6 +32,7 @@ from join_agent.daemon.reporting import Reporter, renewal_doc, signer_facts, wai
 from join_agent.daemon.sidejobs import SideJobs
 from join_agent.daemon.wakeups import Wakeups
 from join_agent.errors import ConfigError, JoinAgentError
+from join_agent.host import proc
 from join_agent.host.notify import Notifier
 from join_agent.log import get_logger
 from join_agent.storage import files, names, state
@@ -77,7 +78,7 @@ class Daemon:
         self.stopping = False
         self.worked = False  # joined with its kubelet started, once: agent.state "running"
         self.started_at = clock()
-        self.start_time = state.process_start_time(os.getpid())  # read once, not per tick
+        self.start_time = proc.start_time(os.getpid())  # read once, not per tick
         self.reloads: dict[str, Any] | None = None  # the last SIGHUP's outcome
         self.identity = IdentityWatch(monotonic)
         self.wakeups = Wakeups()
@@ -301,7 +302,7 @@ class Daemon:
         if changed:
             self.renewal.request("the config changed")
         if kubelet_changed:
-            self.kubelet.serves_ours = kubelet_serves_ours(new, self.environ)
+            self.kubelet.ask_settings(new, self.environ)
             self.kubelet.replace(now)
         self._reloaded(now, None)
 
@@ -392,9 +393,3 @@ class Daemon:
             else waiting_for(now, self.renewal, read=self.creds is not None, joined=self._joined()),
             "reload": self.reloads,
         }
-
-
-def kubelet_serves_ours(cfg: Config, environ: Mapping[str, str]) -> bool:
-    """Asked of a worker: does the kubelet serve one of our certificates from a file?"""
-    facts = workers.run_once(cfg, "kubelet", environ)
-    return facts.get("serves_our_certificate") is True

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Protocol
 
 from join_agent.errors import JoinAgentError
-from join_agent.host import children, platform
+from join_agent.host import children, proc
 from join_agent.log import get_logger
-from join_agent.storage import files, guard, state
+from join_agent.storage import files, guard
 
 log = get_logger("join_agent.kubelet")
 
@@ -56,7 +56,6 @@ class OsProcesses:
     def __init__(self, proc: Path = Path("/proc")) -> None:
         self._proc = proc
         self._children: dict[int, subprocess.Popen[bytes]] = {}
-        self._linux_proc = (proc / "self" / "stat").is_file()
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str]) -> int:
         # stdout/stderr inherited: the kubelet's own logs go to journald / the SMF log.
@@ -91,50 +90,11 @@ class OsProcesses:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
 
-    def _stat(self, pid: int) -> list[str] | None:
-        """/proc/<pid>/stat from field 3 (state) on; the command name may hold spaces."""
-        try:
-            raw = (self._proc / str(pid) / "stat").read_bytes()
-        except OSError:
-            return None
-        return raw[raw.rfind(b")") + 2 :].decode("ascii", "replace").split()
-
     def alive(self, pid: int) -> bool:
-        if self._linux_proc:
-            fields = self._stat(pid)
-            return fields is not None and fields[0] not in ("Z", "X", "x")
-        return state.alive(pid, None)
+        return proc.running(pid, self._proc)
 
     def start_time(self, pid: int) -> str | None:
-        """Linux: /proc/<pid>/stat field 22 (clock ticks after boot) and the boot id, so a
-        pid given to another process after a reboot does not match. Elsewhere only what
-        ``ps -o stime=`` shows (to the second or minute for today's processes), marked
-        ``stime=`` so that a comparison can say how coarse it was.
-        """
-        if self._linux_proc:
-            fields = self._stat(pid)
-            if fields is None or len(fields) < 20:
-                return None
-            boot = guard.read_text_or_none(self._proc / "sys" / "kernel" / "random" / "boot_id")
-            return fields[19] + (f" boot={boot.strip()}" if boot else "")
-        ps = platform.tool("ps")
-        if ps is None:
-            return None
-        try:
-            out = subprocess.run(
-                [ps, "-o", "stime=", "-p", str(pid)],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                env={"LC_ALL": "C", "PATH": children.DEFAULT_PATH},
-                cwd=children.WORKING_DIRECTORY,
-                timeout=10,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        stime = "_".join(out.stdout.split())
-        return f"stime={stime}" if out.returncode == 0 and stime else None
+        return proc.start_time(pid, self._proc)
 
 
 # --- pidfile ------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from join_agent.errors import LockedError, StoreError
-from join_agent.storage import faults, guard, names, state
+from join_agent.host import proc
+from join_agent.storage import faults, guard, names
 
 TMP_PREFIX, LOCK_FILE = names.TMP_PREFIX, names.LOCK_FILE
 
@@ -103,7 +104,7 @@ def sweep(directory: Path) -> list[Path]:
         return []
     for p in leftovers:
         pid = p.name.rsplit(".", 1)[-1]
-        if pid.isdigit() and state.alive(int(pid), None):
+        if pid.isdigit() and proc.running(int(pid)):
             continue
         with contextlib.suppress(OSError):
             if not p.is_symlink():  # pending symlink switches are PairStore.recover()'s

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from join_agent.core import protocol
+from join_agent.host import proc
 from join_agent.storage import names
+from join_agent.storage.files import atomic_write
 
 # The wire's schema and timestamp form, defined once in core.protocol.
 SCHEMA, iso, parse_iso = protocol.SCHEMA, protocol.iso, protocol.parse_iso
@@ -62,44 +64,13 @@ def read_checked(state_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def write(state_dir: Path, doc: dict[str, Any]) -> None:
-    from join_agent.storage.files import atomic_write
-
     atomic_write(
         state_dir / STATUS_FILE, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(), 0o644
     )
 
 
-def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (Linux /proc), to tell a live process from a
-    recycled pid; None where /proc has no such field (illumos) or the pid is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name may contain spaces and parentheses: split after the last ")".
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else None
-
-
-def alive(pid: int, start_time: str | None) -> bool:
-    """True when ``pid`` runs and, where we can tell, is the process that was recorded."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, owned by someone else
-    if start_time is None:
-        return True
-    return process_start_time(pid) == start_time
-
-
 def write_agent_pidfile(state_dir: Path, pid: int) -> None:
-    from join_agent.storage.files import atomic_write
-
-    text = f"{pid} {process_start_time(pid) or '-'}\n"
+    text = f"{pid} {proc.start_time(pid) or '-'}\n"
     atomic_write(state_dir / AGENT_PIDFILE, text.encode(), 0o644)
 
 
@@ -121,7 +92,7 @@ def running_agent(state_dir: Path) -> int | None:
         pid = int(pid_text)
     except (OSError, ValueError):
         return None
-    return pid if alive(pid, None if start in ("", "-") else start) else None
+    return pid if proc.alive(pid, None if start in ("", "-") else start) else None
 
 
 def remove_agent_pidfile(state_dir: Path, pid: int) -> None:
