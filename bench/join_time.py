@@ -253,14 +253,15 @@ class Bench:
         return d
 
     def runner(self, flow: str) -> Callable[[KeyKind], tuple[float, Path, Path]]:
-        return {
+        runners: dict[str, Callable[[KeyKind], tuple[float, Path, Path]]] = {
             SHELL: self.run_shell,
             JOIN: functools.partial(self.run_join, env=self.env_pyc, flow=JOIN),
             JOIN_NOPYC: functools.partial(self.run_join, env=self.env_nopyc, flow=JOIN_NOPYC),
             JOIN_BOOKWORM: functools.partial(
                 self.run_join, env=self.env_pyc, flow=JOIN_BOOKWORM, exe=self.bookworm_join_agent
             ),
-        }[flow]
+        }
+        return runners[flow]
 
     # -- shell
 
@@ -385,7 +386,7 @@ def check_certificate(path: Path, key: KeyKind, ca_pem: bytes) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    cert = x509.load_pem_x509_certificates(path.read_bytes())[0]
+    cert = x509.load_pem_x509_certificate(path.read_bytes())  # the first PEM block
     ca = x509.load_pem_x509_certificate(ca_pem)
     cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
     org = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value

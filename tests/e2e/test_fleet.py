@@ -386,9 +386,15 @@ def _leaf(pem_file: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(block.group(0).encode())
 
 
+# An IP SAN as cryptography returns it: an address, or (never asked for) a network.
+IPSan = (
+    ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network | ipaddress.IPv6Network
+)
+
+
 def _sans(
     cert: x509.Certificate,
-) -> tuple[list[str], set[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+) -> tuple[list[str], set[IPSan]]:
     ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return ext.get_values_for_type(x509.DNSName), set(ext.get_values_for_type(x509.IPAddress))
 

@@ -64,9 +64,10 @@ class Agent:
 
     def status(self) -> dict[str, Any]:
         try:
-            return json.loads((self.node.state / "status.json").read_text())
+            doc: dict[str, Any] = json.loads((self.node.state / "status.json").read_text())
         except (OSError, ValueError):
             return {}
+        return doc
 
     def wait(
         self, what: str, cond: Callable[[dict[str, Any]], bool], timeout: float
@@ -81,8 +82,8 @@ class Agent:
                     f"the agent exited ({self.proc.returncode}) waiting for {what}:\n{self.logs()}"
                 )
             time.sleep(0.2)
-        doc = json.dumps(self.status())[:2000]
-        pytest.fail(f"timed out after {timeout}s waiting for {what}; status: {doc}\n{self.logs()}")
+        last = json.dumps(self.status())[:2000]
+        pytest.fail(f"timed out after {timeout}s waiting for {what}; status: {last}\n{self.logs()}")
 
     def logs(self) -> str:
         return (self.node.root / "agent.log").read_text()[-4000:]

@@ -174,7 +174,7 @@ def test_a_certificate_for_another_node_is_refused(node: KubeNode, api: StandinA
     ) -> x509.Certificate:
         now = dt.datetime.now(dt.timezone.utc)
         return api.issue_client_cert(
-            "worker-2", csr.public_key(),  # type: ignore[arg-type]
+            "worker-2", csr.public_key(),  # type: ignore[arg-type,unused-ignore]
             not_before=now - dt.timedelta(minutes=1),
             not_after=now + dt.timedelta(hours=1),
         )  # fmt: skip

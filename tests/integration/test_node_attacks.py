@@ -94,7 +94,7 @@ def test_a_directory_someone_else_controls_is_refused(
     mode = stat.S_IMODE(path.stat().st_mode)
     if how == "owned by nobody":
         give(path, nobody)
-        expected = ("is owned by uid", "(nobody), not root", f"chown root {path}`")
+        expected: tuple[str, ...] = ("is owned by uid", "(nobody), not root", f"chown root {path}`")
     else:
         path.chmod(0o777 if how == "mode 0777" else 0o775)
         expected = ("is writable by group", f"chmod go-w {path}`")

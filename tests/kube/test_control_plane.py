@@ -21,6 +21,7 @@ import pytest
 import yaml
 from cryptography import x509
 
+from join_agent.pki import compat
 from tests.lab.kube_cp import TOKEN_TEMPLATE, ControlPlane, render_token
 
 
@@ -56,10 +57,7 @@ def openssl_pin(ca_pem: bytes) -> str:
 
 
 def validity(cert: x509.Certificate) -> tuple[datetime, datetime]:
-    if hasattr(cert, "not_valid_after_utc"):  # cryptography >= 42; bookworm has 38
-        return cert.not_valid_before_utc, cert.not_valid_after_utc
-    utc = timezone.utc
-    return cert.not_valid_before.replace(tzinfo=utc), cert.not_valid_after.replace(tzinfo=utc)
+    return compat.not_valid_before(cert), compat.not_valid_after(cert)
 
 
 def token_kubeconfig(cp: ControlPlane, path: Path, token: str) -> Path:

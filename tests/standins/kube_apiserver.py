@@ -51,7 +51,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import Any, NamedTuple, cast
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography import x509
@@ -61,11 +61,21 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from join_agent.pki import compat
 
-if TYPE_CHECKING:  # these names are cryptography 40+; CI runs 38 (.ci/bookworm-constraints)
-    from cryptography.hazmat.primitives.asymmetric.types import (
-        CertificateIssuerPrivateKeyTypes,
-        CertificateIssuerPublicKeyTypes,
-    )
+# cryptography 40+ names these unions in asymmetric.types; bookworm's 38 does not: ours.
+CertificateIssuerPrivateKeyTypes = (
+    rsa.RSAPrivateKey
+    | ec.EllipticCurvePrivateKey
+    | ed25519.Ed25519PrivateKey
+    | ed448.Ed448PrivateKey
+    | dsa.DSAPrivateKey
+)
+CertificateIssuerPublicKeyTypes = (
+    rsa.RSAPublicKey
+    | ec.EllipticCurvePublicKey
+    | ed25519.Ed25519PublicKey
+    | ed448.Ed448PublicKey
+    | dsa.DSAPublicKey
+)
 
 Obj = dict[str, Any]
 Cause = tuple[str, str, str]  # (field, cause reason, message after the field)
@@ -709,7 +719,7 @@ class StandinApiServer:
         )
         return self.ca.issue(
             subject,
-            cast("CertificateIssuerPublicKeyTypes", public),
+            public,
             usages=sorted(KUBELET_CLIENT_USAGES),
             not_before=not_before,
             not_after=not_after,

@@ -86,7 +86,7 @@ def _run_tool(name: str | None) -> str | None:
     import subprocess
 
     found = shutil.which(name) if name else None
-    if found:
+    if found and name:
         subprocess.run([name], check=False, timeout=10)
     return found
 

@@ -231,7 +231,7 @@ def test_journald_gets_each_line_at_its_priority_as_one_json_object(
     config.write_text(config.read_text() + "\n[nonsense]\n")
     assert m.run("systemctl", "reload", "join-agent", check=False, timeout=60).returncode != 0
     entries = m.journal("-u", "join-agent", "_PID=" + node.unit()["MainPID"])
-    by_event = {}
+    by_event: dict[str, set[tuple[str, int]]] = {}
     for e in entries:
         doc = json.loads(str(e["MESSAGE"]))  # every line one JSON object
         by_event.setdefault(doc["event"], set()).add((doc["level"], int(str(e["PRIORITY"]))))

@@ -25,7 +25,9 @@ def _csr() -> x509.CertificateSigningRequest:
     return keys.build_csr(ec_key(), NODE)
 
 
-def _obj(conditions: list[dict[str, str]] | None = None, cert: str | None = None) -> dict:
+def _obj(
+    conditions: list[dict[str, str]] | None = None, cert: str | None = None
+) -> dict[str, object]:
     status: dict[str, object] = {}
     if conditions is not None:
         status["conditions"] = conditions

@@ -18,19 +18,23 @@ import pytest
 
 from join_agent.config import loading
 from join_agent.core import renewal
+from join_agent.core.protocol import CredentialFacts, WorkerResult
 from join_agent.daemon import loop, reloading, reporting
 from join_agent.storage import state
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
-FAILED = {"ok": False, "error": "no CFSSL server answered: x", "kind": "TransportError"}
+FAILED: WorkerResult = {
+    "ok": False,
+    "error": "no CFSSL server answered: x",
+    "kind": "TransportError",
+}
 
 
 class Recording:
     """A notifier that keeps what the daemon tells the service manager."""
 
-    watchdog_interval = None
-
     def __init__(self) -> None:
+        self.watchdog_interval: dt.timedelta | None = None
         self.sent: list[str] = []
 
     def send(self, *lines: str) -> None:
@@ -89,7 +93,7 @@ def make(
     return d, mono
 
 
-def creds(ips: list[str], node: str = "worker-1", days: int = 365) -> dict[str, Any]:
+def creds(ips: list[str], node: str = "worker-1", days: int = 365) -> CredentialFacts:
     nb = NOW - dt.timedelta(days=1)
     return {
         "present": True,
@@ -101,7 +105,7 @@ def creds(ips: list[str], node: str = "worker-1", days: int = 365) -> dict[str, 
     }
 
 
-def joined(d: loop.Daemon, facts: dict[str, Any]) -> None:
+def joined(d: loop.Daemon, facts: CredentialFacts) -> None:
     """The worker's first look finds credentials and a kubeconfig."""
     d.cfg.paths.kubeconfig.write_text("x")
     d.on_result(NOW, "inspect", {"ok": True, "credentials": facts})
@@ -144,7 +148,7 @@ def test_renewal_waits_for_the_deadline_inside_70_to_90_percent(tmp_path: Path) 
     assert renewal_doc(d)["renew_at"] == renewal_doc(d)["next_attempt"]
     # The same certificate gives the same deadline after a restart of the agent.
     again, _ = make(tmp_path / "again")
-    joined(again, dict(facts))
+    joined(again, CredentialFacts(**facts))
     assert renewal_doc(again)["next_attempt"] == state.iso(at)
 
 
@@ -327,7 +331,8 @@ def test_a_rotation_restarts_the_kubelet_only_when_it_serves_our_certificate(
     joined(d, creds(["192.0.2.10"]))
     d.decide(NOW)  # joined, nothing due: the kubelet starts
     assert fake.calls == ["start"]
-    rotated = {**creds(["192.0.2.10"]), "serial": "def456"}
+    rotated = creds(["192.0.2.10"])
+    rotated["serial"] = "def456"
     d.on_result(NOW, "enroll", {"ok": True, "credentials": rotated})
     assert fake.calls == ["start", *restarts]
     # A CA change restarts it whatever it serves: the kubelet does not reload CA data.

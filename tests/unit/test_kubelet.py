@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from join_agent.core import schedule
+from join_agent.core.protocol import WorkerResult
 from join_agent.kubelet import command, processes, settings, supervisor
 from join_agent.kubelet.processes import KubeletError
 from join_agent.kubelet.supervisor import KubeletSupervisor
@@ -557,7 +558,7 @@ def test_the_settings_facts_say_whether_the_kubelet_serves_our_certificate(
 ) -> None:
     from join_agent.config import loading
 
-    def facts(*flags: str) -> dict[str, object]:
+    def facts(*flags: str) -> WorkerResult:
         doc = {
             "cluster": {"server": "https://10.0.0.5:6443"},
             "signer": {

@@ -157,9 +157,10 @@ def test_identity_mismatch(
 
 
 def _subclasses(cls: type) -> set[type]:
-    out = set()
-    for sub in cls.__subclasses__():
-        out |= {sub, *_subclasses(sub)}
+    subs: list[type] = cls.__subclasses__()
+    out: set[type] = set(subs)
+    for sub in subs:
+        out |= _subclasses(sub)
     return out
 
 
