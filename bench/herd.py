@@ -494,6 +494,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--outage-nodes", type=int, default=5000, help="fleet for steady/outages")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--write", action="store_true", help="write docs/herd.png and the doc")
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="fleet sizes and seeds times this (a smoke run: 0.02; the doc needs 1)",
+    )
     return p.parse_args(argv)
 
 
@@ -509,21 +515,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print("\n".join(cfg.lines()), flush=True)
     started = time.perf_counter()
-    runs: list[tuple[Result, Run]] = [cold_boot(cfg, 1000), cold_boot(cfg, 5000)]
-    runs.append(steady(cfg, args.outage_nodes))
+    small, big = max(1, round(1000 * args.scale)), max(1, round(5000 * args.scale))
+    outage_nodes = max(1, round(args.outage_nodes * args.scale))
+    runs: list[tuple[Result, Run]] = [cold_boot(cfg, small), cold_boot(cfg, big)]
+    runs.append(steady(cfg, outage_nodes))
     lengths = [
         (cfg.lifetime * pct / 100, f"{pct} % of the lifetime") for pct in (5, 10, 15, 20, 25)
     ]
     lengths += [(dt.timedelta(hours=1), "1 hour"), (dt.timedelta(days=1), "1 day")]
     for length, label in lengths:
         t0 = time.perf_counter()
-        runs.append(outage(cfg, args.outage_nodes, length, f"{label} ({go_duration(length)})"))
+        runs.append(outage(cfg, outage_nodes, length, f"{label} ({go_duration(length)})"))
         print(f"  {label}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     # The cold-boot target on more than one seed: the splay's draws decide the peak bin.
-    sweep = [cold_boot(dataclasses.replace(cfg, seed=cfg.seed + k), 1000)[0] for k in range(20)]
+    seeds = max(2, round(20 * args.scale))
+    sweep = [cold_boot(dataclasses.replace(cfg, seed=cfg.seed + k), small)[0] for k in range(seeds)]
     # Not the one config: what sizing the splay to the bigger fleet would change.
     sized = dataclasses.replace(cfg, splay=cfg.splay * 5)
-    advice, _ = cold_boot(sized, 5000)
+    advice, _ = cold_boot(sized, big)
     advice.name += f', splay "{go_duration(sized.splay)}"'
     elapsed = time.perf_counter() - started
     results = [r for r, _ in runs]
@@ -533,7 +542,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("Not the config above, the splay alone sized for 5,000 nodes:")
     print("\n".join(table([advice])))
     print(f"simulated in {elapsed:.1f} s")
-    if args.write:
+    if args.write and args.scale != 1.0:
+        print("not written: the doc's figures are for --scale 1", file=sys.stderr)
+    elif args.write:
         png = REPO / "docs" / "herd.png"
         picks = [runs[0], runs[1], *[x for x in runs if x[0].name.startswith("CA outage 1 day")]]
         plot(cfg, picks, png)
