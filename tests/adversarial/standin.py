@@ -35,15 +35,14 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.unit._certs import DEFAULT_KU, ca_key_usage
+from tests.lab import certs
+from tests.lab.certs import CA
 
 INFO = "/api/v1/cfssl/info"
 AUTHSIGN = "/api/v1/cfssl/authsign"
 NODES = "system:nodes"
-
-Key = ec.EllipticCurvePrivateKey
 
 
 def utcnow() -> dt.datetime:
@@ -61,35 +60,12 @@ def spki_pin(cert: x509.Certificate) -> str:
     return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
-@dataclass(frozen=True)
-class Authority:
-    """A CA's key and self-signed certificate."""
-
-    key: Key
-    cert: x509.Certificate
-
-    @classmethod
-    def create(cls, cn: str) -> Authority:
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-        now = utcnow()
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(ca_key_usage(), critical=True)
-            .sign(key, hashes.SHA256())
-        )
-        return cls(key, cert)
-
-    @property
-    def pin(self) -> str:
-        return spki_pin(self.cert)
+def authority(cn: str) -> CA:
+    """A CA's key and self-signed certificate, valid around the real clock."""
+    now = utcnow()
+    return certs.authority(
+        cn, not_before=now - dt.timedelta(days=1), not_after=now + dt.timedelta(days=365)
+    )
 
 
 @dataclass
@@ -99,7 +75,7 @@ class Leaf:
     subject: x509.Name
     public_key: Any
     hosts: list[str]
-    issuer: Authority
+    issuer: CA
     not_before: dt.datetime
     not_after: dt.datetime
     ca: bool = False
@@ -109,30 +85,24 @@ class Leaf:
     extra_extensions: list[tuple[x509.ExtensionType, bool]] = field(default_factory=list)
 
     def sign(self) -> x509.Certificate:
-        sans: list[x509.GeneralName] = []
+        dns: list[str] = []
+        ips: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
         for h in self.hosts:
             try:
-                sans.append(x509.IPAddress(ipaddress.ip_address(h)))
+                ips.append(ipaddress.ip_address(h))
             except ValueError:
-                sans.append(x509.DNSName(h))
-        b = (
-            x509.CertificateBuilder()
-            .subject_name(self.subject)
-            .issuer_name(self.issuer.cert.subject)
-            .public_key(self.public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(self.not_before)
-            .not_valid_after(self.not_after)
-            .add_extension(DEFAULT_KU, critical=True)
-            .add_extension(x509.BasicConstraints(ca=self.ca, path_length=None), critical=True)
+                dns.append(h)
+        return self.issuer.issue(
+            self.public_key,
+            subject=self.subject,
+            dns=dns,
+            ips=ips,
+            eku=self.eku or None,
+            is_ca=self.ca,
+            not_before=self.not_before,
+            not_after=self.not_after,
+            extensions=self.extra_extensions,
         )
-        if self.eku:
-            b = b.add_extension(x509.ExtendedKeyUsage(self.eku), critical=False)
-        if sans:
-            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        for ext, critical in self.extra_extensions:
-            b = b.add_extension(ext, critical=critical)
-        return b.sign(self.issuer.key, hashes.SHA256())
 
 
 @dataclass
@@ -155,7 +125,7 @@ class StandInCFSSL:
     ``sent`` counts the bytes a streaming responder got out before the client hung up."""
 
     def __init__(self) -> None:
-        self.ca = Authority.create("join-agent stand-in CA")
+        self.ca = authority("join-agent stand-in CA")
         self.auth_key_hex = secrets.token_hex(16)
         self.info: Responder | None = None
         self.authsign: Responder | None = None
@@ -176,7 +146,7 @@ class StandInCFSSL:
 
     @property
     def pin(self) -> str:
-        return self.ca.pin
+        return spki_pin(self.ca.cert)
 
     @property
     def ca_pem(self) -> bytes:
@@ -456,10 +426,12 @@ def _children(der: bytes) -> list[bytes]:
 
 
 def resign(
-    cert: x509.Certificate, key: Key, edit: Callable[[list[bytes]], list[bytes]], *,
+    cert: x509.Certificate, key: certs.PrivateKey, edit: Callable[[list[bytes]], list[bytes]], *,
     algorithm: bytes | None = None, digest: hashes.HashAlgorithm | None = None,
 ) -> bytes:  # fmt: skip
     """PEM of ``cert`` with its TBS elements edited, signed again with ``key``."""
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError("resign writes ECDSA signatures only; the stand-in's CA key is EC")
     outer = _children(cert.public_bytes(serialization.Encoding.DER))
     sig_alg = algorithm or outer[1]
     parts = edit(_children(cert.tbs_certificate_bytes))

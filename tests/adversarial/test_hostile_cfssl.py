@@ -53,21 +53,20 @@ from dataclasses import dataclass
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from join_agent.pki import compat
 from tests.conftest import Node
+from tests.lab import certs
 
 from .standin import (
     AUTHSIGN,
     INFO,
     NODES,
-    Authority,
     Leaf,
     Responder,
     StandInCFSSL,
+    authority,
     cut_mid_body,
     dribble,
     duplicate_san,
@@ -83,8 +82,8 @@ from .standin import (
     utcnow,
 )
 
-EVIL = Authority.create("EVIL CA")
-IMPOSTOR = Authority.create("join-agent stand-in CA")  # the pinned CA's name, another key
+EVIL = authority("EVIL CA")
+IMPOSTOR = authority("join-agent stand-in CA")  # the pinned CA's name, another key
 MiB = 1 << 20
 
 
@@ -121,20 +120,20 @@ def _set(**fields: object) -> Callable[[Leaf], None]:
 
 def ca_with_duplicate_san(s: StandInCFSSL) -> str:
     """The pinned CA (same key, so the pin matches) re-issued with two SAN extensions."""
-    ca = s.ca.cert
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(ca.subject)
-        .issuer_name(ca.subject)
-        .public_key(s.ca.key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(utcnow() - dt.timedelta(days=1))
-        .not_valid_after(utcnow() + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("ca")]), critical=False)
-        .add_extension(x509.IssuerAlternativeName([x509.DNSName("ca")]), critical=False)
+    cn = s.ca.cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    again = certs.authority(
+        str(cn),
+        key=s.ca.key,
+        key_usage=None,
+        not_before=utcnow() - dt.timedelta(days=1),
+        not_after=utcnow() + dt.timedelta(days=30),
+        extensions=(
+            (x509.SubjectAlternativeName([x509.DNSName("ca")]), False),
+            (x509.IssuerAlternativeName([x509.DNSName("ca")]), False),
+        ),
     )
-    return duplicate_san(s, builder.sign(s.ca.key, hashes.SHA256())).decode()
+    assert again.cert.subject == s.ca.cert.subject
+    return duplicate_san(s, again.cert).decode()
 
 
 REFUSED = r"the certificate the CA issued for 'worker-1' "
@@ -162,7 +161,7 @@ CERT_CASES = [
     Case(
         "our-name-another-key",
         REFUSED + r"carries a public key that is not ours",
-        authsign=edit(_set(public_key=ec.generate_private_key(ec.SECP256R1()).public_key())),
+        authsign=edit(_set(public_key=certs.ec_key().public_key())),
     ),
     Case(
         "another-nodes-name",

@@ -523,41 +523,27 @@ def test_an_expired_certificate_is_replaced_at_start(daemon_node: Node, short_ca
     """A node that was off for months: its certificate expired; the agent re-enrolls."""
     import datetime as dt
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID
 
     from join_agent.storage import store
+    from tests.lab import certs
 
     node = daemon_node
-    ca_key = serialization.load_pem_private_key(short_ca.ca_key.read_bytes(), None)
-    ca_cert = x509.load_pem_x509_certificate(short_ca.ca_pem.read_bytes())
-    key = ec.generate_private_key(ec.SECP256R1())
+    ca = certs.CA.from_files(short_ca.ca_pem, short_ca.ca_key)
+    key = certs.ec_key()
     long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=200)
-    expired = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
-                    x509.NameAttribute(NameOID.COMMON_NAME, "system:node:worker-1"),
-                ]
-            )
-        )
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(long_ago)
-        .not_valid_after(long_ago + dt.timedelta(days=90))
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    expired = ca.issue(
+        key.public_key(),
+        subject=certs.node_subject("worker-1"),
+        dns=(),
+        ips=(),
+        eku=(ExtendedKeyUsageOID.CLIENT_AUTH,),
+        key_usage=None,
+        is_ca=None,
+        not_before=long_ago,
+        not_after=long_ago + dt.timedelta(days=90),
     )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
+    key_pem = certs.key_pem(key)
     assert node.run("join").returncode == 0  # kubeconfig and CA file, as after a real join
     store.PairStore(node.pki, "kubelet-client").install([expired], key_pem, long_ago)
     assert json.loads(node.run("status", "--json").stdout)["state"] == "expired"

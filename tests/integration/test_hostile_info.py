@@ -27,12 +27,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from join_agent.pki import compat
 from tests.conftest import Node
+from tests.lab import certs
 from tests.lab.cfssl_ca import CfsslCA
 
 pytestmark = pytest.mark.integration
@@ -135,51 +133,35 @@ def real_ca(ca: CfsslCA) -> x509.Certificate:
     return x509.load_pem_x509_certificate(ca.ca_pem.read_bytes())
 
 
-def real_ca_key(ca: CfsslCA) -> Any:
-    return serialization.load_pem_private_key(ca.ca_key.read_bytes(), password=None)
-
-
 def pem(*certs: x509.Certificate) -> str:
     return compat.pem(certs).decode()
 
 
 def evil_ca() -> x509.Certificate:
     """A self-signed CA that has every right to be a CA: only its presence is hostile."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "EVIL CA")])
     now = dt.datetime.now(dt.timezone.utc)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    return certs.authority(
+        "EVIL CA",
+        key_usage=None,
+        not_before=now - dt.timedelta(days=1),
+        not_after=now + dt.timedelta(days=365),
+    ).cert
 
 
 def leaf_from_real_ca(ca: CfsslCA, *, basic_constraints: bool) -> x509.Certificate:
     """An end-entity certificate the real CA really signed: CA:FALSE, or no BasicConstraints."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    issuer = real_ca(ca)
     now = dt.datetime.now(dt.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Not A CA")]))
-        .issuer_name(issuer.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=30))
+    return certs.CA.from_files(ca.ca_pem, ca.ca_key).issue(
+        certs.ec_key().public_key(),
+        subject=certs.name("Not A CA"),
+        dns=(),
+        ips=(),
+        eku=None,
+        key_usage=None,
+        is_ca=False if basic_constraints else None,
+        not_before=now - dt.timedelta(hours=1),
+        not_after=now + dt.timedelta(days=30),
     )
-    if basic_constraints:
-        builder = builder.add_extension(
-            x509.BasicConstraints(ca=False, path_length=None), critical=True
-        )
-    return builder.sign(real_ca_key(ca), hashes.SHA256())
 
 
 def kubeconfig_cas(node: Node) -> list[x509.Certificate]:

@@ -308,36 +308,23 @@ def test_check_verifies_the_api_servers_tls_with_the_cluster_ca(
     import ssl
     import threading
 
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from tests.lab import certs
 
-    ca_key = serialization.load_pem_private_key(ca.ca_key.read_bytes(), None)
-    ca_cert = x509.load_pem_x509_certificate(ca.ca_pem.read_bytes())
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = certs.ec_key()
     now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    cert = certs.CA.from_files(ca.ca_pem, ca.ca_key).issue(
+        key.public_key(),
+        subject=certs.name("kube-apiserver"),
+        dns=(),
+        ips=(ipaddress.ip_address("127.0.0.1"),),
+        eku=None,
+        key_usage=None,
+        is_ca=None,
+        not_before=now - dt.timedelta(hours=1),
+        not_after=now + dt.timedelta(hours=1),
     )
     pem = tmp_path / "apiserver.pem"
-    pem.write_bytes(
-        cert.public_bytes(serialization.Encoding.PEM)
-        + key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
+    pem.write_bytes(certs.cert_pem(cert) + certs.key_pem(key))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(pem)
     listener = socket.create_server(("127.0.0.1", 0))

@@ -30,10 +30,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from tests.lab import certs
 from tests.lab.cfssl_ca import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,31 +80,21 @@ def _log_tail(path: Path, chars: int = 3000) -> str:
 @dataclass
 class _Pki:
     dir: Path
-    ca_key: ec.EllipticCurvePrivateKey = field(init=False)
-    ca_cert: x509.Certificate = field(init=False)
+    ca: certs.CA = field(init=False)
 
     def __post_init__(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.ca_key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "join-agent lab cluster CA")])
+        key = certs.ec_key()
         now = datetime.now(timezone.utc)
-        self.ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(_key_usage(cert_sign=True), critical=True)
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self.ca_key.public_key()), critical=False
-            )
-            .sign(self.ca_key, hashes.SHA256())
+        self.ca = certs.authority(
+            "join-agent lab cluster CA",
+            key=key,
+            not_before=now - timedelta(minutes=5),
+            not_after=now + timedelta(days=30),
+            extensions=((x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False),),
         )
-        self.write_pem("ca.crt", self.ca_cert.public_bytes(serialization.Encoding.PEM))
-        self.write_pem("ca.key", _key_pem(self.ca_key))
+        self.write_pem("ca.crt", certs.cert_pem(self.ca.cert))
+        self.write_pem("ca.key", certs.key_pem(key))
 
     def write_pem(self, name: str, data: bytes) -> Path:
         path = self.dir / name
@@ -123,72 +113,38 @@ class _Pki:
         ips: tuple[str, ...] = (),
     ) -> tuple[Path, Path]:
         """Issue a leaf cert; write ``<name>.crt`` and ``<name>.key``."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
-        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+        key = certs.ec_key()
         now = datetime.now(timezone.utc)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(attrs))
-            .issuer_name(self.ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.ca_key.public_key()),
-                critical=False,
-            )
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(self.ca.key.public_key())
+        cert = self.ca.issue(
+            key.public_key(),
+            subject=certs.name(cn, *orgs),
+            dns=dns,
+            ips=[ipaddress.ip_address(i) for i in ips],
+            eku=(usage,),
+            not_before=now - timedelta(minutes=5),
+            not_after=now + timedelta(days=30),
+            extensions=((aki, False),),
         )
-        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-        sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(self.ca_key, hashes.SHA256())
         return (
-            self.write_pem(f"{name}.crt", cert.public_bytes(serialization.Encoding.PEM)),
-            self.write_pem(f"{name}.key", _key_pem(key)),
+            self.write_pem(f"{name}.crt", certs.cert_pem(cert)),
+            self.write_pem(f"{name}.key", certs.key_pem(key)),
         )
 
     def service_account_keys(self) -> tuple[Path, Path]:
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = certs.ec_key()
         pub = key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        return self.write_pem("sa.pub", pub), self.write_pem("sa.key", _key_pem(key))
+        return self.write_pem("sa.pub", pub), self.write_pem("sa.key", certs.key_pem(key))
 
     @property
     def pin(self) -> str:
-        spki = self.ca_cert.public_key().public_bytes(
+        spki = self.ca.cert.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         return "sha256:" + hashlib.sha256(spki).hexdigest()
-
-
-def _key_usage(*, cert_sign: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=not cert_sign,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
 
 
 def _client_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path) -> Path:

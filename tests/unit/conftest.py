@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ._certs import CA, ec_key, rsa_key
+from tests.lab.certs import CA, ec_key, rsa_key
 
 
 @pytest.fixture(scope="session")

@@ -19,38 +19,31 @@ from typing import Any
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 
 from join_agent.config.model import CfsslConfig
 from join_agent.errors import CAResponseError, TransportError, TrustError
 from join_agent.host.identity import Identity
 from join_agent.pki import keys, pinning
 from join_agent.signers.cfssl import CfsslSigner
+from tests.lab import certs
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
 IDENTITY = Identity(name="n1", dns_names=("n1",), addresses=())
 
 
-def _ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "wire CA")])
+def _ca() -> certs.CA:
     now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+    return certs.authority(
+        "wire CA",
+        key_usage=None,
+        not_before=now - dt.timedelta(hours=1),
+        not_after=now + dt.timedelta(days=1),
     )
-    return key, cert
 
 
-CA_KEY, CA = _ca()
+WIRE_CA = _ca()
+CA = WIRE_CA.cert
 CA_PEM = CA.public_bytes(serialization.Encoding.PEM).decode()
 
 
@@ -78,7 +71,7 @@ def _ok(result: dict[str, Any]) -> httpx.Response:
 
 
 def _csr() -> x509.CertificateSigningRequest:
-    return keys.build_csr(ec.generate_private_key(ec.SECP256R1()), IDENTITY)
+    return keys.build_csr(certs.ec_key(), IDENTITY)
 
 
 def test_authsign_token_is_hmac_over_the_exact_request_bytes() -> None:
@@ -211,19 +204,15 @@ def test_malformed_info_answers_are_clear_errors(response: httpx.Response) -> No
 
 
 def test_intermediate_under_a_pinned_root_is_accepted() -> None:
-    inter_key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc)
-    inter = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "intermediate")]))
-        .issuer_name(CA.subject)
-        .public_key(inter_key.public_key())
-        .serial_number(2)
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(CA_KEY, hashes.SHA256())
-    )
+    inter = certs.authority(
+        "intermediate",
+        issuer=WIRE_CA,
+        path_length=0,
+        key_usage=None,
+        not_before=now - dt.timedelta(hours=1),
+        not_after=now + dt.timedelta(days=1),
+    ).cert
     bundle = inter.public_bytes(serialization.Encoding.PEM).decode() + CA_PEM
     ca, chain, _ = _signer(lambda r: _ok({"certificate": bundle})).fetch_ca()
     assert ca == inter

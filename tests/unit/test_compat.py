@@ -7,8 +7,7 @@ from typing import Any
 
 from join_agent.pki import compat
 from join_agent.pki.keys import key_pem
-
-from ._certs import CA, NOW, cert_pem
+from tests.lab.certs import CA, NOW, cert_pem
 
 
 def bundle(*cas: CA) -> bytes:

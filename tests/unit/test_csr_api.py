@@ -15,8 +15,7 @@ from join_agent.errors import CAResponseError, JoinAgentError
 from join_agent.host.identity import Identity
 from join_agent.pki import keys
 from join_agent.signers.kubernetes import csr_api
-
-from ._certs import CA, ec_key
+from tests.lab.certs import CA, ec_key
 
 NODE = Identity(name="node-1", dns_names=(), addresses=())
 

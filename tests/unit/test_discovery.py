@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from join_agent.errors import CAResponseError, ConfigError, JoinAgentError, TrustError
 from join_agent.pki import compat, pinning
 from join_agent.signers.kubernetes import discovery
-
-from ._certs import CA, NOW, authority, cert_pem, ec_key
+from tests.lab.certs import CA, NOW, authority, cert_pem, ec_key
 
 SKEW = dt.timedelta(minutes=2)
 

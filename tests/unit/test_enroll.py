@@ -33,8 +33,7 @@ from join_agent.pki import compat, pinning
 from join_agent.signers.base import Issued
 from join_agent.storage import files, trust
 from join_agent.worker import enroll
-
-from ._certs import CA, NOW, authority, cert_pem, ec_key, identity, node_subject
+from tests.lab.certs import CA, NOW, authority, cert_pem, ec_key, identity, node_subject
 
 SKEW = dt.timedelta(minutes=2)
 ME = identity()

@@ -19,9 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -34,6 +32,7 @@ from join_agent.net import transport
 from join_agent.pki import compat
 from join_agent.signers import cfssl
 from join_agent.storage import store
+from tests.lab import certs
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,27 +69,15 @@ def one_line(e: BaseException) -> str:
 
 
 def _cert_and_key() -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fuzz")])
     now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("fuzz")]), critical=False)
-        .sign(key, hashes.SHA256())
+    ca = certs.authority(
+        "fuzz",
+        key_usage=None,
+        not_before=now - dt.timedelta(days=1),
+        not_after=now + dt.timedelta(days=1),
+        extensions=((x509.SubjectAlternativeName([x509.DNSName("fuzz")]), False),),
     )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    return certs.cert_pem(ca.cert), certs.key_pem(ca.key)
 
 
 def patch_der(pem: bytes, old: bytes, new: bytes) -> bytes:

@@ -18,8 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from join_agent.errors import CertificateRejected
 from join_agent.pki import checks, compat, keys, pinning
-
-from ._certs import CA, NO_DIGITAL_SIGNATURE_KU, NOW, ec_key, identity, name, node_subject
+from tests.lab.certs import CA, NO_DIGITAL_SIGNATURE_KU, NOW, ec_key, identity, name, node_subject
 
 SKEW = dt.timedelta(minutes=2)
 IDENTITY = identity()

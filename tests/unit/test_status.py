@@ -17,8 +17,7 @@ from join_agent.storage import store
 from join_agent.verbs import status_text
 from join_agent.worker import inspection, kubeconfig
 from join_agent.worker.inspection import Snapshot
-
-from ._certs import CA, NOW, cert_pem, ec_key, key_pem
+from tests.lab.certs import CA, NOW, cert_pem, ec_key, key_pem
 
 CREDS = Path("/var/lib/kubelet/pki/kubelet-client-current.pem")
 KC_PATH = Path("/etc/kubernetes/kubelet.conf")

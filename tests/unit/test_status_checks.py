@@ -21,8 +21,7 @@ from join_agent.config import loading, model
 from join_agent.core import judging
 from join_agent.storage import store
 from join_agent.worker import inspection, kubeconfig
-
-from ._certs import CA, NOW, authority, cert_pem, ec_key, key_pem, node_subject
+from tests.lab.certs import CA, NOW, authority, cert_pem, ec_key, key_pem, node_subject
 
 SERVER = "https://10.0.0.5:6443"
 OVERDUE_AFTER = dt.timedelta(minutes=15)

@@ -20,8 +20,7 @@ from cryptography import x509
 
 from join_agent.errors import LockedError, StoreError
 from join_agent.storage import files, store
-
-from ._certs import CA, NOW, cert_pem, ec_key, key_pem
+from tests.lab.certs import CA, NOW, cert_pem, ec_key, key_pem
 
 SECOND = dt.timedelta(seconds=1)
 

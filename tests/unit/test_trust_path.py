@@ -14,8 +14,7 @@ from cryptography import x509
 
 from join_agent.errors import TrustError
 from join_agent.pki import pinning
-
-from ._certs import CA, NOW, authority, ca_key_usage
+from tests.lab.certs import CA, NOW, authority, ca_key_usage
 
 SKEW = dt.timedelta(minutes=2)
 

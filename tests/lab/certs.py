@@ -1,4 +1,7 @@
-"""A small certificate factory for unit tests, built on `cryptography` directly.
+"""The tests' one certificate factory: CAs, leaves and keys for every test folder, built
+on `cryptography` directly (the agent's own pki/ is what the tests check, so it is not
+used to make their inputs). The stand-in API server keeps its own CA on purpose: it is
+copied into the system tests' machine on its own.
 
 Only APIs that cryptography 38 (Debian bookworm) has: aware datetimes go into the
 builders (they convert to UTC themselves), nothing reads ``*_utc`` properties.
@@ -10,6 +13,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,6 +24,8 @@ from join_agent.host.identity import Identity
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+# An extension a test adds as it is, and whether it is critical.
+Extra = tuple[x509.ExtensionType, bool]
 
 # A fixed "now" for every decision under test: nothing here reads the clock.
 NOW = dt.datetime(2024, 6, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
@@ -103,21 +109,15 @@ class CA:
         not_before: dt.datetime = NOW - dt.timedelta(days=365),
         not_after: dt.datetime = NOW + dt.timedelta(days=3650),
     ) -> CA:
-        key = key or ec_key()
-        subject = name(common_name)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(_CA_KU, critical=True)
-            .sign(key, hashes.SHA256())
-        )
-        return cls(key=key, cert=cert)
+        return authority(common_name, key=key, not_before=not_before, not_after=not_after)
+
+    @classmethod
+    def from_files(cls, cert_path: Path, key_path: Path) -> CA:
+        """A CA someone else made (cfssl, the lab control plane), to issue odd leaves with."""
+        key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+        if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+            raise TypeError(f"{key_path}: not an EC or RSA key")
+        return cls(key=key, cert=x509.load_pem_x509_certificate(cert_path.read_bytes()))
 
     def issue(
         self,
@@ -135,6 +135,7 @@ class CA:
         not_after: dt.datetime = NOW + dt.timedelta(days=365),
         issuer_name: x509.Name | None = None,
         signing_key: PrivateKey | None = None,
+        extensions: Sequence[Extra] = (),
     ) -> x509.Certificate:
         """A leaf; ``None`` for an extension leaves it out."""
         builder = (
@@ -159,6 +160,8 @@ class CA:
             builder = builder.add_extension(
                 x509.BasicConstraints(ca=is_ca, path_length=None), critical=True
             )
+        for ext, critical in extensions:
+            builder = builder.add_extension(ext, critical=critical)
         return builder.sign(signing_key or self.key, hashes.SHA256())
 
 
@@ -190,6 +193,7 @@ def authority(
     key_usage: x509.KeyUsage | None = _CA_KU,
     not_before: dt.datetime = NOW - dt.timedelta(days=365),
     not_after: dt.datetime = NOW + dt.timedelta(days=3650),
+    extensions: Sequence[Extra] = (),
 ) -> CA:
     """A CA certificate with whatever flaw a test asks for, signed by ``issuer`` (None:
     self-signed). ``is_ca=None`` or ``key_usage=None`` leaves that extension out."""
@@ -211,5 +215,7 @@ def authority(
         )
     if key_usage is not None:
         builder = builder.add_extension(key_usage, critical=True)
+    for ext, critical in extensions:
+        builder = builder.add_extension(ext, critical=critical)
     cert = builder.sign(issuer.key if issuer is not None else key, hashes.SHA256())
     return CA(key=key, cert=cert)
