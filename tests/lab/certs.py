@@ -34,28 +34,31 @@ ADDRESSES: tuple[IPv4Address | IPv6Address, ...] = (
     ip_address("10.0.0.7"),
     ip_address("fd00::7"),
 )
-DEFAULT_KU = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=True,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
-NO_DIGITAL_SIGNATURE_KU = x509.KeyUsage(
-    digital_signature=False,
-    content_commitment=False,
-    key_encipherment=True,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
+
+
+def key_usage(
+    *,
+    digital_signature: bool = True,
+    key_encipherment: bool = False,
+    key_cert_sign: bool = False,
+    crl_sign: bool = False,
+) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=key_encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=key_cert_sign,
+        crl_sign=crl_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+DEFAULT_KU = key_usage(key_encipherment=True)
+# A node's key usage that TLS cannot use.
+NO_DIGITAL_SIGNATURE_KU = key_usage(digital_signature=False, key_encipherment=True)
 
 
 def ec_key() -> ec.EllipticCurvePrivateKey:
@@ -167,17 +170,7 @@ class CA:
 
 def ca_key_usage(*, key_cert_sign: bool = True) -> x509.KeyUsage:
     """A CA's key usage; ``key_cert_sign=False`` makes one that may not sign certificates."""
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=key_cert_sign,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    return key_usage(key_cert_sign=key_cert_sign, crl_sign=True)
 
 
 _CA_KU = ca_key_usage()
