@@ -24,7 +24,8 @@ STATUS_UNKNOWN = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = usage.parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = usage.parser(usage.verb_of(words)).parse_args(words)
     from join_agent import log
 
     # Whatever umask we were started under, nothing we (or the kubelet, an action) create

@@ -7,12 +7,14 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Sequence
 from typing import NoReturn
 
 from join_agent import __version__
-from join_agent.core.protocol import WORKER_MODES
+from join_agent.core.modes import WORKER_MODES
 
 PUBLIC_VERBS = ("join", "run", "status", "wait", "check", "renew", "reload", "reset", "pin")
+VERBS = (*PUBLIC_VERBS, "worker")
 _TOKEN_LIKE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
 _HEX_LIKE = re.compile(r"[0-9a-fA-F]{16,}")
 _NOT_ON_ARGV_HINT = (
@@ -71,8 +73,25 @@ def _common(defaults: bool) -> _Parser:
     return common
 
 
-def parser() -> argparse.ArgumentParser:
-    """join-agent's whole command line: the global options, then one sub-parser a verb."""
+def verb_of(argv: Sequence[str]) -> str | None:
+    """The verb ``argv`` names, when only ``--config`` and ``--debug`` come before it."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--config":
+            i += 2
+        elif word == "--debug" or word.startswith("--config="):
+            i += 1
+        else:
+            return word if word in VERBS else None
+    return None
+
+
+def parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """join-agent's whole command line: the global options, then one sub-parser a verb;
+    with ``verb``, that verb's sub-parser alone (what parses the same argv the same way).
+    Building all of them costs a `status` more than judging the node does, mostly in
+    argparse's gettext lookups, and the daemon starts a `worker` at every attempt."""
     common = _common(defaults=False)
     p = _Parser(
         prog="join-agent",
@@ -81,36 +100,56 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"join-agent {__version__}")
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
-    _join(verbs.add_parser("join", parents=[common], help=JOIN_HELP, description=JOIN_DESCRIPTION))
-    st = verbs.add_parser("status", parents=[common], help=HELP["status"])
+    for name in VERBS if verb is None else (verb,):
+        if name in HELP:
+            description = JOIN_DESCRIPTION if name == "join" else None
+            sub = verbs.add_parser(name, parents=[common], help=HELP[name], description=description)
+        else:  # the worker, the daemon's short-lived child: not for people, not in --help
+            sub = verbs.add_parser(name, parents=[common])
+        _VERB_OPTIONS.get(name, _no_options)(sub)
+    return p
+
+
+def _no_options(sub: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _status(st: argparse.ArgumentParser) -> None:
     st.add_argument("--json", action="store_true", help="machine-readable output (stable keys)")
-    wt = verbs.add_parser("wait", parents=[common], help=HELP["wait"])
+
+
+def _wait(wt: argparse.ArgumentParser) -> None:
     wt.add_argument(
         "--timeout",
         metavar="DURATION",
         help='give up after this long, e.g. "90s" or "10m" (default: wait for ever)',
     )
-    pn = verbs.add_parser("pin", parents=[common], help=HELP["pin"])
+
+
+def _pin(pn: argparse.ArgumentParser) -> None:
     pn.add_argument(
         "source",
         metavar="FILE_OR_URL",
         help="a PEM/DER certificate, a kubeconfig, or a CFSSL server URL (http[s]://host:port)",
     )
-    for verb in ("run", "renew", "check"):
-        verbs.add_parser(verb, parents=[common], help=HELP[verb])
-    rl = verbs.add_parser("reload", parents=[common], help=HELP["reload"])
+
+
+def _reload(rl: argparse.ArgumentParser) -> None:
     rl.add_argument(
         "--pid", type=int, metavar="PID", help="the daemon's pid, as the service knows it"
     )
-    rs = verbs.add_parser("reset", parents=[common], help=HELP["reset"])
+
+
+def _reset(rs: argparse.ArgumentParser) -> None:
     rs.add_argument("--force", action="store_true", help="do not ask for confirmation")
-    # The daemon's short-lived child (worker/passes.py): not for people, not in --help.
-    wk = verbs.add_parser("worker", parents=[common])
+
+
+def _worker(wk: argparse.ArgumentParser) -> None:
     wk.add_argument("mode", choices=WORKER_MODES)
-    return p
 
 
 HELP = {
+    "join": "enroll once now: write key, certificate, CA and kubeconfig, then exit",
     "status": "show the node's credentials, kubelet and daemon "
     "(exit 0 healthy, 1 degraded, 2 broken, 3 status could not run)",
     "wait": "return once this node holds valid credentials and a kubeconfig "
@@ -122,7 +161,6 @@ HELP = {
     "check": "preflight: config, secrets, CA and pin, clock, API server TLS, kernel, kubelet",
     "reset": "remove what join wrote (credentials, kubeconfig, CA)",
 }
-JOIN_HELP = "enroll once now: write key, certificate, CA and kubeconfig, then exit"
 JOIN_DESCRIPTION = (
     "Enroll once now. The flags mirror `kubeadm join` and override the config file, which "
     "may then be absent: join-agent join --server https://10.0.0.5:6443 --token-file - "
@@ -150,3 +188,14 @@ def _join(jn: argparse.ArgumentParser) -> None:
         metavar="PATH_OR_URL",
         help="kubeconfig (path or https URL) naming the API server and its CA",
     )
+
+
+_VERB_OPTIONS = {
+    "join": _join,
+    "status": _status,
+    "wait": _wait,
+    "pin": _pin,
+    "reload": _reload,
+    "reset": _reset,
+    "worker": _worker,
+}

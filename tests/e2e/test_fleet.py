@@ -519,7 +519,7 @@ def _check_isolated(m: Member, others: list[Member], doc: dict[str, Any]) -> Non
 def _seconds_left(doc: dict[str, Any]) -> float:
     import datetime as dt
 
-    from join_agent.storage.state import parse_iso
+    from join_agent.core.wire import parse_iso
 
     na = (doc.get("credentials") or {}).get("not_after")
     now = dt.datetime.now(dt.timezone.utc)

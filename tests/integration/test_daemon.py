@@ -159,7 +159,7 @@ def configure(n: Node, healthz_port: int, **extra: dict[str, Any]) -> None:
 def seconds_left(doc: dict[str, Any]) -> float:
     import datetime as dt
 
-    from join_agent.storage.state import parse_iso
+    from join_agent.core.wire import parse_iso
 
     na = (doc.get("credentials") or {}).get("not_after")
     now = dt.datetime.now(dt.timezone.utc)
@@ -480,7 +480,7 @@ def test_metrics_endpoint_reports_expiry_and_renewals(daemon_node: Node) -> None
         doc = agent.wait("running", lambda d: d["agent"]["state"] == "running", 30)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             text = r.read().decode()
-        from join_agent.storage.state import parse_iso
+        from join_agent.core.wire import parse_iso
 
         expiry = parse_iso(doc["credentials"]["not_after"]).timestamp()
         values = {

@@ -39,3 +39,35 @@ def test_no_option_is_taken_by_its_prefix(capsys: pytest.CaptureFixture[str]) ->
             cli.main(argv)
         assert info.value.code == 2
     assert "unrecognized arguments" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "verb"),
+    [
+        (["status"], "status"),
+        (["--config", "/x.toml", "status", "--json"], "status"),
+        (["--debug", "join", "--server", "https://10.0.0.5:6443", "--token-file", "-"], "join"),
+        (["--config=/x.toml", "worker", "enroll"], "worker"),
+        (["reload", "--pid", "7"], "reload"),
+        (["reset", "--force"], "reset"),
+        (["pin", "ca.pem"], "pin"),
+        (["wait", "--timeout", "90s"], "wait"),
+        (["run", "--debug"], "run"),
+        (["--config", "status", "renew"], "renew"),  # a config file named "status"
+        (["check"], "check"),
+    ],
+)
+def test_the_parser_of_one_verb_reads_argv_as_the_whole_parser_does(
+    argv: list[str], verb: str
+) -> None:
+    assert usage.verb_of(argv) == verb
+    assert usage.parser(verb).parse_args(argv) == usage.parser().parse_args(argv)
+
+
+def test_only_config_and_debug_may_come_before_the_verb_for_the_one_verb_parser() -> None:
+    assert usage.verb_of(["--config", "status", "join"]) == "join"
+    assert usage.verb_of(["--debug", "--config=/x", "pin", "f"]) == "pin"
+    assert usage.verb_of(["-h", "status"]) is None
+    assert usage.verb_of(["--version"]) is None
+    assert usage.verb_of(["statuz"]) is None
+    assert usage.verb_of([]) is None

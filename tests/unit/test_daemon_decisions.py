@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 
 from join_agent.config import loading
-from join_agent.core import renewal
+from join_agent.core import renewal, wire
 from join_agent.core.protocol import CredentialFacts, WorkerResult
 from join_agent.daemon import loop, reloading, reporting
-from join_agent.storage import state
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
 FAILED: WorkerResult = {
@@ -100,8 +99,8 @@ def creds(ips: list[str], node: str = "worker-1", days: int = 365) -> Credential
         "node": node,
         "serial": "abc123",
         "sans": {"dns": [node], "ip": ips},
-        "not_before": state.iso(nb),
-        "not_after": state.iso(nb + dt.timedelta(days=days)),
+        "not_before": wire.iso(nb),
+        "not_after": wire.iso(nb + dt.timedelta(days=days)),
     }
 
 
@@ -127,7 +126,7 @@ def test_a_changed_address_set_requests_an_early_renewal(tmp_path: Path) -> None
     mono.now += 61
     d.check_identity()
     assert "192.0.2.10" in renewal_doc(d)["reason"]
-    assert renewal_doc(d)["next_attempt"] == state.iso(NOW)  # not the deadline months away
+    assert renewal_doc(d)["next_attempt"] == wire.iso(NOW)  # not the deadline months away
 
 
 def test_a_renamed_node_requests_a_renewal(tmp_path: Path) -> None:
@@ -135,27 +134,27 @@ def test_a_renamed_node_requests_a_renewal(tmp_path: Path) -> None:
     joined(d, creds(["192.0.2.10"], node="old-name"))
     d.check_identity()
     assert "name changed" in renewal_doc(d)["reason"]
-    assert renewal_doc(d)["next_attempt"] == state.iso(NOW)
+    assert renewal_doc(d)["next_attempt"] == wire.iso(NOW)
 
 
 def test_renewal_waits_for_the_deadline_inside_70_to_90_percent(tmp_path: Path) -> None:
     d, _ = make(tmp_path)
     facts = creds(["192.0.2.10"], days=100)
     joined(d, facts)
-    at = state.parse_iso(renewal_doc(d)["next_attempt"])
-    nb = state.parse_iso(facts["not_before"])
+    at = wire.parse_iso(renewal_doc(d)["next_attempt"])
+    nb = wire.parse_iso(facts["not_before"])
     assert nb + dt.timedelta(days=70) <= at <= nb + dt.timedelta(days=90)
     assert renewal_doc(d)["renew_at"] == renewal_doc(d)["next_attempt"]
     # The same certificate gives the same deadline after a restart of the agent.
     again, _ = make(tmp_path / "again")
     joined(again, CredentialFacts(**facts))
-    assert renewal_doc(again)["next_attempt"] == state.iso(at)
+    assert renewal_doc(again)["next_attempt"] == wire.iso(at)
 
 
 def test_splay_delays_the_first_enrollment_only(tmp_path: Path) -> None:
     d, _ = make(tmp_path, renewal={"splay": "10m"})
     d.on_result(NOW, "inspect", {"ok": True, "credentials": {"present": False}})
-    at = state.parse_iso(renewal_doc(d)["next_attempt"])
+    at = wire.parse_iso(renewal_doc(d)["next_attempt"])
     assert NOW <= at < NOW + dt.timedelta(minutes=10)
     assert "splay" in d.status_document(NOW)["waiting_for"]
     # A node that has credentials does not wait for a splay.
@@ -175,13 +174,13 @@ def test_failures_back_off_and_record_the_error(tmp_path: Path) -> None:
     assert doc["last_error"] == {
         "message": "no CFSSL server answered: x",
         "kind": "TransportError",
-        "at": state.iso(NOW),
+        "at": wire.iso(NOW),
     }
-    first = state.parse_iso(doc["renewal"]["next_attempt"])
+    first = wire.parse_iso(doc["renewal"]["next_attempt"])
     assert NOW + dt.timedelta(seconds=10) <= first <= NOW + dt.timedelta(seconds=20)
     for _ in range(10):
         d.on_result(NOW, "enroll", {"ok": False, "error": "again", "kind": "TransportError"})
-    later = state.parse_iso(renewal_doc(d)["next_attempt"])
+    later = wire.parse_iso(renewal_doc(d)["next_attempt"])
     assert later <= NOW + dt.timedelta(minutes=5)  # capped by retry_max
     d.on_result(NOW, "enroll", {"ok": True, "credentials": creds(["192.0.2.10"])})
     assert (renewal_doc(d)["failures"], renewal_doc(d)["last_ok"]) == (0, True)
@@ -230,15 +229,15 @@ def test_an_explicit_ask_goes_now_whatever_backoff_or_hold_waits(tmp_path: Path)
         d.renewal.begin(NOW)
         d.on_result(NOW, "enroll", FAILED)
     d.on_result(NOW, "enroll", {"ok": False, "error": "no", "kind": "RequestDenied"})
-    waiting = state.parse_iso(renewal_doc(d)["next_attempt"])
+    waiting = wire.parse_iso(renewal_doc(d)["next_attempt"])
     assert waiting >= NOW + renewal.AFTER_DENIAL
     d.on_signal(NOW, signal.SIGUSR1)
-    assert renewal_doc(d)["next_attempt"] == state.iso(NOW)
+    assert renewal_doc(d)["next_attempt"] == wire.iso(NOW)
     # Starting the attempt answers the ask; its failure then backs off again rather than
     # asking in a loop.
     d.renewal.begin(NOW)
     d.on_result(NOW, "enroll", FAILED)
-    assert state.parse_iso(renewal_doc(d)["next_attempt"]) > NOW
+    assert wire.parse_iso(renewal_doc(d)["next_attempt"]) > NOW
 
 
 def test_a_reload_that_a_running_agent_cannot_apply_is_refused(tmp_path: Path) -> None:

@@ -10,13 +10,8 @@ from hypothesis import strategies as st
 
 from join_agent import errors
 from join_agent.core.protocol import ErrorKind
-from join_agent.core.renewal import (
-    AFTER_DENIAL,
-    Held,
-    RenewalPolicy,
-    identity_mismatch,
-    renew_at,
-)
+from join_agent.core.renewal import AFTER_DENIAL, RenewalPolicy, identity_mismatch
+from join_agent.core.schedule import Held, renew_at
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
 S10, M5 = dt.timedelta(seconds=10), dt.timedelta(minutes=5)

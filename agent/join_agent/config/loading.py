@@ -7,9 +7,8 @@ import datetime as dt
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from join_agent.config.model import (
     CONFIG_ENV,
@@ -95,8 +94,7 @@ def with_overrides(doc: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict
     return out
 
 
-@dataclass(frozen=True)
-class _Tables:
+class _Tables(NamedTuple):
     """The document's tables, read (and their keys checked) in one fixed order."""
 
     cluster: Mapping[str, Any]

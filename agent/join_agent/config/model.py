@@ -1,14 +1,17 @@
-"""The configuration as the rest of the agent sees it: frozen dataclasses, and the rules a
-node's name and addresses must follow (pure; config/loading.py builds a Config)."""
+"""The configuration as the rest of the agent sees it: immutable records, and the rules a
+node's name and addresses must follow (pure; config/loading.py builds a Config).
+
+The records are NamedTuples, not frozen dataclasses: every verb and every worker child
+loads this module, and a frozen dataclass costs ~0.4 ms to define against ~0.06 ms for a
+NamedTuple (ten of them were 3.5 ms of a 55 ms `status`; docs/benchmarks.md)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 KeyType = Literal["ecdsa-p256", "rsa-2048", "rsa-4096"]
@@ -23,23 +26,20 @@ DEFAULT_EXCLUDE_INTERFACES = (
 PIN_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
-@dataclass(frozen=True)
-class ClusterConfig:
+class ClusterConfig(NamedTuple):
     server: str
     name: str
     ca_bundle: Path | None
 
 
-@dataclass(frozen=True)
-class NodeConfig:
+class NodeConfig(NamedTuple):
     name: str  # "" = the hostname, lowercased
     addresses: tuple[IPAddress, ...]  # () = discovered
     exclude_interfaces: tuple[str, ...]
     key: KeyType
 
 
-@dataclass(frozen=True)
-class CfsslConfig:
+class CfsslConfig(NamedTuple):
     urls: tuple[str, ...]
     profile: str
     label: str
@@ -48,8 +48,7 @@ class CfsslConfig:
     insecure_skip_ca_pin: bool
 
 
-@dataclass(frozen=True)
-class KubernetesSignerConfig:
+class KubernetesSignerConfig(NamedTuple):
     bootstrap_token_file: Path
     ca_pins: tuple[str, ...]
     discovery_file: str
@@ -57,24 +56,21 @@ class KubernetesSignerConfig:
     csr_timeout: dt.timedelta
 
 
-@dataclass(frozen=True)
-class PathsConfig:
+class PathsConfig(NamedTuple):
     pki_dir: Path
     kubeconfig: Path
     ca_file: Path
     state_dir: Path
 
 
-@dataclass(frozen=True)
-class RenewalConfig:
+class RenewalConfig(NamedTuple):
     retry_min: dt.timedelta
     retry_max: dt.timedelta
     splay: dt.timedelta
     clock_skew: dt.timedelta
 
 
-@dataclass(frozen=True)
-class KubeletConfig:
+class KubeletConfig(NamedTuple):
     manage: bool
     command: tuple[str, ...]
     stop_grace: dt.timedelta
@@ -91,8 +87,7 @@ ACTION_KINDS = ("command", "smf_restart", "smf_refresh", "systemd_reload", "sign
 USAGES = ("client auth", "server auth")
 
 
-@dataclass(frozen=True)
-class Action:
+class Action(NamedTuple):
     """What runs once after each rotation of an extra certificate."""
 
     kind: str  # one of ACTION_KINDS, or "" for none
@@ -103,8 +98,7 @@ class Action:
     timeout: dt.timedelta = dt.timedelta(minutes=1)
 
 
-@dataclass(frozen=True)
-class CertificateSpec:
+class CertificateSpec(NamedTuple):
     """One ``[[certificate]]`` table: a certificate kept besides the node's own."""
 
     name: str
@@ -126,8 +120,7 @@ class CertificateSpec:
     action: Action
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     source: Path
     cluster: ClusterConfig
     node: NodeConfig

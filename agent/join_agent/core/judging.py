@@ -10,9 +10,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from join_agent.core import renewal
+from join_agent.core import schedule
 from join_agent.core.durations import format_duration
-from join_agent.core.protocol import iso, parse_iso
+from join_agent.core.wire import iso, parse_iso
 
 SCHEMA = 1  # the `status --json` report's (status.json has its own: core.protocol.SCHEMA)
 EXIT_HEALTHY, EXIT_DEGRADED, EXIT_BROKEN = 0, 1, 2  # and cli.STATUS_UNKNOWN
@@ -138,8 +138,8 @@ def _judge_kubeconfig(f: dict[str, Any], server: str) -> tuple[str, list[str], d
 
 def renew_at(f: dict[str, Any]) -> dt.datetime | None:
     """The certificate's renewal deadline, as the daemon's renewal policy draws it."""
-    cert = renewal.held(f)
-    return None if cert is None else renewal.renew_at(cert)
+    cert = schedule.held(f)
+    return None if cert is None else schedule.renew_at(cert)
 
 
 def overlay(

@@ -7,8 +7,9 @@ The rule, in the order it applies (``next_attempt``):
 
 1. A certificate is due at a point drawn in 70-90 % of its lifetime, one draw per
    certificate, seeded by its serial: stable across restarts of the agent, different from
-   node to node (``renew_at``). Without a certificate, or when a renewal was requested (the
-   node's addresses changed, the config did), it is due now.
+   node to node (``schedule.renew_at``, which ``status`` calls too without loading the rest
+   of the policy). Without a certificate, or when a renewal was requested (the node's
+   addresses changed, the config did), it is due now.
 2. After failures, capped and jittered backoff (schedule.next_attempt), one draw per
    attempt from this process's own salt, so a fleet that failed in the same second does not
    retry in the same second; a certificate still valid gets one more try before it expires.
@@ -25,44 +26,16 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from join_agent.core import schedule
-from join_agent.core.protocol import ErrorKind, ErrorRecord, parse_iso
+from join_agent.core.protocol import ErrorKind, ErrorRecord
+from join_agent.core.schedule import Held, renew_at
 
 # A request someone denied is not asked again at the pace of an outage: each attempt would
 # leave one more CSR for the administrator to deny. `join-agent renew` asks at once.
 AFTER_DENIAL = dt.timedelta(hours=1)
-
-
-@dataclass(frozen=True)
-class Held:
-    """The certificate the node holds, as far as scheduling goes."""
-
-    serial: str
-    not_before: dt.datetime
-    not_after: dt.datetime
-
-
-def held(facts: Mapping[str, Any] | None) -> Held | None:
-    """The certificate described by a worker's facts (status.json's ``credentials``), or
-    None when there is none."""
-    if not facts or not facts.get("present") or not facts.get("not_before"):
-        return None
-    return Held(
-        serial=str(facts.get("serial")),
-        not_before=parse_iso(facts["not_before"]),
-        not_after=parse_iso(facts["not_after"]),
-    )
-
-
-def renew_at(cert: Held) -> dt.datetime:
-    """The certificate's renewal deadline (rule 1)."""
-    # random.Random(str) seeds from a hash of the string: the same draw in every process.
-    draw = random.Random(cert.serial).random()  # noqa: S311 - jitter, not a secret
-    return schedule.renewal_deadline(cert.not_before, cert.not_after, draw)
 
 
 def identity_mismatch(

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import random
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from join_agent.core.wire import parse_iso
 
 __all__ = [
     "MAX_SLEEP",
@@ -211,3 +216,30 @@ def _check_aware(name: str, value: dt.datetime) -> None:
     # silently off by the UTC offset.
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware (UTC), not naive: {value}")
+
+
+class Held(NamedTuple):
+    """The certificate the node holds, as far as scheduling goes."""
+
+    serial: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+
+def held(facts: Mapping[str, Any] | None) -> Held | None:
+    """The certificate described by a worker's facts (status.json's ``credentials``), or
+    None when there is none."""
+    if not facts or not facts.get("present") or not facts.get("not_before"):
+        return None
+    return Held(
+        serial=str(facts.get("serial")),
+        not_before=parse_iso(facts["not_before"]),
+        not_after=parse_iso(facts["not_after"]),
+    )
+
+
+def renew_at(cert: Held) -> dt.datetime:
+    """The certificate's renewal deadline (rule 1)."""
+    # random.Random(str) seeds from a hash of the string: the same draw in every process.
+    draw = random.Random(cert.serial).random()  # noqa: S311 - jitter, not a secret
+    return renewal_deadline(cert.not_before, cert.not_after, draw)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from join_agent.core import schedule
-from join_agent.core.protocol import parse_iso
+from join_agent.core.wire import parse_iso
 
 
 @dataclass(frozen=True)

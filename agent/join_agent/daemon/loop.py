@@ -21,10 +21,11 @@ from typing import Any
 from join_agent import __version__
 from join_agent.config import loading
 from join_agent.config.model import Config
-from join_agent.core import renewal, schedule
+from join_agent.core import schedule, wire
 from join_agent.core.durations import format_duration
-from join_agent.core.protocol import CredentialFacts, ErrorKind, WorkerResult, iso
+from join_agent.core.protocol import CredentialFacts, ErrorKind, WorkerResult
 from join_agent.core.renewal import RenewalPolicy
+from join_agent.core.wire import iso
 from join_agent.daemon import metrics, reloading, workers
 from join_agent.daemon.identity_watch import IdentityWatch
 from join_agent.daemon.kubelet_ctl import KubeletControl, KubeletFactory
@@ -151,7 +152,7 @@ class Daemon:
             self._spawn_worker("inspect")
             return
         self.check_identity()
-        if now >= self.renewal.next_attempt(now, renewal.held(self.creds)):
+        if now >= self.renewal.next_attempt(now, schedule.held(self.creds)):
             self._spawn_worker("enroll")
             return
         if self._joined() and self.cfg.kubelet.manage:
@@ -315,7 +316,7 @@ class Daemon:
     def _next_wake(self, now: dt.datetime) -> dt.datetime | None:
         times: list[dt.datetime] = []
         if self.creds is not None and not self.worker.busy and not self.stopping:
-            times.append(self.renewal.next_attempt(now, renewal.held(self.creds)))
+            times.append(self.renewal.next_attempt(now, schedule.held(self.creds)))
         if self.kubelet.next is not None:
             times.append(self.kubelet.next)
         deadline = self.worker.deadline(self.cfg)
@@ -361,7 +362,7 @@ class Daemon:
         if self.stopping or final:
             agent_state = "stopped" if final else "stopping"
         return {
-            "schema": state.SCHEMA,
+            "schema": wire.SCHEMA,
             "written_at": iso(now),
             "agent": {
                 "version": __version__,
@@ -381,7 +382,7 @@ class Daemon:
             "renewal": renewal_doc(
                 now,
                 self.renewal,
-                renewal.held(self.creds),
+                schedule.held(self.creds),
                 looking=self.creds is not None and not self.stopping,
                 enrolling=self.worker.mode == "enroll",
             ),

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from join_agent.core.wire import parse_iso
 from join_agent.errors import ConfigError
-from join_agent.storage.state import parse_iso
 
 
 class Sink(Protocol):

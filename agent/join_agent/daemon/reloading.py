@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from join_agent.config.model import Config
-from join_agent.core.protocol import iso
+from join_agent.core.wire import iso
 from join_agent.host import platform
 
 # What a running agent cannot take over from a reload: its files (status, lock and

@@ -13,8 +13,9 @@ from typing import Any
 
 from join_agent.config.model import Config
 from join_agent.core.durations import format_duration
-from join_agent.core.protocol import iso, parse_iso
-from join_agent.core.renewal import Held, RenewalPolicy, renew_at
+from join_agent.core.renewal import RenewalPolicy
+from join_agent.core.schedule import Held, renew_at
+from join_agent.core.wire import iso, parse_iso
 from join_agent.errors import JoinAgentError
 from join_agent.host.notify import Notifier
 from join_agent.log import get_logger

@@ -8,7 +8,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from join_agent.core.protocol import parse_iso
+from join_agent.core.wire import parse_iso
 
 
 @dataclass

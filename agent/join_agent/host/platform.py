@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class PlatformDefaults:
+class PlatformDefaults(NamedTuple):
     """Default paths and behaviour of one operating system family."""
 
     config_file: Path

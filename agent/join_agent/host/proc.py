@@ -10,7 +10,6 @@ so that a reader can tell how coarse the comparison was. Standard library only.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 from join_agent.host import platform
@@ -59,6 +58,8 @@ def start_time(pid: int, proc: Path = PROC) -> str | None:
     ps = platform.tool("ps")
     if ps is None:
         return None
+    import subprocess  # only where there is no /proc to read: `status` stays light on Linux
+
     try:
         out = subprocess.run(
             [ps, "-o", "stime=", "-p", str(pid)],

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from join_agent.config.model import Config
-from join_agent.core.protocol import WORKER_SCHEMA, WorkerResult
+from join_agent.core.protocol import WorkerResult
+from join_agent.core.wire import WORKER_SCHEMA
 from join_agent.host import children, platform
 from join_agent.kubelet.command import flag_value
 from join_agent.storage import guard, names

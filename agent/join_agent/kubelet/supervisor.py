@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from join_agent.core import schedule
-from join_agent.core.protocol import iso
+from join_agent.core.wire import iso
 from join_agent.errors import StoreError
 from join_agent.kubelet.processes import Processes, remove_pidfile, write_pidfile
 from join_agent.log import get_logger

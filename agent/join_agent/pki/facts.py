@@ -11,8 +11,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from join_agent.core.wire import iso
 from join_agent.pki import compat, pinning
-from join_agent.storage.state import iso
 
 
 def certificate(cert: x509.Certificate) -> dict[str, Any]:

@@ -10,20 +10,20 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from join_agent.core import protocol
+from join_agent.core.wire import parse_iso
 from join_agent.host import proc
 from join_agent.storage import names
-from join_agent.storage.files import atomic_write
 
-# The wire's schema and timestamp form, defined once in core.protocol.
-SCHEMA, iso, parse_iso = protocol.SCHEMA, protocol.iso, protocol.parse_iso
+if TYPE_CHECKING:
+    from join_agent.core.protocol import FileIdentity
+
 
 STATUS_FILE, AGENT_PIDFILE = names.STATUS_FILE, names.AGENT_PIDFILE
 
 
-def file_identity(path: Path) -> protocol.FileIdentity | None:
+def file_identity(path: Path) -> FileIdentity | None:
     """What changes whenever a file is replaced: the resolved name, inode, size, mtime."""
     try:
         real = path.resolve(strict=True)
@@ -64,12 +64,17 @@ def read_checked(state_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def write(state_dir: Path, doc: dict[str, Any]) -> None:
+    # The writer (fcntl, the crash points) is the daemon's; `status` only reads.
+    from join_agent.storage.files import atomic_write
+
     atomic_write(
         state_dir / STATUS_FILE, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(), 0o644
     )
 
 
 def write_agent_pidfile(state_dir: Path, pid: int) -> None:
+    from join_agent.storage.files import atomic_write
+
     text = f"{pid} {proc.start_time(pid) or '-'}\n"
     atomic_write(state_dir / AGENT_PIDFILE, text.encode(), 0o644)
 

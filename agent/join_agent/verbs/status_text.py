@@ -9,7 +9,7 @@ from typing import Any
 
 from join_agent.core.durations import format_duration
 from join_agent.core.judging import Report
-from join_agent.core.protocol import parse_iso
+from join_agent.core.wire import parse_iso
 
 
 def render_json(report: Report) -> str:

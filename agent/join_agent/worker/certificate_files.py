@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from join_agent.config.model import CertificateSpec, Config
+from join_agent.core import wire
 from join_agent.core.tables import when
 from join_agent.errors import ConfigError, JoinAgentError, StoreError
 from join_agent.log import get_logger
 from join_agent.pki import compat
-from join_agent.storage import files, guard, names, state, store
+from join_agent.storage import files, guard, names, store
 
 log = get_logger("join_agent.worker.certificates")
 
@@ -50,8 +51,8 @@ def write_record(cfg: Config, spec: CertificateSpec, record: dict[str, Any]) -> 
 def facts(cert: Any) -> dict[str, Any]:
     return {
         "serial": f"{cert.serial_number:x}",
-        "not_before": state.iso(compat.not_valid_before(cert)),
-        "not_after": state.iso(compat.not_valid_after(cert)),
+        "not_before": wire.iso(compat.not_valid_before(cert)),
+        "not_after": wire.iso(compat.not_valid_after(cert)),
         "subject": cert.subject.rfc4514_string(),
     }
 
@@ -75,7 +76,7 @@ def report(
         "serial": record.get("serial"),
         "subject": record.get("subject"),
         "not_after": record.get("not_after"),
-        "next_attempt": state.iso(next_attempt),
+        "next_attempt": wire.iso(next_attempt),
         "failures": int(record.get("failures") or 0),
         "last_error": record.get("last_error"),
         "rotations": int(record.get("rotations") or 0),

@@ -20,12 +20,12 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from join_agent.config.model import CertificateSpec, Config, IPAddress
-from join_agent.core import tables
+from join_agent.core import tables, wire
 from join_agent.errors import CertificateRejected, JoinAgentError, StoreError
 from join_agent.log import get_logger
 from join_agent.pki import checks, compat, keys
 from join_agent.signers.cfssl import CfsslSigner
-from join_agent.storage import files, guard, names, state, store
+from join_agent.storage import files, guard, names, store
 from join_agent.worker import actions, certificate_files
 
 log = get_logger("join_agent.worker.certificates")
@@ -75,7 +75,7 @@ def run_due(
             log.error("certificate_failed", name=spec.name, error=message)
             record = certificate_files.read_record(certificate_files.record_path(cfg, spec))
             record["failures"] = int(record.get("failures") or 0) + 1
-            record["last_error"] = {"message": message[:500], "at": state.iso(now())}
+            record["last_error"] = {"message": message[:500], "at": wire.iso(now())}
             retry = now() + cfg.renewal.retry_max
             reports.append(
                 {**certificate_files.report(spec, record, retry, now()), "state": "failing"}
@@ -112,15 +112,15 @@ def _one(
 
     plan = plan_for(_mismatch(current, request, now(), cfg.renewal.clock_skew))
     if plan.issue:
-        record["last_attempt"] = state.iso(now())
+        record["last_attempt"] = wire.iso(now())
         try:
             current = _issue(cfg, signer, spec, request, pairs, now=now)
         except JoinAgentError as e:
             record["failures"] = int(record.get("failures") or 0) + 1
-            record["last_error"] = {"message": str(e), "at": state.iso(now())}
+            record["last_error"] = {"message": str(e), "at": wire.iso(now())}
             log.error("certificate_failed", name=spec.name, error=str(e))
         else:
-            record.update(failures=0, last_error=None, last_success=state.iso(now()))
+            record.update(failures=0, last_error=None, last_success=wire.iso(now()))
             record["rotations"] = int(record.get("rotations") or 0) + 1
             record["action"] = {"pending": bool(spec.action.kind), "failures": 0}
             plan = tables.Plan(issue="", run_action=bool(spec.action.kind), next_attempt=now())
@@ -137,7 +137,7 @@ def _one(
         )  # before the action: a crash must not lose "pending"
         _run_action(spec, record, now, run_action)
     after = plan_for("")
-    record["next_attempt"] = state.iso(after.next_attempt)  # for status without the daemon
+    record["next_attempt"] = wire.iso(after.next_attempt)  # for status without the daemon
     certificate_files.write_record(cfg, spec, record)
     return certificate_files.report(spec, record, after.next_attempt, now())
 
@@ -205,7 +205,7 @@ def _run_action(
 ) -> None:
     done = run_action(spec)
     action = dict(record.get("action") or {})
-    action["at"] = state.iso(now())
+    action["at"] = wire.iso(now())
     if done is None or done.ok:
         action.update(pending=False, failures=0, ok=True, exit=done.exit if done else None)
         action["output"] = done.output if done else ""

@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from join_agent.config.model import Config
-from join_agent.core.protocol import WORKER_SCHEMA, CredentialFacts, WorkerResult
+from join_agent.core import wire
+from join_agent.core.protocol import CredentialFacts, WorkerResult
+from join_agent.core.wire import WORKER_SCHEMA
 from join_agent.errors import JoinAgentError
 from join_agent.host import identity
 from join_agent.net import transport
@@ -167,7 +169,7 @@ def _all_failing(cfg: Config, message: str) -> list[dict[str, Any]]:
     reports = certificate_files.facts_on_disk(cfg, _now())
     for r in reports:
         if r.get("state") != "removed":
-            r.update(state="failing", last_error={"message": message, "at": state.iso(_now())})
+            r.update(state="failing", last_error={"message": message, "at": wire.iso(_now())})
     return reports
 
 

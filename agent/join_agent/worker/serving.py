@@ -19,13 +19,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from join_agent.config.model import Config
+from join_agent.core import wire
 from join_agent.errors import CertificateRejected, JoinAgentError, StoreError
 from join_agent.host.identity import Identity
 from join_agent.log import get_logger
 from join_agent.pki import checks, compat, keys
 from join_agent.signers.kubernetes import csr_api
 from join_agent.signers.kubernetes.signer import KubernetesSigner
-from join_agent.storage import files, guard, names, state, store
+from join_agent.storage import files, guard, names, store
 
 log = get_logger("join_agent.worker.serving")
 
@@ -188,7 +189,7 @@ def read_pending(cfg: Config) -> Pending | None:
         doc = json.loads(guard.read(path, "the serving request record", cap=guard.SMALL_CAP))
         return Pending(
             name=str(doc["name"]),
-            requested_at=state.parse_iso(str(doc["requested_at"])),
+            requested_at=wire.parse_iso(str(doc["requested_at"])),
             denied=str(doc.get("denied", "")),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, StoreError):
@@ -196,7 +197,7 @@ def read_pending(cfg: Config) -> Pending | None:
 
 
 def _record(cfg: Config, p: Pending) -> None:
-    doc = {"name": p.name, "requested_at": state.iso(p.requested_at), "denied": p.denied}
+    doc = {"name": p.name, "requested_at": wire.iso(p.requested_at), "denied": p.denied}
     files.atomic_write(cfg.paths.state_dir / REQUEST_FILE, (json.dumps(doc) + "\n").encode(), 0o644)
 
 
@@ -211,9 +212,9 @@ def _facts(cert: x509.Certificate | None) -> dict[str, Any]:
     return {
         "present": True,
         "serial": f"{cert.serial_number:x}",
-        "not_before": state.iso(compat.not_valid_before(cert)),
-        "not_after": state.iso(compat.not_valid_after(cert)),
-        "renew_at": state.iso(renew_at(cert)),  # the daemon looks again then
+        "not_before": wire.iso(compat.not_valid_before(cert)),
+        "not_after": wire.iso(compat.not_valid_after(cert)),
+        "renew_at": wire.iso(renew_at(cert)),  # the daemon looks again then
     }
 
 
