@@ -1,8 +1,7 @@
 """Idle footprint of ``join-agent run``: memory, CPU time and wake-ups of the resident loop.
 
-A real ``cfssl serve`` (``tests.lab.cfssl_ca.CfsslCA``) with a one-year profile, so that
-nothing is renewed while measuring, on 127.0.0.1; the stand-in kubelet
-(``tests/standins/kubelet.py``); and ``join-agent run`` started as systemd starts a
+On the lab of bench/lab.py (a real one-year ``cfssl serve``, so that nothing is renewed
+while measuring, and the stand-in kubelet), ``join-agent run`` started as systemd starts a
 ``Type=notify`` service with ``WatchdogSec=``: ``NOTIFY_SOCKET`` is a real AF_UNIX
 datagram socket this script listens on, ``WATCHDOG_USEC`` and ``WATCHDOG_PID`` are set.
 The agent enrolls (in its worker child), starts the kubelet and reports ``running`` in
@@ -29,11 +28,8 @@ loaded cryptography), the modules a fresh interpreter loads for the daemon's imp
 Every process this script starts is stopped by pid in a ``finally``; any failure (the
 agent exits, a renewal or a kubelet restart during the window) aborts the benchmark.
 
-Run from the repository root:
-
-    PYTHONPATH=. /tmp/vnew/bin/python bench/footprint.py \\
-        --bookworm-join-agent /tmp/vold/bin/join-agent         # writes docs/benchmarks.md
-    PYTHONPATH=. /tmp/vnew/bin/python bench/footprint.py --window 20 --no-write
+    PYTHONPATH=. .venv/bin/python bench/footprint.py \\
+        --bookworm-join-agent .venv-bookworm/bin/join-agent --write
 """
 
 from __future__ import annotations
@@ -43,28 +39,34 @@ import contextlib
 import json
 import math
 import os
-import platform
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
-from bench.common import write_section
-from tests.lab.cfssl_ca import CfsslCA, free_port
+from bench.harness import (
+    BenchError,
+    Report,
+    agents_of,
+    finish,
+    interpreter_of,
+    load_average,
+    machine,
+    parser,
+    python_env,
+    table,
+    versions_of,
+)
+from bench.lab import Agent, Node, lab, running_agent
+from tests.lab.cfssl_ca import CfsslCA
 
-REPO = Path(__file__).resolve().parent.parent
-STANDIN_KUBELET = REPO / "tests" / "standins" / "kubelet.py"
-NODE_NAME = "bench-node-1"
-MARKER_BEGIN = "<!-- footprint.py: begin -->"
-MARKER_END = "<!-- footprint.py: end -->"
+from bench import importtime
+
 RSS_TARGET_MIB = 30.0
 # The brief's "resident" modules: what the loop itself is made of.
 RESIDENT_STATEMENT = (
@@ -88,148 +90,6 @@ HEAVY_SO = {
     "libssl": "OpenSSL (with ssl or cryptography)",
     "libcrypto": "OpenSSL (with ssl, hashlib or cryptography)",
 }
-DEPENDENCIES = ("cryptography", "httpx", "structlog", "sdnotify", "PyYAML", "tenacity")
-
-
-class BenchError(RuntimeError):
-    """A run failed or misbehaved: the benchmark stops."""
-
-
-# ----------------------------------------------------------------------------- the lab
-
-
-def python_env(pycache: Path, **extra: str) -> dict[str, str]:
-    """The environment of every measured process: a private bytecode cache.
-
-    PYTHONPYCACHEPREFIX keeps the .pyc files out of the checkout; with
-    PYTHONDONTWRITEBYTECODE unset they are written by the warm-up runs and read by the
-    measured ones, as an installed wheel's or .deb's byte-compiled modules are.
-    """
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in (
-            "PYTHONDONTWRITEBYTECODE",
-            "NOTIFY_SOCKET",
-            "WATCHDOG_USEC",
-            "WATCHDOG_PID",
-            "CREDENTIALS_DIRECTORY",
-            "JOIN_AGENT_CONFIG",
-            "PYTHONPROFILEIMPORTTIME",
-        )
-    }
-    env["PYTHONPYCACHEPREFIX"] = str(pycache)
-    env.update(extra)
-    return env
-
-
-def default_join_agent() -> Path:
-    return Path(sys.executable).parent / "join-agent"
-
-
-def interpreter_of(script: Path) -> Path:
-    """The Python a console script runs under (its shebang)."""
-    try:
-        first = script.read_bytes()[:256].split(b"\n", 1)[0]
-    except OSError as e:
-        raise BenchError(f"cannot read {script}: {e.strerror}") from None
-    if first.startswith(b"#!") and b"python" in first:
-        return Path(first[2:].decode().strip().split()[0])
-    raise BenchError(f"{script} is not a Python console script (shebang {first[:80]!r})")
-
-
-@dataclass
-class Node:
-    """One node's sandbox: config.toml, auth key and every path join-agent writes."""
-
-    root: Path
-    ca: CfsslCA
-    pin: str
-    addresses: tuple[str, ...] = ()  # () = discovered from the interfaces (the default)
-    healthz_port: int = field(default_factory=free_port)
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.toml"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state"
-
-    @property
-    def pki(self) -> Path:
-        return self.root / "pki"
-
-    @property
-    def kubelet_record(self) -> Path:
-        return self.root / "kubelet.jsonl"
-
-    def write(self) -> Node:
-        self.root.mkdir(parents=True)
-        auth_key = self.ca.write_auth_key(self.root / "cfssl-auth-key")
-        node: dict[str, Any] = {"name": NODE_NAME}
-        if self.addresses:
-            node["addresses"] = list(self.addresses)
-        tables: dict[str, dict[str, Any]] = {
-            "cluster": {"server": "https://127.0.0.1:6443", "name": "bench"},
-            "node": node,
-            "signer": {"kind": "cfssl"},
-            "signer.cfssl": {
-                "urls": [self.ca.url],
-                "profile": "kubelet",
-                "auth_key_file": str(auth_key),
-                "ca_pins": [self.pin],
-            },
-            "paths": {
-                "pki_dir": str(self.pki),
-                "kubeconfig": str(self.root / "etc" / "kubelet.conf"),
-                "ca_file": str(self.root / "etc" / "ca.crt"),
-                "state_dir": str(self.state),
-            },
-            "kubelet": {
-                "command": [
-                    sys.executable,
-                    str(STANDIN_KUBELET),
-                    f"--standin-record={self.kubelet_record}",
-                    f"--standin-healthz-port={self.healthz_port}",
-                ],
-                "healthz_url": f"http://127.0.0.1:{self.healthz_port}/healthz",
-                # Stable (state "running") 2 s after a start instead of 30 s: only shortens
-                # the set-up; the window starts after it either way.
-                "stable_after": "2s",
-            },
-        }
-        self.config.write_text("".join(_toml_table(k, v) for k, v in tables.items()))
-        return self
-
-    def status(self) -> dict[str, Any]:
-        try:
-            doc = json.loads((self.state / "status.json").read_text())
-        except (OSError, ValueError):
-            return {}
-        return doc if isinstance(doc, dict) else {}
-
-    def kubelet_pids(self) -> list[int]:
-        try:
-            lines = self.kubelet_record.read_text().splitlines()
-        except FileNotFoundError:
-            return []
-        return [int(json.loads(line)["pid"]) for line in lines if line.strip()]
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid TOML basic string
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return str(v)
-
-
-def _toml_table(name: str, values: Mapping[str, Any]) -> str:
-    return f"[{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items()) + "\n"
 
 
 class NotifyListener:
@@ -266,169 +126,6 @@ class NotifyListener:
         self.sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (/proc/PID/task/*/children), depth first."""
-    out: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tasks:
-        try:
-            kids = Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
-        except OSError:
-            continue
-        for kid in map(int, kids):
-            out.append(kid)
-            out.extend(descendants(kid))
-    return out
-
-
-def kill_pid(pid: int, needle: str) -> None:
-    """SIGKILL ``pid`` if it is still the process we started (its command line names
-    ``needle``): never a broad kill, never a recycled pid."""
-    if needle in cmdline(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-class Agent:
-    """One ``join-agent run`` process (and the kubelet and workers it starts)."""
-
-    def __init__(
-        self,
-        argv: Sequence[str],
-        node: Node,
-        env: Mapping[str, str],
-        log: Path,
-        *,
-        watchdog_pid: bool = False,
-    ) -> None:
-        self.node = node
-        self.log_path = log
-        full = [*argv, "--config", str(node.config), "run"]
-        if watchdog_pid:
-            # systemd sets WATCHDOG_PID to the service's main pid; `exec` keeps sh's pid.
-            full = ["/bin/sh", "-c", 'WATCHDOG_PID=$$; export WATCHDOG_PID; exec "$@"', "sh", *full]
-        self.log = log.open("ab")
-        self.proc = subprocess.Popen(
-            full, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, env=dict(env)
-        )
-        self.seen_children: set[int] = set()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def logs(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
-
-    def wait_running(self, timeout: float = 60) -> dict[str, Any]:
-        """Until status.json says the agent runs and the kubelet is stable."""
-        deadline = time.monotonic() + timeout
-        doc: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            self.seen_children.update(descendants(self.pid))
-            if self.proc.poll() is not None:
-                raise BenchError(
-                    f"join-agent run exited ({self.proc.returncode}) before running:\n"
-                    + self.logs()
-                )
-            doc = self.node.status()
-            agent = doc.get("agent") or {}
-            kubelet = doc.get("kubelet") or {}
-            if (
-                agent.get("state") == "running"
-                and kubelet.get("state") == "running"
-                and not (doc.get("renewal") or {}).get("in_progress")
-            ):
-                if agent.get("pid") != self.pid:
-                    raise BenchError(
-                        f"status.json names agent pid {agent.get('pid')}, we started {self.pid}"
-                    )
-                return doc
-            time.sleep(0.1)
-        raise BenchError(
-            f"join-agent run not running after {timeout:.0f} s; status.json: "
-            f"{json.dumps(doc)[:1500]}\n{self.logs()}"
-        )
-
-    def stop(self, timeout: float = 30) -> int:
-        """SIGTERM, as systemd stops it; SIGKILL after ``timeout``. Its exit code."""
-        self.seen_children.update(descendants(self.pid))
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise BenchError(f"join-agent run ignored SIGTERM for {timeout:.0f} s") from None
-
-    def cleanup(self) -> None:
-        """Whatever is left: the agent, its workers, the kubelet(s) it started."""
-        if self.proc.poll() is None:
-            self.seen_children.update(descendants(self.pid))
-            self.proc.kill()
-            self.proc.wait()
-        for pid in self.seen_children:
-            kill_pid(pid, "join_agent")
-        for pid in self.node.kubelet_pids():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                if STANDIN_KUBELET.name in cmdline(pid):
-                    os.killpg(pid, signal.SIGKILL)  # it leads its own session
-        self.log.close()
-
-
-@contextlib.contextmanager
-def running_agent(
-    argv: Sequence[str],
-    node: Node,
-    env: Mapping[str, str],
-    log: Path,
-    *,
-    watchdog_pid: bool = False,
-) -> Iterator[Agent]:
-    """An agent that is running; stopped (and checked to exit 0) on the way out."""
-    agent = Agent(argv, node, env, log, watchdog_pid=watchdog_pid)
-    try:
-        agent.wait_running()
-        yield agent
-        code = agent.stop()
-        if code != 0:
-            raise BenchError(f"join-agent run exited {code} on SIGTERM:\n{agent.logs()}")
-        leftover = [p for p in node.kubelet_pids() if STANDIN_KUBELET.name in cmdline(p)]
-        if leftover:
-            raise BenchError(f"the kubelet (pid {leftover}) outlived the agent")
-    finally:
-        agent.cleanup()
-
-
-@contextlib.contextmanager
-def lab(prefix: str) -> Iterator[tuple[Path, CfsslCA, str]]:
-    """A temporary directory and a running one-year CFSSL CA; both gone afterwards."""
-    if not shutil.which("cfssl"):
-        raise BenchError("cfssl is not installed: apt-get install golang-cfssl")
-    tmp = Path(tempfile.mkdtemp(prefix=prefix))
-    ca = CfsslCA(tmp / "ca", expiry="8760h")
-    try:
-        ca.start()
-        yield tmp, ca, ca.pin
-    finally:
-        ca.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- /proc
@@ -528,59 +225,6 @@ def heavy_objects(paths: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
-# ----------------------------------------------------------------------------- imports
-
-
-@dataclass(frozen=True)
-class ImportEntry:
-    name: str
-    self_us: int
-    cumulative_us: int
-    depth: int
-
-
-def parse_importtime(text: str) -> list[ImportEntry]:
-    out = []
-    for line in text.splitlines():
-        if not line.startswith("import time:") or "[us]" in line:
-            continue
-        body = line[len("import time:") :].split("|")
-        self_us, cumulative, raw = body[0].strip(), body[1].strip(), body[2]
-        depth = (len(raw) - len(raw.lstrip(" ")) - 1) // 2
-        out.append(ImportEntry(raw.strip(), int(self_us), int(cumulative), depth))
-    return out
-
-
-def by_package(entries: Sequence[ImportEntry]) -> dict[str, tuple[int, int]]:
-    """Top-level package -> (modules, summed self time in us), heaviest first."""
-    acc: dict[str, list[int]] = {}
-    for e in entries:
-        a = acc.setdefault(e.name.split(".")[0], [0, 0])
-        a[0] += 1
-        a[1] += e.self_us
-    return dict(sorted(((k, (v[0], v[1])) for k, v in acc.items()), key=lambda kv: -kv[1][1]))
-
-
-def import_chain(entries: Sequence[ImportEntry], package: str) -> list[str]:
-    """Who imported ``package`` first: its name, then each importer up to a root import
-    (an import at run time, from a function, is a root: depth 0)."""
-    for i, e in enumerate(entries):
-        if e.name != package:
-            continue
-        chain, depth = [e.name], e.depth
-        for later in entries[i + 1 :]:
-            if later.depth < depth:
-                chain.append(later.name)
-                depth = later.depth
-        # Keep only the steps that change top-level package (asyncio.sslproto -> asyncio).
-        out = [chain[0]]
-        for name in chain[1:]:
-            if name.split(".")[0] != out[-1].split(".")[0] or name == chain[-1]:
-                out.append(name)
-        return out
-    return []
-
-
 def missing(python: Path, names: Sequence[str], env: Mapping[str, str]) -> set[str]:
     """Names -X importtime lists that are not installed: failed optional imports."""
     code = (
@@ -602,17 +246,8 @@ def heavy_in(packages: Mapping[str, Any]) -> list[str]:
 
 
 def fresh_imports(python: Path, env: Mapping[str, str]) -> dict[str, tuple[int, int]]:
-    r = subprocess.run(
-        [str(python), "-X", "importtime", "-c", RESIDENT_STATEMENT],
-        capture_output=True,
-        text=True,
-        env=dict(env),
-        check=False,
-        timeout=60,
-    )
-    if r.returncode != 0:
-        raise BenchError(f"{RESIDENT_STATEMENT!r} failed: {r.stderr[-2000:]}")
-    return by_package(parse_importtime(r.stderr))
+    argv = [str(python), "-X", "importtime", "-c", RESIDENT_STATEMENT]
+    return importtime.by_package(importtime.run(argv, env))
 
 
 def rss_of_statement(python: Path, statement: str, env: Mapping[str, str]) -> dict[str, int | None]:
@@ -731,21 +366,6 @@ class Footprint:
         ]  # fmt: skip
 
 
-def versions_of(python: Path, env: Mapping[str, str]) -> dict[str, str]:
-    code = (
-        "import json, sys, importlib.metadata as m\n"
-        "out = {'python': sys.version.split()[0]}\n"
-        f"for d in {DEPENDENCIES!r}:\n"
-        "    try: out[d] = m.version(d)\n"
-        "    except m.PackageNotFoundError: out[d] = '-'\n"
-        "print(json.dumps(out))\n"
-    )
-    r = subprocess.run(
-        [str(python), "-c", code], capture_output=True, text=True, env=dict(env), check=True
-    )
-    return cast(dict[str, str], json.loads(r.stdout))
-
-
 def watch(
     agent: Agent, listener: NotifyListener, window: float, every: float = 0.1
 ) -> tuple[list[Sample], list[tuple[float, str]]]:
@@ -792,9 +412,9 @@ def measure_one(
     *,
     tmp: Path,
     ca: CfsslCA,
-    pin: str,
     args: argparse.Namespace,
 ) -> Footprint:
+    pin = ca.pin
     python = interpreter_of(join_agent)
     slug = label.replace(" ", "-")
     env = python_env(tmp / f"pycache-{slug}")
@@ -836,13 +456,13 @@ def measure_one(
     log = tmp / f"imports-{slug}.log"
     with running_agent([str(python), "-X", "importtime", "-m", "join_agent"], imp, env, log):
         time.sleep(args.settle)
-        entries = parse_importtime(log.read_text(errors="replace"))
-    resident = by_package(entries)
+        entries = importtime.parse(log.read_text(errors="replace"))
+    resident = importtime.by_package(entries)
     if "join_agent" not in resident:
         raise BenchError(f"no -X importtime output from the agent in {log}")
 
     fresh = fresh_imports(python, env)
-    chains = {p: import_chain(entries, p) for p in heavy_in(resident)}
+    chains = {p: importtime.import_chain(entries, p) for p in heavy_in(resident)}
     # The root imports that brought heavy packages in (structlog brings asyncio and ssl):
     # what each adds, measured once per root so nothing is counted twice.
     roots = sorted({c[-1].split(".")[0] for c in chains.values() if c})
@@ -880,298 +500,146 @@ def measure_one(
 # ----------------------------------------------------------------------------- report
 
 
-def machine() -> dict[str, str]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = "unknown"
-    with contextlib.suppress(OSError, ValueError):
-        mem = f"{_meminfo_mib()} MiB"
-    cfssl = subprocess.run(["cfssl", "version"], capture_output=True, text=True, check=False)
-    return {
-        "load average at start (1/5/15 min)": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "nproc": str(os.cpu_count()),
-        "cpu": cpu,
-        "memory": mem,
-        "kernel": f"{platform.system()} {platform.release()}",
-        "cfssl": (cfssl.stdout.splitlines() or ["?"])[0].replace("Version: ", ""),
-    }
-
-
-def _meminfo_mib() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return kib(line.split(":", 1)[1]) // 1024
-    return 0
-
-
 def mib(value: int | None) -> str:
     return "n/a" if value is None else f"{value / 1024:.1f}"
 
 
 def yes(ok: bool) -> str:
-    return "met" if ok else "**NOT met**"
+    return "met" if ok else "**not met**"
+
+
+def by_agent(
+    fps: Sequence[Footprint], rows: Sequence[tuple[str, Callable[[Footprint], str]]], align: str
+) -> list[str]:
+    """A table with one row per figure and one column per agent."""
+    return table(
+        ["", *(f.label for f in fps)],
+        [[name, *(get(f) for f in fps)] for name, get in rows],
+        "l" + align * len(fps),
+    )
 
 
 def results_table(fps: Sequence[Footprint]) -> list[str]:
-    def row(name: str, cells: Sequence[str]) -> str:
-        return f"| {name} | " + " | ".join(cells) + " |"
-
-    lines = [
-        row("", [f"{f.label}" for f in fps]),
-        "|---|" + "---:|" * len(fps),
-        row("Python / cryptography / structlog", [
-            f"{f.versions['python']} / {f.versions['cryptography']} / {f.versions['structlog']}"
-            for f in fps
-        ]),
-        row("window, s", [f"{f.window_s:.1f}" for f in fps]),
-        row("VmRSS at window end, MiB", [mib(f.mem_end["rss_kib"]) for f in fps]),
-        row("VmRSS at window start, MiB", [mib(f.mem_start["rss_kib"]) for f in fps]),
-        row("VmHWM (peak RSS), MiB", [mib(f.mem_end["hwm_kib"]) for f in fps]),
-        row("RssAnon / RssFile, MiB", [
-            f"{mib(f.mem_end['rss_anon_kib'])} / {mib(f.mem_end['rss_file_kib'])}" for f in fps
-        ]),
-        row("PSS (smaps_rollup), MiB", [mib(f.mem_end["pss_kib"]) for f in fps]),
-        row("CPU over the window (schedstat), ms", [f"{f.cpu_s * 1000:.1f}" for f in fps]),
-        row("CPU over the window (utime+stime), s", [f"{f.cpu_ticks_s:.2f}" for f in fps]),
-        row("threads", [str(f.last.threads) for f in fps]),
-        row("voluntary context switches", [str(f.voluntary) for f in fps]),
-        row("involuntary context switches", [str(f.involuntary) for f in fps]),
-        row("**wake-ups** (voluntary + involuntary)", [f"**{f.wakeups}**" for f in fps]),
-        row("wake-ups per minute", [f"{f.wakeups * 60 / f.window_s:.1f}" for f in fps]),
-        row("wake-ups per watchdog half-period", [
-            f"{f.wakeups * f.watchdog_half_s / f.window_s:.2f}" for f in fps
-        ]),
-        row(f"bursts of switches (sampled every {fps[0].sample_every:g} s)", [
-            str(len(f.wake_times)) for f in fps
-        ]),
-        row("WATCHDOG=1 received", [str(len(f.watchdog_times)) for f in fps]),
-        row("bursts of switches not within 0.5 s of a WATCHDOG=1", [
-            str(len(f.unexplained_wakes)) for f in fps
-        ]),
-        row("other sd_notify messages", [str(len(f.other_messages)) for f in fps]),
-        row("status.json rewrites", [str(f.status_writes) for f in fps]),
-        row("bare `python -c pass`: VmRSS, MiB", [mib(f.bare_mem["rss_kib"]) for f in fps]),
-        row("fresh python after the daemon's imports: VmRSS, MiB", [
-            mib(f.modules_mem["rss_kib"]) for f in fps
-        ]),
-    ]  # fmt: skip
-    return lines
+    return by_agent(fps, [
+        ("window, s", lambda f: f"{f.window_s:.1f}"),
+        ("VmRSS at window end, MiB", lambda f: mib(f.mem_end["rss_kib"])),
+        ("VmRSS at window start, MiB", lambda f: mib(f.mem_start["rss_kib"])),
+        ("VmHWM (peak RSS), MiB", lambda f: mib(f.mem_end["hwm_kib"])),
+        ("RssAnon / RssFile, MiB",
+         lambda f: f"{mib(f.mem_end['rss_anon_kib'])} / {mib(f.mem_end['rss_file_kib'])}"),
+        ("PSS (smaps_rollup), MiB", lambda f: mib(f.mem_end["pss_kib"])),
+        ("CPU over the window (schedstat), ms", lambda f: f"{f.cpu_s * 1000:.1f}"),
+        ("CPU over the window (utime+stime), s", lambda f: f"{f.cpu_ticks_s:.2f}"),
+        ("threads", lambda f: str(f.last.threads)),
+        ("voluntary context switches", lambda f: str(f.voluntary)),
+        ("involuntary context switches", lambda f: str(f.involuntary)),
+        ("**wake-ups** (voluntary + involuntary)", lambda f: f"**{f.wakeups}**"),
+        ("wake-ups per minute", lambda f: f"{f.wakeups * 60 / f.window_s:.1f}"),
+        ("wake-ups per watchdog half-period",
+         lambda f: f"{f.wakeups * f.watchdog_half_s / f.window_s:.2f}"),
+        (f"bursts of switches (sampled every {fps[0].sample_every:g} s)",
+         lambda f: str(len(f.wake_times))),
+        ("WATCHDOG=1 received", lambda f: str(len(f.watchdog_times))),
+        ("bursts of switches not within 0.5 s of a WATCHDOG=1",
+         lambda f: str(len(f.unexplained_wakes))),
+        ("other sd_notify messages (away from a WATCHDOG=1)",
+         lambda f: f"{len(f.other_messages)} ({len(f.stray_messages)})"),
+        ("status.json rewrites", lambda f: str(f.status_writes)),
+        ("bare `python -c pass`: VmRSS, MiB", lambda f: mib(f.bare_mem["rss_kib"])),
+        ("fresh python after the daemon's imports: VmRSS, MiB",
+         lambda f: mib(f.modules_mem["rss_kib"])),
+        (f"peak RSS ≤ {RSS_TARGET_MIB:.0f} MiB", lambda f: yes(f.rss_met)),
+        ("wake-ups: ≤ 1 per watchdog half-period, nothing else", lambda f: yes(f.wakeups_met)),
+        ("switches at, s", lambda f: ", ".join(f"{t:.1f}" for t in f.wake_times) or "none"),
+        ("WATCHDOG=1 at, s", lambda f: ", ".join(f"{t:.1f}" for t in f.watchdog_times) or "none"),
+        ("other messages",
+         lambda f: "; ".join(f"{t:.1f} `{m[:60]}`" for t, m in f.other_messages) or "none"),
+    ], "r")  # fmt: skip
 
 
-def verdicts(fps: Sequence[Footprint]) -> list[str]:
-    out = []
-    for f in fps:
-        out.append(
-            f"- {f.label}: RSS {f.rss_mib:.1f} MiB, peak {f.hwm_mib:.1f} MiB (target ≤ "
-            f"{RSS_TARGET_MIB:.0f} MB): {yes(f.rss_met)}. Wake-ups: {f.voluntary} voluntary "
-            f"switches (sleeps that ended) and {len(f.wake_times)} bursts of switches in "
-            f"{f.nominal_window_s:g} s = {f.allowed_wakeups} watchdog half-periods of "
-            f"{f.watchdog_half_s:g} s, {len(f.unexplained_wakes)} bursts away from a "
-            f"WATCHDOG=1 ({len(f.watchdog_times)} received), {len(f.other_messages)} other "
-            f"messages ({len(f.stray_messages)} away from a watchdog tick), "
-            f"{f.status_writes} status.json rewrites: {yes(f.wakeups_met)}. "
-            f"Voluntary + involuntary: {f.wakeups} "
-            + (
-                f"(≤ {f.allowed_wakeups})."
-                if f.wakeups <= f.allowed_wakeups
-                else f"(> {f.allowed_wakeups}: the {f.involuntary} involuntary switches are "
-                "preemptions of a process already awake"
-                + (", all inside the watchdog ticks)." if not f.unexplained_wakes else ").")
+def site_packages(f: Footprint) -> list[str]:
+    return [p for p in f.mapped if "site-packages" in p]
+
+
+def names(items: Iterable[str]) -> str:
+    return ", ".join(f"`{p}`" for p in items) or "none"
+
+
+def imports_table(fps: Sequence[Footprint]) -> list[str]:
+    def installed(
+        packages: Mapping[str, tuple[int, int]], f: Footprint
+    ) -> dict[str, tuple[int, int]]:
+        return {p: v for p, v in packages.items() if p not in f.not_installed}
+
+    def chains(f: Footprint) -> str:
+        res = installed(f.resident_packages, f)
+        return (
+            "; ".join(
+                f"`{p}` ← " + " ← ".join(f.chains[p][1:] or ["(root)"]) for p in heavy_in(res)
             )
+            or "none"
         )
-    return out
 
-
-def imports_lines(fps: Sequence[Footprint]) -> list[str]:
-    lines: list[str] = []
-    for f in fps:
-        res = {p: v for p, v in f.resident_packages.items() if p not in f.not_installed}
-        fresh = {p: v for p, v in f.fresh_packages.items() if p not in f.not_installed}
-        lazy = [p for p in res if p not in fresh]
-        lines += [
-            f"**{f.label}**: a real `join-agent run` imported {sum(v[0] for v in res.values())} "
-            f"modules from {len(res)} top-level packages up to the idle loop; a fresh "
-            f"interpreter running `{RESIDENT_STATEMENT}` imports "
-            f"{sum(v[0] for v in fresh.values())} from {len(fresh)}.",
-            "",
-            "- heavy packages in the fresh import of the daemon's modules: "
-            + (", ".join(f"`{p}`" for p in heavy_in(fresh)) or "none"),
-            "- heavy packages in the resident process, and who imported them first (a root "
-            "import happened at run time, from a function): "
-            + (
-                "; ".join(
-                    f"`{p}` ← " + " ← ".join(f.chains[p][1:] or ["(root)"]) for p in heavy_in(res)
-                )
-                or "none"
-            ),
-            "- imported by the resident process but not by that fresh import (the CLI entry "
-            "point: runpy, argparse; and lazy imports at run time): "
-            + (", ".join(f"`{p}`" for p in lazy) or "none"),
-            "- tried but not installed (optional imports that failed): "
-            + (", ".join(f"`{p}`" for p in sorted(f.not_installed)) or "none"),
-            "- the resident process's top-level packages by summed self import time "
-            "(`-X importtime`, µs): "
-            + ", ".join(f"`{p}` {us}" for p, (_, us) in list(res.items())[:20])
-            + (f" and {len(res) - 20} more" if len(res) > 20 else ""),
-        ]
+    def root_mem(f: Footprint) -> str:
         base = f.modules_mem["rss_kib"] or 0
-        for p, m in f.heavy_mem.items():
-            lines.append(
-                f"- what `{p}` (a root import above) adds to a fresh interpreter that has "
-                f"imported the daemon's modules: +{((m['rss_kib'] or 0) - base) / 1024:.1f} "
-                f"MiB VmRSS ({mib(base)} → {mib(m['rss_kib'])} MiB)"
+        return (
+            "; ".join(
+                f"`{p}` +{((m['rss_kib'] or 0) - base) / 1024:.1f}" for p, m in f.heavy_mem.items()
             )
-        so = heavy_objects(f.mapped)
-        third = [p for p in f.mapped if "site-packages" in p]
-        crypto_so = [p for p, w in so if "cryptography" in w and "OpenSSL" not in w]
-        lines += [
-            "- cryptography in the resident process: "
-            + (
-                "**yes**"
-                if "cryptography" in res or crypto_so
-                else "no (not imported; neither `_rust` nor `_cffi_backend` mapped)"
-            )
-            + "; httpx/httpcore: "
-            + ("**yes**" if {"httpx", "httpcore"} & set(res) else "no (not imported)")
-            + "; PyYAML: "
-            + ("**yes**" if "yaml" in res else "no (not imported)"),
-            f"- shared objects mapped in the agent: {len(f.mapped)}; from site-packages: "
-            + (", ".join(f"`{Path(p).name}`" for p in third) or "none")
-            + "; that betray a heavy import: "
-            + (", ".join(f"`{Path(p).name}` ({w})" for p, w in so) or "none"),
-            "",
-        ]
-    return lines
+            or "none"
+        )
+
+    def modules(packages: Mapping[str, tuple[int, int]]) -> str:
+        return f"{sum(v[0] for v in packages.values())} from {len(packages)} packages"
+
+    def held(f: Footprint, packages: set[str]) -> str:
+        return "**yes**" if packages & set(installed(f.resident_packages, f)) else "no"
+
+    return by_agent(fps, [
+        ("modules the resident process imported",
+         lambda f: modules(installed(f.resident_packages, f))),
+        ("modules the daemon's own imports load in a fresh interpreter",
+         lambda f: modules(installed(f.fresh_packages, f))),
+        ("heavy packages in that fresh import",
+         lambda f: names(heavy_in(installed(f.fresh_packages, f)))),
+        ("heavy packages in the resident process ← first importer", chains),
+        ("imported at run time only (not by that fresh import)",
+         lambda f: names(p for p in installed(f.resident_packages, f)
+                         if p not in f.fresh_packages)),
+        ("tried but not installed", lambda f: names(sorted(f.not_installed))),
+        ("heaviest packages by self import time, µs",
+         lambda f: ", ".join(f"`{p}` {us}" for p, (_, us) in
+                             list(installed(f.resident_packages, f).items())[:12])),
+        ("VmRSS a heavy root import adds to the daemon's imports, MiB", root_mem),
+        ("cryptography imported", lambda f: held(f, {"cryptography"})),
+        ("httpx / httpcore imported", lambda f: held(f, {"httpx", "httpcore"})),
+        ("PyYAML imported", lambda f: held(f, {"yaml"})),
+        ("shared objects mapped (from site-packages)",
+         lambda f: f"{len(f.mapped)} ({names(Path(p).name for p in site_packages(f))})"),
+        ("mapped objects that betray a heavy import",
+         lambda f: ", ".join(f"`{Path(p).name}` ({w})" for p, w in heavy_objects(f.mapped))
+         or "none"),
+    ], "l")  # fmt: skip
 
 
-def render_markdown(
-    fps: Sequence[Footprint], info: Mapping[str, str], args: argparse.Namespace
-) -> str:
-    f0 = fps[0]
-    lines = [
-        MARKER_BEGIN,
-        "## Idle footprint of `join-agent run`",
-        "",
-        f"Generated by `bench/footprint.py` on {time.strftime('%Y-%m-%d')}; re-run with "
-        f"`{rerun_command(args, 'footprint.py')}` from the repository root (`--help` for "
-        "options).",
-        "",
-        "### Machine",
-        "",
-        *[f"- {k}: {v}" for k, v in info.items()],
-        "",
-        "### Method",
-        "",
-        "- A real `cfssl serve` (`tests/lab/cfssl_ca.py`) on 127.0.0.1 with a one-year "
-        "(8760h) profile, so no renewal falls in the window; the stand-in kubelet "
-        "(`tests/standins/kubelet.py`, serving /healthz on 127.0.0.1), `[kubelet] "
-        'stable_after = "2s"` (only to reach the steady state sooner), node addresses '
-        + ("set in the config" if args.addresses else "discovered (the default: netlink)")
-        + "; all other settings default.",
-        "- `join-agent run` through the console script of each install, started as systemd "
-        f"starts a `Type=notify` service: `NOTIFY_SOCKET` is a real AF_UNIX datagram socket "
-        f"the bench reads, `WATCHDOG_USEC={args.watchdog_usec}` (watchdog half-period "
-        f"{f0.watchdog_half_s:g} s) and `WATCHDOG_PID` = the agent's pid. Each node starts "
-        "empty: the agent enrolls (in its `join-agent worker enroll` child), writes the "
-        "kubeconfig and starts the kubelet. A first, unmeasured agent on another node fills "
-        "the bytecode cache: every measured process runs with a private "
-        "`PYTHONPYCACHEPREFIX` and without `PYTHONDONTWRITEBYTECODE`, so modules load from "
-        ".pyc as from an installed wheel or .deb.",
-        f"- When status.json says `agent.state` and `kubelet.state` are `running`, the agent "
-        f"is left alone {args.settle:g} s, then watched for {args.window:g} s. Only the "
-        "agent's process is measured (not the kubelet, not the workers): memory at the end "
-        "of the window (VmRSS, VmHWM, RssAnon/RssFile from /proc/PID/status, PSS from "
-        "/proc/PID/smaps_rollup); CPU over the window as the scheduler's run time "
-        "(/proc/PID/task/*/schedstat, ns) and as utime+stime (/proc/PID/stat, 10 ms ticks); "
-        "**wake-ups** = voluntary + involuntary context switches summed over all threads "
-        "(/proc/PID/task/*/status) over the window. A voluntary switch is the process going "
-        "to sleep, so each one is a wake-up to come; an involuntary one is a preemption of "
-        "a process that is awake anyway. The counters are read every "
-        f"{args.sample_every:g} s, so each burst of switches can be matched with a "
-        "WATCHDOG=1 datagram (within 0.5 s); every other sd_notify message and every "
-        "rewrite of status.json in the window is counted too.",
-        "- The run aborts if the agent exits, renews, restarts the kubelet or leaves "
-        "`running` during the window, if it never sent READY=1, or if it does not exit 0 "
-        "on SIGTERM with the kubelet gone; every process is stopped by pid afterwards.",
-        "- Imports: the same start on a third node under `python -X importtime -m "
-        f"join_agent … run` (the workers do not inherit `-X`), read after {args.settle:g} s "
-        "of idling, lists everything the resident process imported over its life; "
-        f'`python -X importtime -c "{RESIDENT_STATEMENT}"` lists what the daemon\'s '
-        "modules import by themselves. /proc/PID/maps of the measured agent shows the "
-        "shared objects it holds (cryptography's `_rust` or `_cffi_backend` would "
-        "show; httpx and httpcore are pure Python, so only the import list can show them).",
-        "",
-        "### Results",
-        "",
-        *results_table(fps),
-        "",
-        f"Targets (issue 3): RSS ≤ {RSS_TARGET_MIB:.0f} MB (judged on the peak, VmHWM, in "
-        "MiB); wake-ups ≤ 1 per watchdog half-period and nothing else. Judged on the "
-        "voluntary switches and on the bursts (each ≤ the number of half-periods in the "
-        "window), with no burst away from a WATCHDOG=1, no other message away from one (a "
-        "message sent in the same tick as a WATCHDOG=1, such as a STATUS= line whose "
-        '"expires in 364d 23h" text changed, costs no wake-up) and no status.json '
-        "rewrite; the sum with the involuntary switches is given as well.",
-        "",
-        *verdicts(fps),
-        "",
-        "Wake-up times in the window (s), and WATCHDOG=1 arrivals:",
-        "",
-        *[
-            f"- {f.label}: switches at "
-            + (", ".join(f"{t:.1f}" for t in f.wake_times) or "none")
-            + "; WATCHDOG=1 at "
-            + (", ".join(f"{t:.1f}" for t in f.watchdog_times) or "none")
-            + (
-                "; other messages: " + "; ".join(f"{t:.1f} `{m[:80]}`" for t, m in f.other_messages)
-                if f.other_messages
-                else ""
-            )
-            for f in fps
-        ],
-        "",
-        "### What the resident process holds",
-        "",
-        *imports_lines(fps),
-        MARKER_END,
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def rerun_command(args: argparse.Namespace, script: str) -> str:
-    """The command line that produced this report (same executables)."""
-    cmd = f"PYTHONPATH=. {sys.executable} bench/{script}"
-    if args.join_agent != default_join_agent():
-        cmd += f" --join-agent {args.join_agent}"
-    if args.bookworm_join_agent:
-        cmd += f" --bookworm-join-agent {args.bookworm_join_agent}"
-    return cmd
+def report(fps: Sequence[Footprint], facts: dict[str, str], args: argparse.Namespace) -> Report:
+    for f in fps:
+        facts[f"{f.label}: Python / cryptography / structlog"] = (
+            f"{f.versions['python']} / {f.versions['cryptography']} / {f.versions['structlog']}"
+        )
+    facts["settings"] = (
+        f"window {args.window:g} s after {args.settle:g} s idle, counters read every "
+        f"{args.sample_every:g} s, WATCHDOG_USEC={args.watchdog_usec}, node addresses "
+        + ("set" if args.addresses else "discovered")
+    )
+    return Report("footprint", facts, [*results_table(fps), "", *imports_table(fps)])
 
 
 # ----------------------------------------------------------------------------- main
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument(
-        "--join-agent",
-        type=Path,
-        default=default_join_agent(),
-        metavar="PATH",
-        help="join-agent console script (default: next to this Python)",
-    )
-    p.add_argument(
-        "--bookworm-join-agent",
-        type=Path,
-        metavar="PATH",
-        help="also measure this one: join-agent over Debian bookworm's dependency versions "
-        "(e.g. /tmp/vold/bin/join-agent)",
-    )
+    p = parser(__doc__)
     p.add_argument("--window", type=float, default=60, help="seconds measured (default 60)")
     p.add_argument("--settle", type=float, default=5, help="seconds idle first (default 5)")
     p.add_argument(
@@ -1193,10 +661,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="IP",
         help="set [node] addresses (default: discovered, as in the default config)",
     )
-    p.add_argument(
-        "--write", type=Path, default=REPO / "docs" / "benchmarks.md", metavar="MARKDOWN"
-    )
-    p.add_argument("--no-write", action="store_true", help="print only")
     args = p.parse_args(argv)
     if args.window < 10 or args.settle < 0 or args.watchdog_usec < 1_000_000:
         p.error("need --window >= 10, --settle >= 0 and --watchdog-usec >= 1000000")
@@ -1205,28 +669,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    agents = [("newest deps", args.join_agent)]
-    if args.bookworm_join_agent:
-        agents.append(("bookworm deps", args.bookworm_join_agent))
-    info = machine()
-    fps: list[Footprint] = []
+    facts = machine({"cfssl": ["cfssl", "version"]})
     try:
-        with lab("footprint-") as (tmp, ca, pin):
-            for label, exe in agents:
-                fps.append(measure_one(label, exe, tmp=tmp, ca=ca, pin=pin, args=args))
+        with lab("footprint-") as (tmp, ca, _):
+            fps = [
+                measure_one(label, exe, tmp=tmp, ca=ca, args=args) for label, exe in agents_of(args)
+            ]
     except BenchError as e:
         print(f"footprint: {e}", file=sys.stderr)
         return 1
-    info["load average at end (1/5/15 min)"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print()
-    print("\n".join(results_table(fps)))
-    print()
-    print("\n".join(verdicts(fps)))
-    print()
-    print("\n".join(imports_lines(fps)))
-    if not args.no_write:
-        write_section(args.write, render_markdown(fps, info, args), MARKER_BEGIN, MARKER_END)
-        print(f"wrote {args.write}", file=sys.stderr)
+    facts["load average at end (1/5/15 min)"] = load_average()
+    finish(report(fps, facts, args), args)
     return 0
 
 

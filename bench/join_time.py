@@ -15,10 +15,8 @@ PYTHONDONTWRITEBYTECODE=1, where every run compiles join_agent from source).
 Any failed run aborts the benchmark; nothing that failed is timed. Afterwards joins run
 under ``-X importtime`` and under cProfile, to show where join-agent's time goes.
 
-Run from the repository root:
-
-    PYTHONPATH=. /tmp/vnew/bin/python bench/join_time.py            # writes docs/benchmarks.md
-    PYTHONPATH=. /tmp/vnew/bin/python bench/join_time.py --runs 5 --no-write
+    PYTHONPATH=. .venv/bin/python bench/join_time.py \\
+        --bookworm-join-agent .venv-bookworm/bin/join-agent --write
 """
 
 from __future__ import annotations
@@ -27,26 +25,39 @@ import argparse
 import functools
 import json
 import os
-import platform
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.common import Stats, write_section
-from bench.footprint import default_join_agent, rerun_command
+from bench.harness import (
+    BenchError,
+    Report,
+    Stats,
+    expect_code,
+    finish,
+    interleave,
+    interpreter_of,
+    load_average,
+    machine,
+    ms,
+    parser,
+    python_env,
+    table,
+    timed,
+)
+from bench.importtime import ImportEntry
+
+from bench import importtime
 
 if TYPE_CHECKING:
     from tests.lab.cfssl_ca import CfsslCA
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_KUBECTL = Path(
     os.environ.get("JOIN_AGENT_TOOLS", "/var/cache/join-agent-ci"),
     "kubernetes-client/usr/bin/kubectl",
@@ -83,9 +94,6 @@ DETAIL_PACKAGES = (
     "httpcore", "asyncio", "structlog.stdlib", "structlog.dev", "ssl", "argparse",
     "join_agent.host.netlink", "join_agent.config",
 )  # fmt: skip
-MARKER_BEGIN = "<!-- join_time.py: begin -->"
-MARKER_END = "<!-- join_time.py: end -->"
-
 SHELL = "shell"
 JOIN = "join-agent"
 JOIN_NOPYC = "join-agent, no .pyc"
@@ -170,7 +178,7 @@ NAMED = {
     "build_csr": ("join_agent/pki/keys.py", "build_csr"),
     "check_issued": ("join_agent/pki/checks.py", "check_issued"),
     "render": ("join_agent/worker/kubeconfig.py", "render"),
-    "install": ("join_agent/storage/store.py", "install"),
+    "install": ("join_agent/worker/enroll.py", "_install"),
     "atomic_write": ("join_agent/storage/files.py", "atomic_write"),
 }
 named = {n: sum(v[3] for k, v in st.stats.items() if k[0].endswith(f) and k[2] == fn)
@@ -180,10 +188,6 @@ print(json.dumps({
     "top": fmt(rows), "work": fmt([kv for kv in rows if not noise(kv[0])]),
 }))
 """
-
-
-class BenchError(RuntimeError):
-    """A run failed or produced the wrong output: the benchmark stops."""
 
 
 # ----------------------------------------------------------------------------- the flows
@@ -200,24 +204,6 @@ def set_credentials_panics(kubectl: Path, scratch: Path) -> bool:
     if b"panic:" in r.stderr:
         return True
     raise BenchError(f"kubectl config set-credentials failed: {r.stderr.decode(errors='replace')}")
-
-
-def python_env(root: Path, *, bytecode: bool) -> dict[str, str]:
-    """The environment for join-agent runs.
-
-    With ``bytecode``: a private pycache (PYTHONPYCACHEPREFIX, so nothing is written into
-    the checkout), filled by the warm-up runs, like an installed package's .pyc files.
-    Without: PYTHONDONTWRITEBYTECODE=1, so the editable join_agent compiles on every run
-    (site-packages and the stdlib still have the .pyc files their installers wrote).
-    """
-    env = dict(os.environ)
-    if bytecode:
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
-    else:
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-        env.pop("PYTHONPYCACHEPREFIX", None)
-    return env
 
 
 @dataclass
@@ -242,8 +228,8 @@ class Bench:
         )
         self.script.write_text(text)
         self.script.chmod(0o755)
-        self.env_pyc = python_env(self.root, bytecode=True)
-        self.env_nopyc = python_env(self.root, bytecode=False)
+        self.env_pyc = python_env(self.root / "pycache")
+        self.env_nopyc = python_env(None)
 
     def fresh_dir(self, flow: str, key: KeyKind) -> Path:
         self.counter += 1
@@ -360,15 +346,7 @@ class Bench:
 
 
 def _timed(argv: Sequence[str], cwd: Path, what: str, env: Mapping[str, str]) -> float:
-    start = time.perf_counter()
-    r = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, check=False)
-    elapsed = time.perf_counter() - start
-    if r.returncode != 0:
-        raise BenchError(
-            f"{what} exited {r.returncode} in {cwd}:\n"
-            f"{r.stdout.decode(errors='replace')}{r.stderr.decode(errors='replace')}"
-        )
-    return elapsed
+    return timed(argv, env, expect_code(0, f"{what} in {cwd}"), cwd=cwd)
 
 
 def _expect(path: Path, needle: bytes) -> None:
@@ -421,90 +399,28 @@ Results = dict[tuple[str, str], Stats]  # (flow, key label) -> timings
 def measure(
     bench: Bench, flows: Sequence[str], keys: Sequence[KeyKind], runs: int, warmup: int
 ) -> Results:
-    """Runs round-robin: flow order rotates each round so none always goes first."""
-    results: dict[tuple[str, str], list[float]] = {}
+    """Every flow once per round, interleaved; the first credential of each flow and key
+    is checked in depth."""
     ca_pem = bench.ca.ca_pem.read_bytes()
+    results: Results = {}
     for key in keys:
-        for i in range(warmup + runs):
-            k = i % len(flows)
-            for flow in (*flows[k:], *flows[:k]):
-                elapsed, workdir, cert = bench.runner(flow)(key)
-                if i == 0:
-                    check_certificate(cert, key, ca_pem)
-                if i >= warmup:
-                    results.setdefault((flow, key.label), []).append(elapsed)
-                shutil.rmtree(workdir)
-            if i >= warmup:
-                print(f"\r{key.label}: {i + 1 - warmup}/{runs} rounds", end="", file=sys.stderr)
-        print(file=sys.stderr)
-    return {k: Stats(tuple(v)) for k, v in results.items()}
+        checked: set[str] = set()
+
+        def run(flow: str, key: KeyKind = key, checked: set[str] = checked) -> float:
+            elapsed, workdir, cert = bench.runner(flow)(key)
+            if flow not in checked:
+                check_certificate(cert, key, ca_pem)
+                checked.add(flow)
+            shutil.rmtree(workdir)
+            return elapsed
+
+        jobs = {flow: functools.partial(run, flow) for flow in flows}
+        stats = interleave(jobs, rounds=runs, warmup=warmup, what=key.label)
+        results.update({(flow, key.label): st for flow, st in stats.items()})
+    return results
 
 
-def interleaved_medians(jobs: Mapping[str, Callable[[], float]], runs: int) -> dict[str, float]:
-    """Median time of each job, run round-robin (rotating order) after one warm-up each,
-    so that a change of load on the machine hits every job alike."""
-    names = list(jobs)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for n in names:
-        jobs[n]()  # warm the bytecode cache
-    for i in range(runs):
-        k = i % len(names)
-        for n in names[k:] + names[:k]:
-            times[n].append(jobs[n]())
-    return {n: statistics.median(t) for n, t in times.items()}
-
-
-# ----------------------------------------------------------------------------- importtime
-
-
-@dataclass(frozen=True)
-class ImportEntry:
-    depth: int
-    name: str
-    self_us: int
-    cumulative_us: int
-    parent: str  # "" at the top level
-
-
-def parse_importtime(stderr: str) -> list[ImportEntry]:
-    """``-X importtime`` lines, with each entry's importer.
-
-    Lines come in post-order (children before their parent) and the name is indented two
-    spaces per nesting level, so an entry's parent is the next line with a smaller depth.
-    """
-    rows: list[tuple[int, str, int, int]] = []
-    for line in stderr.splitlines():
-        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \| ( *)(\S+)$", line)
-        if m:
-            depth = len(m.group(3)) // 2
-            rows.append((depth, m.group(4), int(m.group(1)), int(m.group(2))))
-    entries: list[ImportEntry] = []
-    for i, (depth, name, self_us, cum_us) in enumerate(rows):
-        parent = next((r[1] for r in rows[i + 1 :] if r[0] < depth), "")
-        entries.append(ImportEntry(depth, name, self_us, cum_us, parent))
-    return entries
-
-
-def _inside(name: str, pkg: str) -> bool:
-    return name == pkg or name.startswith(pkg + ".")
-
-
-def package_cost(entries: Sequence[ImportEntry], pkg: str) -> tuple[int, tuple[str, ...]]:
-    """Microseconds of every import subtree that enters ``pkg`` from outside it (so the
-    cost includes what the package drags in that was not loaded yet), and its importers."""
-    roots = [e for e in entries if _inside(e.name, pkg) and not _inside(e.parent, pkg)]
-    importers = tuple(dict.fromkeys(e.parent or "a function (lazy import)" for e in roots))
-    return sum(e.cumulative_us for e in roots), importers
-
-
-def top_level_costs(entries: Sequence[ImportEntry]) -> dict[str, int]:
-    """The same measure for every top-level package that was imported."""
-    totals: dict[str, int] = {}
-    for e in entries:
-        top = e.name.split(".")[0]
-        if e.parent.split(".")[0] != top:
-            totals[top] = totals.get(top, 0) + e.cumulative_us
-    return totals
+# ----------------------------------------------------------------------------- imports
 
 
 @dataclass(frozen=True)
@@ -517,37 +433,33 @@ class ImportSummary:
     ours_self_nopyc: int  # the same when compiling from source (one run)
     packages: dict[str, int]
     importers: dict[str, tuple[str, ...]]
-    detail: dict[str, int]  # DETAIL_PACKAGES
     top: list[tuple[str, int]]  # heaviest top-level packages
 
 
 def summarise_imports(runs: Sequence[list[ImportEntry]], nopyc: list[ImportEntry]) -> ImportSummary:
-    def med(values: Sequence[int]) -> int:
-        return int(statistics.median(values))
+    med = importtime.median_of
 
     def ours(entries: Sequence[ImportEntry]) -> int:
-        return sum(e.self_us for e in entries if _inside(e.name, "join_agent"))
+        return sum(e.self_us for e in entries if importtime.inside(e.name, "join_agent"))
 
     def group_cost(entries: Sequence[ImportEntry], pkg: str) -> int:
-        return sum(package_cost(entries, m)[0] for m in GROUPS.get(pkg, (pkg,)))
+        return sum(importtime.package_cost(entries, m)[0] for m in GROUPS.get(pkg, (pkg,)))
+
+    def importers(pkg: str) -> tuple[str, ...]:
+        found = (i for m in GROUPS.get(pkg, (pkg,)) for i in importtime.package_cost(runs[0], m)[1])
+        return tuple(dict.fromkeys(found))
 
     packages = {p: med([group_cost(r, p) for r in runs]) for p in IMPORT_PACKAGES}
-    tops = [top_level_costs(r) for r in runs]
+    tops = [importtime.top_level_costs(r) for r in runs]
     names = set().union(*tops)
     top = sorted(((n, med([t.get(n, 0) for t in tops])) for n in names), key=lambda kv: -kv[1])
     return ImportSummary(
         runs=len(runs),
-        total=med([sum(e.cumulative_us for e in r if e.depth == 0) for r in runs]),
+        total=med([importtime.total_us(r) for r in runs]),
         ours_self=med([ours(r) for r in runs]),
         ours_self_nopyc=ours(nopyc),
         packages=dict(sorted(packages.items(), key=lambda kv: -kv[1])),
-        importers={
-            p: tuple(
-                dict.fromkeys(i for m in GROUPS.get(p, (p,)) for i in package_cost(runs[0], m)[1])
-            )
-            for p in IMPORT_PACKAGES
-        },
-        detail={p: med([package_cost(r, p)[0] for r in runs]) for p in DETAIL_PACKAGES},
+        importers={p: importers(p) for p in IMPORT_PACKAGES},
         top=[kv for kv in top if kv[0] != "join_agent"][:12],
     )
 
@@ -579,10 +491,10 @@ def profile(bench: Bench, python: Path, key: KeyKind, runs: int, import_runs: in
         return r.stderr
 
     imports = [
-        parse_importtime(under_python(["-X", "importtime"], bench.env_pyc))
+        importtime.parse(under_python(["-X", "importtime"], bench.env_pyc))
         for _ in range(import_runs)
     ]
-    nopyc = parse_importtime(under_python(["-X", "importtime"], bench.env_nopyc))
+    nopyc = importtime.parse(under_python(["-X", "importtime"], bench.env_nopyc))
 
     dump = bench.root / "join.cprofile"
     under_python(["-m", "cProfile", "-o", str(dump)], bench.env_pyc)
@@ -613,7 +525,10 @@ def profile(bench: Bench, python: Path, key: KeyKind, runs: int, import_runs: in
         "join": join,
         **{f"alone:{pkg}": command(py, "-c", ALONE[pkg]) for pkg in IMPORT_PACKAGES},
     }
-    m = interleaved_medians(jobs, runs)
+    m = {
+        n: st.median
+        for n, st in interleave(jobs, rounds=runs, warmup=1, what="fixed costs").items()
+    }
     return Profile(
         imports=summarise_imports(imports, nopyc),
         cprofile=cprofile,
@@ -628,44 +543,7 @@ def profile(bench: Bench, python: Path, key: KeyKind, runs: int, import_runs: in
     )
 
 
-# ----------------------------------------------------------------------------- reporting
-
-
-def machine(python: Path, kubectl: Path) -> dict[str, str]:
-    def first_line(argv: Sequence[str]) -> str:
-        try:
-            r = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
-        except OSError as e:
-            return f"unavailable ({e.strerror})"
-        text = (r.stdout or r.stderr).strip()
-        return text.splitlines()[0] if text else "unknown"
-
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    kubectl_version = first_line([str(kubectl), "version", "--client", "--short"])
-    cfssl_version = first_line(["cfssl", "version"]).replace("Version: ", "")
-    return {
-        "load average at start (1/5/15 min)": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "nproc": first_line(["nproc"]),
-        "cpu": cpu,
-        "kernel": f"{platform.system()} {platform.release()}",
-        "python (join-agent)": first_line([str(python), "-c", "import sys; print(sys.version)"]),
-        "cfssl": f"{cfssl_version} (Debian golang-cfssl, {shutil.which('cfssl')})",
-        "kubectl": f"{kubectl_version.replace('Client Version: ', '')} ({kubectl})",
-        "curl": first_line(["curl", "--version"]),
-        "jq": first_line(["jq", "--version"]),
-        "bash": first_line(["bash", "--version"]),
-    }
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f}"
+# ----------------------------------------------------------------------------- report
 
 
 def us_ms(us: float) -> str:
@@ -673,281 +551,123 @@ def us_ms(us: float) -> str:
 
 
 def results_table(results: Results, flows: Sequence[str], keys: Sequence[KeyKind]) -> list[str]:
-    rows = [
-        "| key | flow | median ms | p90 ms | min ms | runs |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for key in keys:
-        for flow in flows:
-            s = results[(flow, key.label)]
-            rows.append(
-                f"| {key.label} | {flow} | {ms(s.median)} | {ms(s.p90)} | {ms(s.min)} "
-                f"| {len(s.runs)} |"
-            )
-    return rows
-
-
-def ratio_lines(results: Results, flows: Sequence[str], keys: Sequence[KeyKind]) -> list[str]:
-    lines = []
+    rows = []
     for key in keys:
         shell = results[(SHELL, key.label)].median
         for flow in flows:
-            if flow == SHELL:
-                continue
-            ratio = results[(flow, key.label)].median / shell
-            verdict = ""
-            if key.label == "P-256" and flow == JOIN:
-                met = "met" if ratio <= P256_TARGET else "NOT met"
-                verdict = f" (target <= {P256_TARGET:.2f}: {met})"
-            lines.append(f"- {key.label}: {flow} / shell = **{ratio:.2f}**{verdict}")
-    return lines
+            s = results[(flow, key.label)]
+            rows.append(
+                [key.label, flow, ms(s.median), ms(s.p90), ms(s.min), str(len(s.runs)),
+                 f"{s.median / shell:.2f}"]
+            )  # fmt: skip
+    header = ["key", "flow", "median ms", "p90 ms", "min ms", "runs", "/ shell (medians)"]
+    return table(header, rows, "llrrrrr")
+
+
+def target_line(results: Results) -> list[str]:
+    if (JOIN, "P-256") not in results:
+        return []
+    ratio = results[(JOIN, "P-256")].median / results[(SHELL, "P-256")].median
+    met = "met" if ratio <= P256_TARGET else "**not met**"
+    return ["", f"P-256: join-agent / shell = **{ratio:.2f}** (target ≤ {P256_TARGET:.2f}: {met})"]
 
 
 def cprofile_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    out = ["| cumtime ms | tottime ms | calls | function |", "|---:|---:|---:|---|"]
-    for r in rows:
-        cum, tot = float(r["cumtime"]), float(r["tottime"])
-        where = str(r["where"]).replace("|", "\\|")
-        out.append(f"| {cum * 1000:.1f} | {tot * 1000:.1f} | {r['ncalls']} | `{where}` |")
-    return out
+    return table(
+        ["cumtime ms", "tottime ms", "calls", "function"],
+        [
+            [f"{float(r['cumtime']) * 1000:.1f}", f"{float(r['tottime']) * 1000:.1f}",
+             str(r["ncalls"]), "`" + str(r["where"]).replace("|", "\\|") + "`"]
+            for r in rows
+        ],
+        "rrrl",
+    )  # fmt: skip
 
 
-def where_time_goes(p: Profile) -> list[str]:
+def where_time_goes(p: Profile, results: Results) -> list[str]:
     imp = p.imports
-    named = sum(imp.packages.values())
-    work = p.join - p.start - imp.total / 1e6
-    out = [
-        f"Fixed costs (medians of {p.runs} runs of each, interleaved; bytecode cached):",
+    named = {k: float(v) for k, v in p.cprofile["named"].items()}
+    joined = results.get((JOIN, "P-256"))
+    saving = p.deps_now - p.deps_lean
+    fixed = [
+        ("`python -c pass`", ms(p.start)),
+        ("`python -S -c pass`", ms(p.start_nosite)),
+        ("`join-agent --version`", ms(p.version_only)),
+        ("`join-agent join`, P-256, in the same series", ms(p.join)),
+        ("of which imports after start-up (`-X importtime`)", us_ms(imp.total)),
+        ("of which the rest (join minus bare start minus imports)",
+         ms(p.join - p.start - imp.total / 1e6)),
+        ("join_agent's own modules, self time, bytecode cached", us_ms(imp.ours_self)),
+        ("join_agent's own modules, self time, compiled from source", us_ms(imp.ours_self_nopyc)),
+        ("`python -c` with a join's third-party imports", ms(p.deps_now)),
+        ("the same with `json` and `http.client` for httpx and yaml", ms(p.deps_lean)),
+        ("what-if: the P-256 join's median without that difference",
+         ms(joined.median - saving) if joined else "-"),
+        ("what-if: / shell",
+         f"{(joined.median - saving) / results[(SHELL, 'P-256')].median:.2f}" if joined else "-"),
+    ]  # fmt: skip
+    return [
+        f"Fixed costs, medians of {p.runs} interleaved runs; imports, medians of {imp.runs} "
+        "`-X importtime` joins:",
         "",
-        f"- `python -c pass`: {ms(p.start)} ms (`python -S -c pass`: {ms(p.start_nosite)} ms; "
-        "the difference is `site` with the venv's `.pth` files)",
-        f"- `join-agent --version` (console script, argparse, `join_agent.cli` only): "
-        f"{ms(p.version_only)} ms",
-        f"- `join-agent join`, P-256, in the same series: {ms(p.join)} ms, which splits into "
-        f"≈ {ms(p.start)} ms interpreter start, ≈ {us_ms(imp.total)} ms imports (below) and "
-        f"≈ {ms(work)} ms everything else (config, key, CSR, two HTTP round trips to CFSSL "
-        "including its signing, checks, writes)",
+        *table(["what", "ms"], [[k, v] for k, v in fixed]),
         "",
-        f"Imports, from `-X importtime` joins (`python -X importtime -m join_agent --config X "
-        f"join`, median of {imp.runs}; importtime inflates times a little): all imports after "
-        f"start-up take **{us_ms(imp.total)} ms**. Each package's cost is the cumulative time "
-        "of every import subtree that enters it from outside, so it includes whatever it "
-        "drags in that was not loaded yet; 'alone' is `python -c '<statement>'` minus "
-        "`python -c pass` (everything it needs, nothing shared).",
+        *table(
+            ["package", "in the join, ms", "alone, ms", "alone: statement", "first imported by"],
+            [
+                [
+                    " + ".join(f"`{m}`" for m in GROUPS.get(pkg, (pkg,))),
+                    us_ms(cost),
+                    ms(p.alone[pkg]),
+                    f"`{ALONE[pkg]}`",
+                    ", ".join(imp.importers[pkg]),
+                ]
+                for pkg, cost in imp.packages.items()
+            ],
+            "lrrll",
+        ),
         "",
-        "| package | in the join, ms | alone, ms | alone: statement | first imported by |",
-        "|---|---:|---:|---|---|",
-    ]
-    for pkg, cost in imp.packages.items():
-        name = " + ".join(f"`{m}`" for m in GROUPS.get(pkg, (pkg,)))
-        out.append(
-            f"| {name} | {us_ms(cost)} | {ms(p.alone[pkg])} | `{ALONE[pkg]}` "
-            f"| {', '.join(imp.importers[pkg])} |"
-        )
-    out += [
-        f"| **these five** | **{us_ms(named)}** | | | |",
+        *table(
+            ["heaviest top-level packages (join_agent left out)", "ms"],
+            [[f"`{n}`", us_ms(us)] for n, us in imp.top],
+        ),
         "",
-        f"join-agent's own modules: {us_ms(imp.ours_self)} ms self time with bytecode, "
-        f"{us_ms(imp.ours_self_nopyc)} ms when compiled from source (editable checkout "
-        "with PYTHONDONTWRITEBYTECODE=1, one run).",
+        *table(
+            ["cProfile, cumulative", "ms"],
+            [[f"`{k}`", f"{v * 1000:.1f}"] for k, v in named.items()],
+        ),
         "",
-        "Heaviest top-level packages in the join (same measure, join_agent left out):",
-        "",
-        "| package | ms |",
-        "|---|---:|",
-        *[f"| `{name}` | {us_ms(us)} |" for name, us in imp.top],
-        "",
-        f"cProfile of one join (`python -m cProfile -o … -m join_agent --config X join`, "
-        f"sorted as `-s cumtime`): {p.cprofile['calls']} calls in "
-        f"{float(p.cprofile['seconds']) * 1000:.0f} ms (profiler overhead included). "
-        "The top 15 by cumulative time:",
+        f"cProfile of one join: {p.cprofile['calls']} calls in "
+        f"{float(p.cprofile['seconds']) * 1000:.0f} ms, profiler overhead included; the top "
+        "15 by cumulative time, then the same without import machinery and module bodies:",
         "",
         *cprofile_table(p.cprofile["top"]),
         "",
-        "The same without import machinery and module bodies (`importlib`, `<module>`, "
-        "`exec`, `__import__`, runpy), i.e. the work itself:",
-        "",
         *cprofile_table(p.cprofile["work"]),
     ]
-    return out
 
 
-def findings(p: Profile, results: Results, keys: Sequence[KeyKind]) -> list[str]:
-    """What the numbers say (numbers from this run)."""
-    imp, named = p.imports, p.cprofile["named"]
-    pkg = imp.packages
-
-    def c(name: str) -> str:  # cProfile cumulative, ms
-        return f"{float(named.get(name, 0.0)) * 1000:.1f}"
-
-    label = keys[0].label if keys else "P-256"
-    shell = results[(SHELL, label)].median
-    joined = results[(JOIN, label)].median
-    saving = p.deps_now - p.deps_lean
-    projected = joined - saving
-    rsa_note = []
-    if any(k.label == "RSA-2048" for k in keys) and any(k.label == "P-256" for k in keys):
-        extra = {
-            f: results[(f, "RSA-2048")].median - results[(f, "P-256")].median for f in (SHELL, JOIN)
-        }
-        rsa_note = [
-            f"- RSA-2048 instead of P-256 adds {ms(extra[SHELL])} ms to the shell flow (the key "
-            f"is generated by `cfssl gencert`, in Go) but {ms(extra[JOIN])} ms to join-agent "
-            "(OpenSSL through cryptography), hence the better RSA ratio."
-        ]
-    out = [
-        "#### What the numbers say",
-        "",
-        f"- A join is mostly Python start-up and imports: of {ms(p.join)} ms, "
-        f"{ms(p.start)} ms is the bare interpreter and ≈ {us_ms(imp.total)} ms imports "
-        f"({imp.total / 1e6 / p.join:.0%}). Under cProfile the import system "
-        f"(`_find_and_load`) accounts for {c('imports')} of `cli.main`'s {c('main')} ms.",
-        f"- The work itself is small (cProfile times, inflated by the profiler): `enroll` "
-        f"{c('enroll')} ms, of which the two CFSSL round "
-        f"trips (`info` + `authsign`, CFSSL's own signing included) {c('sign')} ms, key "
-        f"generation {c('generate_key')} ms, CSR {c('build_csr')} ms, checking the "
-        f"certificate {c('check_issued')} ms, rendering the kubeconfig {c('render')} ms "
-        f"(PyYAML), installing the pair {c('install')} ms (fsyncs).",
-        f"- `transport.make_client` costs {c('make_client')} ms although it only builds an "
-        "`httpx.Client`: httpx imports `httpcore` lazily in `HTTPTransport.__init__`, so "
-        "that import lands there.",
-        f"- `log.setup` {c('log_setup')} ms (structlog is imported only when a line is "
-        "logged; a quiet join logs none).",
-        *rsa_note,
-        "",
-        "#### Heavy imports on the join path",
-        "",
-        "Measured, not advice: what each still costs in a join (packages under 1 ms left "
-        "out). The decisions taken on them are in the hand-written part of this file.",
-        "",
-        *[
-            f"- `{name}`: ≈ {us_ms(cost)} ms"
-            for name, cost in sorted(pkg.items(), key=lambda kv: -kv[1])
-            if cost >= 1000
-        ],
-        f"- own modules (`join_agent`), bytecode cached: ≈ {us_ms(imp.ours_self)} ms; "
-        f"compiled from source: ≈ {us_ms(imp.ours_self_nopyc)} ms",
-        f"- interpreter start: ≈ {ms(p.start)} ms; the work (`enroll` under cProfile): "
-        f"≈ {c('enroll')} ms",
-        "",
-        f"Measured what-if: `python -c` with today's third-party imports of a join "
-        f"({ms(p.deps_now)} ms) vs the same with `json` and `http.client` instead of "
-        f"httpx/httpcore and yaml ({ms(p.deps_lean)} ms) saves {ms(saving)} ms, "
-        f"shared stdlib modules accounted for. Taken off the {label} join's median above "
-        f"({ms(joined)} ms) that gives "
-        f"≈ {ms(projected)} ms, **≈ {projected / shell:.2f} of the shell flow** for {label} "
-        f"(target ≤ {P256_TARGET:.2f}).",
-    ]
-    return out
-
-
-def render_markdown(
-    results: Results,
-    flows: Sequence[str],
-    keys: Sequence[KeyKind],
-    info: dict[str, str],
-    *,
-    prof: Profile | None,
-    args: argparse.Namespace,
-) -> str:
-    seeded = (
-        "**Debian's kubectl 1.20.2 panics in `config set-credentials` when the user does "
-        "not exist yet** (Go ≥ 1.18 build with an old vendored reflect2; kubernetes/kubectl"
-        "#1394), so the seed flow, as written, fails on bookworm at step 3 (under `set -e`; "
-        "without it the kubeconfig silently lacks the user). Changing an existing user works, "
-        "so the bench writes a skeleton `kubelet.conf` naming the user before the clock "
-        "starts, with the other cloud-init files; the four timed kubectl calls are unchanged."
-        if args.seeded
-        else "kubectl's `set-credentials` worked as is."
+def report(
+    results: Results, prof: Profile | None, facts: dict[str, str], args: argparse.Namespace
+) -> Report:
+    facts["settings"] = (
+        f"{args.warmup} warm-up and {args.runs} timed rounds per key; kubelet.conf's user "
+        + ("seeded (kubectl's set-credentials panics)" if args.seeded else "not seeded")
     )
-    lines = [
-        MARKER_BEGIN,
-        "## Time to credential: `join-agent join` vs the cloud-init shell flow",
-        "",
-        f"Generated by `bench/join_time.py` on {time.strftime('%Y-%m-%d')}; re-run with "
-        f"`{rerun_command(args, 'join_time.py')}` from the repository root "
-        "(`--help` for options).",
-        "",
-        "### Machine",
-        "",
-        *[f"- {k}: {v}" for k, v in info.items()],
-        "",
-        "### Method",
-        "",
-        "- One real `cfssl serve` (`tests/lab/cfssl_ca.py`) on 127.0.0.1 with auth-keyed "
-        "profiles `kubelet`/`client`; plain HTTP; both flows talk to the same server.",
-        "- **shell**: a bash script (generated by the bench) doing what cloud-init does "
-        'today: `curl -s -d \'{"profile":"kubelet"}\' $CA/api/v1/cfssl/info | jq -r '
-        ".result.certificate > ca.pem`; `cfssl gencert -config=auth-remote.json "
-        "-profile=kubelet -hostname=<name>,<ip> worker-csr.json | cfssljson -bare worker` "
-        '(client config: `"auth_remote": {"remote": "ca", "auth_key": "node-key"}`, the key '
-        'in `auth_keys`, `"remotes": {"ca": "http://127.0.0.1:PORT"}`: this cfssl needs the '
-        "scheme, a bare `127.0.0.1:PORT` fails with `failed to connect to remote`); four "
-        "`kubectl config` calls (`set-cluster` and `set-credentials` with `--embed-certs`, "
-        "`set-context`, `use-context`). The certificate comes from the `kubelet` profile "
-        "(checked: client auth usage).",
-        f"- kubectl: {seeded}",
-        "- **join-agent**: `join-agent --config config.toml join` through the console script "
-        "of the editable install, node name and address set explicitly (the shell flow's), "
-        "`[signer.cfssl]` URL, auth key file (0600), CA pin; every path in the run's "
-        "directory. **join-agent** runs with a bytecode cache (a private "
-        "`PYTHONPYCACHEPREFIX`, filled by the warm-up runs), as an installed wheel or .deb "
-        f"would; **{JOIN_NOPYC}** runs the same with `PYTHONDONTWRITEBYTECODE=1` (set in this "
-        "workspace's environment), so the editable `join_agent` is compiled on every run.",
-        "- Each run gets a fresh temporary directory; inputs (CFSSL client config, CSR JSON, "
-        "config.toml, auth key) are written before the clock starts. The time is "
-        "`time.perf_counter()` around `subprocess.run` of the whole process.",
-        f"- {args.warmup} warm-up rounds per key type, then {args.runs} timed rounds; a round "
-        "runs every flow once, the order rotating from round to round. Every run's exit code "
-        "and outputs are checked, and the first certificate of each flow and key type is "
-        "checked in depth (subject, client-auth usage, SANs, issuer, key type and size); any "
-        "failure aborts the benchmark. p90 is the inclusive 9th decile.",
-        "- The machine is shared with other work (load averages above): rotating the order "
-        "keeps the flows under the same conditions, but single runs vary; the min column "
-        "shows the quiet-machine floor.",
-        "",
-        "### Results",
-        "",
-        *results_table(results, flows, keys),
-        "",
-        "Ratio of medians:",
-        "",
-        *ratio_lines(results, flows, keys),
-        "",
-    ]
+    body = [*results_table(results, args.flows, args.key_kinds), *target_line(results)]
     if prof is not None:
-        lines += ["### Where the time goes", "", *where_time_goes(prof), ""]
-        lines += [*findings(prof, results, keys), ""]
-    lines.append(MARKER_END)
-    return "\n".join(lines) + "\n"
+        body += ["", *where_time_goes(prof, results)]
+    return Report("join_time", facts, body)
 
 
 # ----------------------------------------------------------------------------- main
 
 
-def interpreter_of(script: Path) -> Path:
-    """The Python a console script runs under (its shebang), else ours."""
-    try:
-        first = script.read_bytes()[:256].split(b"\n", 1)[0]
-    except OSError:
-        return Path(sys.executable)
-    if first.startswith(b"#!") and b"python" in first:
-        return Path(first[2:].decode().strip().split()[0])
-    return Path(sys.executable)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p = parser(__doc__)
     p.add_argument("--runs", type=int, default=30, help="timed rounds per key (default 30)")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     p.add_argument("--keys", nargs="+", choices=sorted(KEYS), default=["p256", "rsa2048"])
-    p.add_argument(
-        "--join-agent",
-        type=Path,
-        default=default_join_agent(),
-        metavar="PATH",
-        help="join-agent executable (default: next to this Python)",
-    )
     p.add_argument(
         "--kubectl",
         type=Path,
@@ -964,25 +684,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "set-credentials panic of Debian's 1.20.2)",
     )
     p.add_argument("--no-nopyc", action="store_true", help=f"skip the '{JOIN_NOPYC}' flow")
-    p.add_argument(
-        "--bookworm-join-agent",
-        type=Path,
-        metavar="PATH",
-        help=f"also time '{JOIN_BOOKWORM}': a join-agent installed over Debian bookworm's "
-        "dependency versions (e.g. .venv-bookworm/bin/join-agent), what the .deb runs on",
-    )
     p.add_argument("--no-profile", action="store_true", help="skip importtime and cProfile")
     p.add_argument("--import-runs", type=int, default=5, help="-X importtime joins (default 5)")
-    p.add_argument(
-        "--write", type=Path, default=REPO / "docs" / "benchmarks.md", metavar="MARKDOWN"
-    )
-    p.add_argument("--no-write", action="store_true", help="print only")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = p.parse_args(argv)
-    if args.runs < 15:
-        print(f"note: --runs {args.runs} is below the 15 the report asks for", file=sys.stderr)
     if args.runs < 2 or args.warmup < 1:
         p.error("need --runs >= 2 (for p90) and --warmup >= 1 (fills the bytecode cache)")
+    args.key_kinds = [KEYS[k] for k in args.keys]
+    args.flows = (SHELL, JOIN) if args.no_nopyc else (SHELL, JOIN, JOIN_NOPYC)
+    if args.bookworm_join_agent:
+        args.flows = (*args.flows, JOIN_BOOKWORM)
     return args
 
 
@@ -1006,26 +717,30 @@ def run_all(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    for tool in ("cfssl", "cfssljson", "curl", "jq", "openssl", "bash"):
-        if not shutil.which(tool):
-            print(f"join_time: {tool} is not installed (bash .ci/install-tools)", file=sys.stderr)
-            return 2
+    missing = [
+        t for t in ("cfssl", "cfssljson", "curl", "jq", "openssl", "bash") if not shutil.which(t)
+    ]
+    if missing:
+        print(
+            f"join_time: not installed: {', '.join(missing)} (bash .ci/install-tools)",
+            file=sys.stderr,
+        )
+        return 2
     for exe in (args.join_agent, args.kubectl):
         if not os.access(exe, os.X_OK):
             print(f"join_time: {exe} is not executable", file=sys.stderr)
             return 2
-    try:
-        from tests.lab.cfssl_ca import running_ca
-    except ImportError:
-        print("join_time: run from the repository root with PYTHONPATH=.", file=sys.stderr)
-        return 2
+    from tests.lab.cfssl_ca import running_ca
 
-    args.key_kinds = [KEYS[k] for k in args.keys]
-    args.flows = (SHELL, JOIN) if args.no_nopyc else (SHELL, JOIN, JOIN_NOPYC)
-    if args.bookworm_join_agent:
-        args.flows = (*args.flows, JOIN_BOOKWORM)
     python = interpreter_of(args.join_agent)
-    info = machine(python, args.kubectl)
+    facts = machine({
+        "python (join-agent)": [str(python), "-c", "import sys; print(sys.version)"],
+        "cfssl": ["cfssl", "version"],
+        "kubectl": [str(args.kubectl), "version", "--client", "--short"],
+        "curl": ["curl", "--version"],
+        "jq": ["jq", "--version"],
+        "bash": ["bash", "--version"],
+    })  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix="join-time-"))
     try:
         with running_ca(tmp / "ca") as ca:
@@ -1039,28 +754,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"kept {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-
-    info["load average at end (1/5/15 min)"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print()
-    print("\n".join(results_table(results, args.flows, args.key_kinds)))
-    print()
-    print("\n".join(ratio_lines(results, args.flows, args.key_kinds)))
-    if prof is not None:
-        print()
-        print("\n".join(where_time_goes(prof)))
-        print()
-        print("\n".join(findings(prof, results, args.key_kinds)))
-    if not args.no_write:
-        section = render_markdown(
-            results,
-            args.flows,
-            args.key_kinds,
-            info,
-            prof=prof,
-            args=args,
-        )
-        write_section(args.write, section, MARKER_BEGIN, MARKER_END)
-        print(f"\nwrote {args.write}", file=sys.stderr)
+    facts["load average at end (1/5/15 min)"] = load_average()
+    finish(report(results, prof, facts, args), args)
     return 0
 
 

@@ -1,8 +1,8 @@
 """Each bench run once, briefly, so that none rots between measurements: it must start,
 drive the real agent (or the real policy), and print its figures. Nothing is written to
-docs/benchmarks.md and no figure is judged here (speed is measured in bench/, never
-asserted in a test). Runs once, on the newest dependencies: the benches themselves run
-the bookworm venv's agent next to it."""
+docs/benchmarks.md (a bench without ``--write`` only prints) and no figure is judged here
+(speed is measured in bench/, never asserted in a test). Runs once, on the newest
+dependencies: the benches themselves run the bookworm venv's agent next to it."""
 
 from __future__ import annotations
 
@@ -48,10 +48,11 @@ def test_herd_runs_the_renewal_policy_for_a_small_fleet() -> None:
 
 def test_status_time_times_both_paths_on_both_dependency_sets() -> None:
     out = bench(
-        "status_time.py", "--runs", "2", "--warmup", "1", "--import-runs", "1", "--no-write",
+        "status_time.py", "--runs", "2", "--warmup", "1", "--import-runs", "1",
         "--bookworm-join-agent", bookworm_agent(),
     )  # fmt: skip
-    assert "bookworm deps, fast path" in out and "newest deps, slow path" in out
+    assert "| bookworm deps | `status`, fast path |" in out
+    assert "| newest deps | `status`, slow path (no daemon) |" in out
 
 
 def test_join_time_times_the_agent_against_the_shell_flow() -> None:
@@ -60,7 +61,7 @@ def test_join_time_times_the_agent_against_the_shell_flow() -> None:
         need("kubectl", "bash .ci/install-tools")
     out = bench(
         "join_time.py", "--runs", "2", "--warmup", "1", "--keys", "p256", "--no-nopyc",
-        "--no-profile", "--no-write", "--kubectl", kubectl,
+        "--no-profile", "--kubectl", kubectl,
         "--bookworm-join-agent", bookworm_agent(),
     )  # fmt: skip
     assert "P-256: join-agent / shell = **" in out
@@ -68,7 +69,7 @@ def test_join_time_times_the_agent_against_the_shell_flow() -> None:
 
 def test_footprint_watches_an_idle_daemon() -> None:
     out = bench(
-        "footprint.py", "--window", "10", "--settle", "1", "--no-write",
+        "footprint.py", "--window", "10", "--settle", "1",
         "--bookworm-join-agent", bookworm_agent(),
     )  # fmt: skip
-    assert "cryptography in the resident process: no" in out
+    assert "| cryptography imported | no | no |" in out
