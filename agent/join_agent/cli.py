@@ -152,7 +152,7 @@ def _wait(args: argparse.Namespace) -> int:
 
     def look() -> wait.Look:
         report = status.gather(cfg, _now(), probe=False)
-        cert = report.doc.get("certificate") or {}
+        cert = report.doc["certificate"]  # judge() always fills it
         problem = report.problems[0] if report.problems else ""
         return wait.look_at(report.state, cert.get("node"), cert.get("not_after"), problem)
 

@@ -137,7 +137,7 @@ def _pass(cfg: model.Config, clock: Clock) -> dict[str, dict[str, Any]]:
     with transport.client_for(cfg.cfssl.urls) as client:
         signer = CfsslSigner(cfg.cfssl, key, client, pins=pins, now=clock)
         reports = certificates.run_due(cfg, signer, (), now=clock)
-    return {r["name"]: r for r in reports}
+    return {r["name"]: dict(r) for r in reports}  # looked into freely below
 
 
 def _runs(script: Path) -> list[str]:

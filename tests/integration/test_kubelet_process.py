@@ -254,7 +254,9 @@ def test_a_crash_loop_backs_off_up_to_the_cap(lab: Lab) -> None:
     def note_backoff() -> None:
         snap = sup.snapshot()
         if snap["state"] == "backoff" and len(delays) < snap["consecutive_failures"]:
-            delays.append(snap["restart_delay"])
+            delay = snap["restart_delay"]
+            assert delay is not None  # drawn for every backoff
+            delays.append(delay)
 
     sup.start(utcnow())
     drive(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -13,6 +13,9 @@ from join_agent.config import loading, model
 from join_agent.core import tables
 from join_agent.errors import ConfigError
 from join_agent.worker import actions, certificates
+
+if TYPE_CHECKING:
+    from join_agent.core.records import TableRecord
 
 PIN = "sha256:" + "ab" * 32
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
@@ -123,13 +126,14 @@ def test_hosts_split_into_names_and_addresses() -> None:
     assert [str(a) for a in req.addresses] == ["10.0.0.5", "fd00::5", "192.0.2.7"]
 
 
-def _record(**r: Any) -> dict[str, Any]:
-    return {
+def _record(**r: Any) -> TableRecord:
+    record = {
         "not_before": "2026-11-22T00:00:00Z",
         "not_after": "2026-11-23T00:00:00Z",
         "failures": 0,
         **r,
     }
+    return cast("TableRecord", record)
 
 
 def test_decide_issues_at_once_without_a_certificate() -> None:

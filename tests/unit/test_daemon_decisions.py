@@ -111,7 +111,7 @@ def joined(d: loop.Daemon, facts: CredentialFacts) -> None:
 
 
 def renewal_doc(d: loop.Daemon) -> dict[str, Any]:
-    doc: dict[str, Any] = d.status_document(NOW)["renewal"]
+    doc: dict[str, Any] = dict(d.status_document(NOW)["renewal"])
     return doc
 
 
@@ -156,7 +156,8 @@ def test_splay_delays_the_first_enrollment_only(tmp_path: Path) -> None:
     d.on_result(NOW, "inspect", {"ok": True, "credentials": {"present": False}})
     at = wire.parse_iso(renewal_doc(d)["next_attempt"])
     assert NOW <= at < NOW + dt.timedelta(minutes=10)
-    assert "splay" in d.status_document(NOW)["waiting_for"]
+    waiting = d.status_document(NOW)["waiting_for"]
+    assert waiting is not None and "splay" in waiting
     # A node that has credentials does not wait for a splay.
     other, _ = make(tmp_path / "b", renewal={"splay": "10m"})
     joined(other, creds(["192.0.2.10"]))
@@ -176,7 +177,9 @@ def test_failures_back_off_and_record_the_error(tmp_path: Path) -> None:
         "kind": "TransportError",
         "at": wire.iso(NOW),
     }
-    first = wire.parse_iso(doc["renewal"]["next_attempt"])
+    next_attempt = doc["renewal"]["next_attempt"]
+    assert next_attempt is not None
+    first = wire.parse_iso(next_attempt)
     assert NOW + dt.timedelta(seconds=10) <= first <= NOW + dt.timedelta(seconds=20)
     for _ in range(10):
         d.on_result(NOW, "enroll", {"ok": False, "error": "again", "kind": "TransportError"})
@@ -219,7 +222,8 @@ def test_a_bad_reload_keeps_the_running_config(tmp_path: Path, text: str) -> Non
     before = d.cfg
     d.on_signal(NOW, signal.SIGHUP)
     assert d.cfg is before
-    assert d.status_document(NOW)["reload"]["ok"] is False
+    record = d.status_document(NOW)["reload"]
+    assert record is not None and record["ok"] is False
 
 
 def test_an_explicit_ask_goes_now_whatever_backoff_or_hold_waits(tmp_path: Path) -> None:
@@ -284,7 +288,7 @@ def test_a_reload_before_ready_sends_no_ready_and_every_reload_resends_status(
     d.on_signal(NOW, signal.SIGHUP)  # before READY=1: nothing the manager would wait for
     assert notes.sent == []
     record = d.status_document(NOW)["reload"]
-    assert (record["ok"], record["count"]) == (False, 1)
+    assert record is not None and (record["ok"], record["count"]) == (False, 1)
     d.on_result(NOW, "inspect", {"ok": True, "credentials": {"present": False}})
     d.publish(NOW)
     assert "config reload refused" in notes.sent[-1]
@@ -294,7 +298,8 @@ def test_a_reload_before_ready_sends_no_ready_and_every_reload_resends_status(
     assert notes.sent[1] == "READY=1"
     d.publish(NOW)
     assert notes.sent[2].startswith("STATUS=not joined yet")
-    assert d.status_document(NOW)["reload"]["count"] == 2
+    record = d.status_document(NOW)["reload"]
+    assert record is not None and record["count"] == 2
 
 
 class FakeKubelet:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -22,6 +22,10 @@ from join_agent.core import judging
 from join_agent.storage import store
 from join_agent.worker import inspection, kubeconfig
 from tests.lab.certs import CA, NOW, authority, cert_pem, ec_key, key_pem, node_subject
+
+if TYPE_CHECKING:
+    from join_agent.core.protocol import CredentialFacts
+    from join_agent.core.records import StatusRecord
 
 SERVER = "https://10.0.0.5:6443"
 OVERDUE_AFTER = dt.timedelta(minutes=15)
@@ -74,11 +78,11 @@ def write_node(
         store.atomic_write(cfg.paths.ca_file, b"".join(cert_pem(c.cert) for c in ca_file), 0o644)
 
 
-def facts(cfg: model.Config) -> dict[str, Any]:
+def facts(cfg: model.Config) -> CredentialFacts:
     return inspection.facts_of(inspection.snapshot(cfg, creds_of(cfg)))
 
 
-def judge(f: dict[str, Any], *, node_name: str | None = "node-1", now: dt.datetime = NOW) -> Any:
+def judge(f: CredentialFacts, *, node_name: str | None = "node-1", now: dt.datetime = NOW) -> Any:
     return judging.judge(f, server=SERVER, now=now, node_name=node_name)
 
 
@@ -211,7 +215,7 @@ def test_ca_file_missing_is_a_problem_and_degraded_by_hand(tmp_path: Path, clust
     f = copy.deepcopy(facts(cfg))
     f["issued_by_ca_file"] = None
     f["kubeconfig"]["ca_matches"] = None
-    f["ca_file"].update(present=False, subjects=[])
+    f["ca_file"].update({"present": False, "subjects": []})
     f["ca"] = []
     report = judge(f)
     assert report.state == "valid"
@@ -236,14 +240,14 @@ def test_ca_file_missing_from_real_files_is_degraded(tmp_path: Path, cluster_ca:
 
 
 @pytest.fixture
-def healthy(tmp_path: Path, cluster_ca: CA) -> dict[str, Any]:
+def healthy(tmp_path: Path, cluster_ca: CA) -> CredentialFacts:
     cfg = make_config(tmp_path)
     write_node(cfg, issuer=cluster_ca, ca_file=[cluster_ca], kubeconfig_ca=[cluster_ca])
     return facts(cfg)
 
 
 def overlay(
-    f: dict[str, Any],
+    f: CredentialFacts,
     *,
     recorded: dict[str, Any] | None = None,
     agent_running: bool = True,
@@ -253,7 +257,8 @@ def overlay(
 ) -> judging.Report:
     return judging.overlay(
         judge(f, now=now),
-        recorded=recorded,
+        # Records by hand, as a daemon of any version (or a person) may have left them.
+        recorded=cast("StatusRecord | None", recorded),
         agent_running=agent_running,
         manage_kubelet=manage_kubelet,
         healthz=healthz,
@@ -263,14 +268,14 @@ def overlay(
     )
 
 
-def test_overlay_healthy(healthy: dict[str, Any]) -> None:
+def test_overlay_healthy(healthy: CredentialFacts) -> None:
     report = overlay(healthy, recorded={"renewal": {"last_ok": True}})
     assert report.exit_code == judging.EXIT_HEALTHY
     assert report.doc["health"] == "healthy"
     assert report.problems == ()
 
 
-def test_overlay_agent_not_running_is_degraded(healthy: dict[str, Any]) -> None:
+def test_overlay_agent_not_running_is_degraded(healthy: CredentialFacts) -> None:
     report = overlay(healthy, recorded=None, agent_running=False)
     assert report.state == "valid"
     assert report.exit_code == judging.EXIT_DEGRADED
@@ -279,7 +284,7 @@ def test_overlay_agent_not_running_is_degraded(healthy: dict[str, Any]) -> None:
     assert report.doc["agent"]["running"] is False
 
 
-def test_overlay_last_renewal_failed_is_degraded(healthy: dict[str, Any]) -> None:
+def test_overlay_last_renewal_failed_is_degraded(healthy: CredentialFacts) -> None:
     recorded = {
         "renewal": {"last_ok": False, "failures": 3},
         "last_error": {
@@ -296,7 +301,7 @@ def test_overlay_last_renewal_failed_is_degraded(healthy: dict[str, Any]) -> Non
     )
 
 
-def test_overlay_a_refused_reload_is_degraded_until_a_good_one(healthy: dict[str, Any]) -> None:
+def test_overlay_a_refused_reload_is_degraded_until_a_good_one(healthy: CredentialFacts) -> None:
     refused = {"count": 2, "at": "2024-06-01T11:50:00Z", "ok": False, "message": "bad key x"}
     report = overlay(healthy, recorded={"renewal": {"last_ok": True}, "reload": refused})
     assert report.exit_code == judging.EXIT_DEGRADED
@@ -313,7 +318,7 @@ def test_overlay_a_refused_reload_is_degraded_until_a_good_one(healthy: dict[str
 
 
 def test_overlay_an_earlier_failure_that_was_followed_by_success_is_healthy(
-    healthy: dict[str, Any],
+    healthy: CredentialFacts,
 ) -> None:
     recorded = {
         "renewal": {"last_ok": True},
@@ -344,14 +349,14 @@ def test_overlay_an_earlier_failure_that_was_followed_by_success_is_healthy(
     ],
 )
 def test_overlay_managed_kubelet_not_running_is_degraded(
-    healthy: dict[str, Any], kubelet: dict[str, Any], problem: str
+    healthy: CredentialFacts, kubelet: dict[str, Any], problem: str
 ) -> None:
     report = overlay(healthy, recorded={"kubelet": kubelet}, manage_kubelet=True)
     assert report.exit_code == judging.EXIT_DEGRADED
     assert report.problems == (problem,)
 
 
-def test_overlay_managed_kubelet_failing_healthz_is_degraded(healthy: dict[str, Any]) -> None:
+def test_overlay_managed_kubelet_failing_healthz_is_degraded(healthy: CredentialFacts) -> None:
     recorded = {"kubelet": {"state": "running"}}
     ok = overlay(healthy, recorded=recorded, manage_kubelet=True, healthz="ok")
     assert ok.exit_code == judging.EXIT_HEALTHY
@@ -360,12 +365,12 @@ def test_overlay_managed_kubelet_failing_healthz_is_degraded(healthy: dict[str, 
     assert bad.problems == ("the kubelet's healthz check failed: HTTP 500",)
 
 
-def test_overlay_unmanaged_kubelet_is_not_judged(healthy: dict[str, Any]) -> None:
+def test_overlay_unmanaged_kubelet_is_not_judged(healthy: CredentialFacts) -> None:
     report = overlay(healthy, recorded={"kubelet": {"state": "exited"}}, manage_kubelet=False)
     assert report.exit_code == judging.EXIT_HEALTHY
 
 
-def test_overlay_renewal_overdue_is_degraded(healthy: dict[str, Any]) -> None:
+def test_overlay_renewal_overdue_is_degraded(healthy: CredentialFacts) -> None:
     deadline = judging.renew_at(healthy)
     assert deadline is not None
     late = deadline + OVERDUE_AFTER + dt.timedelta(seconds=1)
@@ -378,7 +383,7 @@ def test_overlay_renewal_overdue_is_degraded(healthy: dict[str, Any]) -> None:
     assert overlay(healthy, recorded={}, now=on_time).exit_code == judging.EXIT_HEALTHY
 
 
-def test_overlay_never_makes_a_broken_node_better(healthy: dict[str, Any]) -> None:
+def test_overlay_never_makes_a_broken_node_better(healthy: CredentialFacts) -> None:
     expired_at = NOW + dt.timedelta(days=400)
     report = overlay(healthy, recorded=None, agent_running=False, now=expired_at)
     assert report.state == "expired"

@@ -8,13 +8,27 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from join_agent.core import schedule
 from join_agent.core.durations import format_duration
 from join_agent.core.wire import iso, parse_iso
 
-SCHEMA = 1  # the `status --json` report's (status.json has its own: core.protocol.SCHEMA)
+if TYPE_CHECKING:
+    from join_agent.core.protocol import CredentialFacts
+    from join_agent.core.records import (
+        CertificatePart,
+        KubeconfigPart,
+        KubeletPart,
+        KubeletRecord,
+        RenewalPart,
+        ServingReport,
+        StatusRecord,
+        StatusReport,
+        TableReport,
+    )
+
+SCHEMA = 1  # the `status --json` report's (status.json has its own: core.wire.SCHEMA)
 EXIT_HEALTHY, EXIT_DEGRADED, EXIT_BROKEN = 0, 1, 2  # and cli.STATUS_UNKNOWN
 
 
@@ -23,11 +37,11 @@ class Report:
     state: str  # "valid", "not-joined", "expired", "not-yet-valid", "mismatched", "unreadable"
     exit_code: int
     problems: tuple[str, ...]
-    doc: dict[str, Any] = field(repr=False)
+    doc: StatusReport = field(repr=False)
 
 
 def judge(
-    f: dict[str, Any],
+    f: CredentialFacts,
     *,
     server: str,
     now: dt.datetime,
@@ -36,17 +50,22 @@ def judge(
 ) -> Report:
     """Judge the credential facts at ``now`` (pure). ``node_name``: who this node should be;
     ``clock_skew``: how early a certificate may start, as ``join`` allowed it."""
-    doc: dict[str, Any] = {"schema": SCHEMA, "checked_at": iso(now)}
+    doc: StatusReport = {"schema": SCHEMA, "checked_at": iso(now)}
     verdict, problems, doc["certificate"] = _judge_certificate(f, now, node_name, clock_skew)
     doc["node"] = doc["certificate"]["node"]
     kc_verdict, kc_problems, doc["kubeconfig"] = _judge_kubeconfig(f, server)
     verdict = _worse(verdict, kc_verdict)
     problems += kc_problems
     ca_file = f.get("ca_file") or {}
-    doc["ca_file"] = {k: ca_file.get(k) for k in ("path", "present", "subjects")}
+    doc["ca_file"] = {
+        "path": ca_file.get("path"),
+        "present": ca_file.get("present"),
+        "subjects": ca_file.get("subjects"),
+    }
     doc["ca"] = list(f.get("ca") or [])
-    if ca_file.get("error"):
-        problems.append(ca_file["error"])
+    ca_error = ca_file.get("error")
+    if ca_error:
+        problems.append(ca_error)
     elif f.get("present") and not ca_file.get("present"):
         problems.append(f"the CA file {ca_file.get('path')} is missing: run `join-agent join`")
     code = EXIT_HEALTHY if verdict == "valid" else EXIT_BROKEN
@@ -58,23 +77,18 @@ def judge(
 
 
 def _judge_certificate(  # noqa: PLR0911 - one verdict per rule, checked in order
-    f: dict[str, Any], now: dt.datetime, node_name: str | None, clock_skew: dt.timedelta
-) -> tuple[str, list[str], dict[str, Any]]:
+    f: CredentialFacts, now: dt.datetime, node_name: str | None, clock_skew: dt.timedelta
+) -> tuple[str, list[str], CertificatePart]:
     creds = f["credentials"]
-    # Every key is always there (null when unknown): scripts index without guarding.
-    doc: dict[str, Any] = {
-        "path": creds,
-        "present": bool(f.get("present")),
-        **dict.fromkeys(_CERT_KEYS),
-    }
-    if f.get("error"):
+    doc = _certificate_part(f, None)
+    error = f.get("error")
+    if error:
         verdict = "mismatched" if f.get("key_mismatch") else "unreadable"
-        return verdict, [f["error"]], doc
+        return verdict, [error], doc
     if not f.get("present"):
         return "not-joined", [f"no certificate at {creds}: run `join-agent join`"], doc
     nb, na = parse_iso(f["not_before"]), parse_iso(f["not_after"])
-    doc.update({k: f.get(k) for k in _CERT_KEYS if k != "seconds_left"})
-    doc["seconds_left"] = int((na - now).total_seconds())
+    doc = _certificate_part(f, int((na - now).total_seconds()))
     if f.get("issued_by_ca_file") is False:
         return (
             "mismatched",
@@ -111,16 +125,39 @@ def _judge_certificate(  # noqa: PLR0911 - one verdict per rule, checked in orde
     return "valid", [], doc
 
 
-def _judge_kubeconfig(f: dict[str, Any], server: str) -> tuple[str, list[str], dict[str, Any]]:
+def _certificate_part(f: CredentialFacts, seconds_left: int | None) -> CertificatePart:
+    """The report's ``certificate``: every key always there (null when unknown: scripts
+    index without guarding), the certificate's fields once it is judged (``seconds_left``)."""
+    judged: CredentialFacts = f if seconds_left is not None else {}
+    return {
+        "path": f["credentials"],
+        "present": bool(f.get("present")),
+        "node": judged.get("node"),
+        "subject": judged.get("subject"),
+        "issuer": judged.get("issuer"),
+        "serial": judged.get("serial"),
+        "sans": judged.get("sans"),
+        "not_before": judged.get("not_before"),
+        "not_after": judged.get("not_after"),
+        "seconds_left": seconds_left,
+    }
+
+
+def _judge_kubeconfig(f: CredentialFacts, server: str) -> tuple[str, list[str], KubeconfigPart]:
     creds = f["credentials"]
     kc = f.get("kubeconfig") or {}
-    doc: dict[str, Any] = {
+    doc: KubeconfigPart = {
         "path": kc.get("path"),
         "present": bool(kc.get("present")),
-        **{k: kc.get(k) for k in _KUBECONFIG_KEYS},
+        "current_context": kc.get("current_context"),
+        "server": kc.get("server"),
+        "user": kc.get("user"),
+        "client_certificate": kc.get("client_certificate"),
+        "client_key": kc.get("client_key"),
     }
-    if kc.get("error"):
-        return "unreadable", [kc["error"]], doc
+    error = kc.get("error")
+    if error:
+        return "unreadable", [error], doc
     if not kc.get("present"):
         return "not-joined", [f"no kubeconfig at {kc.get('path')}: run `join-agent join`"], doc
     problems = []
@@ -136,7 +173,7 @@ def _judge_kubeconfig(f: dict[str, Any], server: str) -> tuple[str, list[str], d
     return ("mismatched" if problems else "valid"), problems, doc
 
 
-def renew_at(f: dict[str, Any]) -> dt.datetime | None:
+def renew_at(f: CredentialFacts) -> dt.datetime | None:
     """The certificate's renewal deadline, as the daemon's renewal policy draws it."""
     cert = schedule.held(f)
     return None if cert is None else schedule.renew_at(cert)
@@ -145,20 +182,22 @@ def renew_at(f: dict[str, Any]) -> dt.datetime | None:
 def overlay(
     report: Report,
     *,
-    recorded: dict[str, Any] | None,
+    recorded: StatusRecord | None,
     agent_running: bool,
     manage_kubelet: bool,
     healthz: str | None,
     overdue_after: dt.timedelta,
     now: dt.datetime,
-    facts: dict[str, Any],
+    facts: CredentialFacts,
 ) -> Report:
     """Add what the daemon knows (pure); anything it reports wrong makes a healthy node
     "degraded" (exit 1), never better than the files say."""
-    doc = dict(report.doc)
     rec = recorded or {}
     deadline = renew_at(facts)
-    doc.update(_daemon_parts(rec, agent_running, manage_kubelet, healthz, deadline))
+    doc: StatusReport = {
+        **report.doc,
+        **_daemon_parts(rec, agent_running, manage_kubelet, healthz, deadline),
+    }
     degraded = _degradations(
         report, rec, doc["kubelet"], agent_running=agent_running, manage_kubelet=manage_kubelet,
         healthz=healthz, late=deadline is not None and now > deadline + overdue_after,
@@ -174,48 +213,66 @@ def overlay(
 
 
 def _daemon_parts(
-    rec: dict[str, Any],
+    rec: StatusRecord,
     agent_running: bool,
     manage_kubelet: bool,
     healthz: str | None,
     deadline: dt.datetime | None,
-) -> dict[str, Any]:
+) -> StatusReport:
     """The keys of the report that come from the daemon's record (docs/status.md)."""
-    doc: dict[str, Any] = {}
     agent = rec.get("agent") or {}
-    doc["agent"] = {
-        "running": agent_running,
-        "pid": agent.get("pid") if agent_running else None,
-        "version": agent.get("version") if agent_running else None,
-        "state": agent.get("state") if agent_running else "not running",
-        "started_at": agent.get("started_at") if agent_running else None,
+    return {
+        "agent": {
+            "running": agent_running,
+            "pid": agent.get("pid") if agent_running else None,
+            "version": agent.get("version") if agent_running else None,
+            "state": agent.get("state") if agent_running else "not running",
+            "started_at": agent.get("started_at") if agent_running else None,
+        },
+        "signer": rec.get("signer"),
+        "renewal": _renewal_part(rec, deadline),
+        "last_error": rec.get("last_error"),
+        "kubelet": _kubelet_part(
+            (rec.get("kubelet") or {}) if agent_running else {}, healthz, managed=manage_kubelet
+        ),
     }
-    doc["signer"] = rec.get("signer")
-    planned = dict(rec.get("renewal") or {})
-    planned["renew_at"] = None if deadline is None else iso(deadline)
-    for key in (
-        "next_attempt", "failures", "last_attempt", "last_success", "last_ok", "reason",
-        "in_progress",
-    ):  # fmt: skip
-        planned.setdefault(key, None)
-    doc["renewal"] = planned
-    doc["last_error"] = rec.get("last_error")
-    kubelet: dict[str, Any] = {"managed": manage_kubelet}
-    for key in (
-        "state", "pid", "restarts", "consecutive_failures", "since", "last_exit",
-        "last_error", "next_start",
-    ):  # fmt: skip
-        kubelet[key] = (rec.get("kubelet") or {}).get(key) if agent_running else None
-    kubelet["healthz"] = healthz
-    doc["kubelet"] = kubelet
 
-    return doc
+
+def _renewal_part(rec: StatusRecord, deadline: dt.datetime | None) -> RenewalPart:
+    recorded = rec.get("renewal") or {}
+    return {
+        **recorded,  # and the keys of a newer daemon's, as it recorded them
+        "renew_at": None if deadline is None else iso(deadline),
+        "next_attempt": recorded.get("next_attempt"),
+        "failures": recorded.get("failures"),
+        "last_attempt": recorded.get("last_attempt"),
+        "last_success": recorded.get("last_success"),
+        "last_ok": recorded.get("last_ok"),
+        "reason": recorded.get("reason"),
+        "in_progress": recorded.get("in_progress"),
+    }
+
+
+def _kubelet_part(k: KubeletRecord, healthz: str | None, *, managed: bool) -> KubeletPart:
+    """``k``: the kubelet as the daemon recorded it; {} when the daemon is not running."""
+    return {
+        "managed": managed,
+        "state": k.get("state"),
+        "pid": k.get("pid"),
+        "restarts": k.get("restarts"),
+        "consecutive_failures": k.get("consecutive_failures"),
+        "since": k.get("since"),
+        "last_exit": k.get("last_exit"),
+        "last_error": k.get("last_error"),
+        "next_start": k.get("next_start"),
+        "healthz": healthz,
+    }
 
 
 def _degradations(
     report: Report,
-    rec: dict[str, Any],
-    kubelet: dict[str, Any],
+    rec: StatusRecord,
+    kubelet: KubeletPart,
     *,
     agent_running: bool,
     manage_kubelet: bool,
@@ -232,8 +289,8 @@ def _degradations(
         )
     if report.state == "valid" and late and overdue is not None:
         degraded.append(f"renewal is overdue (it was due {format_duration(overdue)} ago)")
-    if rec.get("renewal", {}).get("last_ok") is False and rec.get("last_error"):
-        err = rec["last_error"]
+    err = rec.get("last_error")
+    if rec.get("renewal", {}).get("last_ok") is False and err:
         degraded.append(f"the last renewal failed at {err.get('at')}: {err.get('message')}")
     reload = rec.get("reload") or {}
     if agent_running and reload.get("ok") is False:
@@ -251,7 +308,7 @@ def _degradations(
     return degraded
 
 
-def _kubelet_trouble(k: dict[str, Any]) -> str:
+def _kubelet_trouble(k: KubeletPart) -> str:
     """One sentence for a kubelet that is not steadily up."""
     failures = k.get("consecutive_failures") or 0
     if k.get("state") == "backoff":
@@ -270,13 +327,14 @@ def _kubelet_trouble(k: dict[str, Any]) -> str:
     return text
 
 
-def with_certificates(report: Report, extras: list[dict[str, Any]]) -> Report:
+def with_certificates(report: Report, extras: list[TableReport]) -> Report:
     """Add the ``[[certificate]]`` reports (pure): one that is not valid, or whose action
     keeps failing, makes the node degraded."""
     problems = []
     for c in extras:
         name = c.get("name")
-        err = (c.get("last_error") or {}).get("message")
+        last_error = c.get("last_error")
+        err = last_error.get("message") if last_error else None
         if c.get("state") in ("expired", "failing", "none"):
             problems.append(f"certificate {name} is {c.get('state')}" + (f": {err}" if err else ""))
         action = c.get("action") or {}
@@ -287,13 +345,13 @@ def with_certificates(report: Report, extras: list[dict[str, Any]]) -> Report:
                 f"{action.get('failures')} time(s) ({how}): "
                 f"{str(action.get('output') or '')[-200:]}"
             )
-    return with_part(report, "certificates", extras, problems)
+    return with_part(report, {"certificates": extras}, problems)
 
 
-def with_part(report: Report, key: str, value: object, problems: list[str]) -> Report:
-    """``report`` with ``doc[key] = value``; any of ``problems`` makes a healthy node
-    degraded (pure)."""
-    doc = {**report.doc, key: value}
+def with_part(report: Report, part: StatusReport, problems: list[str]) -> Report:
+    """``report`` with ``part``'s keys; any of ``problems`` makes a healthy node degraded
+    (pure)."""
+    doc: StatusReport = {**report.doc, **part}
     code = report.exit_code
     if problems:
         doc["problems"] = [*report.problems, *problems]
@@ -305,19 +363,15 @@ def with_part(report: Report, key: str, value: object, problems: list[str]) -> R
     )
 
 
-def with_serving(report: Report, served: dict[str, Any]) -> Report:
+def with_serving(report: Report, served: ServingReport) -> Report:
     """Add the serving certificate (pure). Pending approval is normal, not a problem: the
     kubelet serves its self-signed certificate meanwhile; a refusal or an error is."""
     problems = []
     if served.get("state") in ("denied", "error"):
         problems.append(f"serving certificate: {served.get('message')}")
-    return with_part(report, "serving", served, problems)
+    return with_part(report, {"serving": served}, problems)
 
 
-_CERT_KEYS = (
-    "node", "subject", "issuer", "serial", "sans", "not_before", "not_after", "seconds_left",
-)  # fmt: skip
-_KUBECONFIG_KEYS = ("current_context", "server", "user", "client_certificate", "client_key")
 _ORDER = ("valid", "not-yet-valid", "mismatched", "expired", "not-joined", "unreadable")
 
 

@@ -1,5 +1,6 @@
 """What crosses the process boundary between the daemon and its worker child, and what the
-daemon records in status.json: the types, and their one JSON form each.
+daemon records in status.json: the types, and their one JSON form each. The documents'
+parts, status.json as a whole and the ``status --json`` report are in core/records.py.
 
 The JSON is documented (docs/status.md) and stays as it is: these types give it names and
 checks, they do not change it.
@@ -11,9 +12,19 @@ import datetime as dt
 import enum
 import typing
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from join_agent.core.wire import WORKER_SCHEMA, iso
+
+if TYPE_CHECKING:  # annotations only: no process pays for building them (core/records.py)
+    from join_agent.core.records import (
+        CaFacts,
+        CaFileFacts,
+        KubeconfigFacts,
+        Sans,
+        ServingReport,
+        TableReport,
+    )
 
 
 class ErrorKind(str, enum.Enum):
@@ -91,12 +102,12 @@ class CredentialFacts(TypedDict, total=False):
     subject: str
     issuer: str
     serial: str
-    sans: dict[str, list[str]]
+    sans: Sans
     not_before: str
     not_after: str
-    kubeconfig: dict[str, Any]
-    ca_file: dict[str, Any]
-    ca: list[dict[str, Any]]
+    kubeconfig: KubeconfigFacts
+    ca_file: CaFileFacts
+    ca: list[CaFacts]
     ids: dict[str, FileIdentity | None]
 
 
@@ -113,8 +124,8 @@ class WorkerResult(TypedDict, total=False):
     ca_changed: bool  # enroll: the issuing CA changed (the kubelet needs a restart)
     source: str  # enroll: which CA URL or API server issued it
     credentials: CredentialFacts
-    serving: dict[str, Any]  # the serving certificate's report (docs/status.md)
-    certificates: list[dict[str, Any]]  # one report a [[certificate]] table
+    serving: ServingReport
+    certificates: list[TableReport]  # one a [[certificate]] table
     conflicts: list[str]  # kubelet: what would fight join-agent over the credentials
     serves_our_certificate: bool  # kubelet: a rotation then restarts it
 

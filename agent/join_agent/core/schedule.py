@@ -10,10 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
-from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from join_agent.core.wire import parse_iso
+
+if TYPE_CHECKING:
+    from join_agent.core.protocol import CredentialFacts
 
 __all__ = [
     "MAX_SLEEP",
@@ -226,7 +228,7 @@ class Held(NamedTuple):
     not_after: dt.datetime
 
 
-def held(facts: Mapping[str, Any] | None) -> Held | None:
+def held(facts: CredentialFacts | None) -> Held | None:
     """The certificate described by a worker's facts (status.json's ``credentials``), or
     None when there is none."""
     if not facts or not facts.get("present") or not facts.get("not_before"):

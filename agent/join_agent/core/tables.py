@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from join_agent.core import schedule
 from join_agent.core.wire import parse_iso
+
+if TYPE_CHECKING:
+    from join_agent.core.records import TableRecord
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ class Plan:
 
 
 def decide(
-    record: dict[str, Any],
+    record: TableRecord,
     mismatch: str,
     *,
     now: dt.datetime,

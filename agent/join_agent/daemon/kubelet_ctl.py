@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from join_agent.config.model import Config
 from join_agent.daemon import workers
 from join_agent.kubelet.supervisor import KubeletSupervisor
 from join_agent.log import get_logger
+
+if TYPE_CHECKING:
+    from join_agent.core.records import KubeletRecord
 
 log = get_logger("join_agent.daemon")
 
@@ -81,5 +84,5 @@ class KubeletControl:
     def has_process(self) -> bool:
         return self.supervisor is not None and self.supervisor.snapshot().get("pid") is not None
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> KubeletRecord:
         return self.supervisor.snapshot() if self.supervisor is not None else {}

@@ -16,7 +16,7 @@ import random
 import signal
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from join_agent import __version__
 from join_agent.config import loading
@@ -37,6 +37,9 @@ from join_agent.host import proc
 from join_agent.host.notify import Notifier
 from join_agent.log import get_logger
 from join_agent.storage import files, names, state
+
+if TYPE_CHECKING:
+    from join_agent.core.records import ReloadRecord, StatusRecord
 
 log = get_logger("join_agent.daemon")
 
@@ -80,7 +83,7 @@ class Daemon:
         self.worked = False  # joined with its kubelet started, once: agent.state "running"
         self.started_at = clock()
         self.start_time = proc.start_time(os.getpid())  # read once, not per tick
-        self.reloads: dict[str, Any] | None = None  # the last SIGHUP's outcome
+        self.reloads: ReloadRecord | None = None  # the last SIGHUP's outcome
         self.identity = IdentityWatch(monotonic)
         self.wakeups = Wakeups()
         self.worker = workers.Slot(self.wakeups.watch, self.wakeups.forget)
@@ -354,7 +357,7 @@ class Daemon:
             return True
         return self.kubelet.has_process()
 
-    def status_document(self, now: dt.datetime, *, final: bool = False) -> dict[str, Any]:
+    def status_document(self, now: dt.datetime, *, final: bool = False) -> StatusRecord:
         """status.json (docs/status.md): what the daemon knows now."""
         creds = self.creds or {"present": False}
         error = self.renewal.last_error

@@ -6,16 +6,19 @@ when metrics are turned on, so the resident process stays small otherwise.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from join_agent.core.wire import parse_iso
 from join_agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from join_agent.core.records import StatusRecord
 
 
 class Sink(Protocol):
     """What the daemon reports to: Prometheus, or nothing (NoMetrics)."""
 
-    def update(self, doc: dict[str, Any]) -> None: ...
+    def update(self, doc: StatusRecord) -> None: ...
 
     def renewal(self, outcome: str, kind: str | None) -> None: ...
 
@@ -25,7 +28,7 @@ class Sink(Protocol):
 class NoMetrics:
     """``[metrics] listen`` unset: every report is dropped."""
 
-    def update(self, doc: dict[str, Any]) -> None:
+    def update(self, doc: StatusRecord) -> None:
         pass
 
     def renewal(self, outcome: str, kind: str | None) -> None:
@@ -106,7 +109,7 @@ class Metrics:
         if times > 0:
             self.kubelet_restarts.inc(times)
 
-    def update(self, doc: dict[str, Any]) -> None:
+    def update(self, doc: StatusRecord) -> None:
         cert = doc.get("credentials") or {}
         if cert.get("not_after"):
             self.expiry.set(parse_iso(cert["not_after"]).timestamp())
@@ -117,8 +120,9 @@ class Metrics:
         self.kubelet_up.set(1 if kubelet.get("state") in ("starting", "running") else 0)
         for c in doc.get("certificates") or []:
             name = str(c.get("name"))
-            if c.get("not_after"):
-                self.extra_expiry.labels(name=name).set(parse_iso(c["not_after"]).timestamp())
+            not_after = c.get("not_after")
+            if not_after:
+                self.extra_expiry.labels(name=name).set(parse_iso(not_after).timestamp())
             failing = c.get("state") not in ("valid", "removed") or (c.get("action") or {}).get(
                 "pending"
             )

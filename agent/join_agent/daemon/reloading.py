@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from join_agent.config.model import Config
 from join_agent.core.wire import iso
 from join_agent.host import platform
+
+if TYPE_CHECKING:
+    from join_agent.core.records import ReloadRecord
 
 # What a running agent cannot take over from a reload: its files (status, lock and
 # pidfiles live there; a daemon under another state_dir is invisible to `status` and
@@ -50,9 +53,7 @@ def identity_of(cfg: Config) -> tuple[object, ...]:
     return (cfg.cluster, cfg.node, cfg.signer_kind, cfg.cfssl, discovery, cfg.paths)
 
 
-def record(
-    previous: dict[str, Any] | None, now: dt.datetime, refused: str | None
-) -> dict[str, Any]:
+def record(previous: ReloadRecord | None, now: dt.datetime, refused: str | None) -> ReloadRecord:
     """status.json's ``reload``: `join-agent reload` waits for ``count`` to move."""
     return {
         "count": int((previous or {}).get("count", 0)) + 1,

@@ -9,7 +9,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from join_agent.config.model import Config
 from join_agent.core.durations import format_duration
@@ -20,6 +20,10 @@ from join_agent.errors import JoinAgentError
 from join_agent.host.notify import Notifier
 from join_agent.log import get_logger
 from join_agent.storage import state
+
+if TYPE_CHECKING:
+    from join_agent.core.protocol import CredentialFacts
+    from join_agent.core.records import RenewalRecord, SignerRecord, StatusRecord
 
 log = get_logger("join_agent.daemon")
 
@@ -41,7 +45,7 @@ class Reporter:
         self.last_status_line = ""
         self.last_watchdog = 0.0
 
-    def publish(self, doc: dict[str, Any], now: dt.datetime, *, up: bool, final: bool) -> None:
+    def publish(self, doc: StatusRecord, now: dt.datetime, *, up: bool, final: bool) -> None:
         # STATUS= before the file: `join-agent reload` returns once the file shows the
         # reload, and `systemctl status` right after it must not show "reloading" still.
         line = status_line(doc, now)
@@ -96,7 +100,7 @@ class Reporter:
 
 def renewal_doc(
     now: dt.datetime, policy: RenewalPolicy, held: Held | None, *, looking: bool, enrolling: bool
-) -> dict[str, Any]:
+) -> RenewalRecord:
     """status.json's ``renewal``. ``looking``: the daemon knows the files and is not
     stopping, so it has a next attempt; ``enrolling``: a worker is enrolling now."""
     at = policy.next_attempt(now, held) if looking else None
@@ -130,14 +134,14 @@ def waiting_for(now: dt.datetime, policy: RenewalPolicy, *, read: bool, joined: 
     return "the kubelet to start"
 
 
-def signer_facts(cfg: Config) -> dict[str, object]:
+def signer_facts(cfg: Config) -> SignerRecord:
     if cfg.signer_kind == "kubernetes":
         source = cfg.kubernetes.discovery_file or "token discovery"
         return {"kind": "kubernetes", "server": cfg.cluster.server, "discovery": source}
     return {"kind": cfg.signer_kind, "urls": list(cfg.cfssl.urls)}
 
 
-def status_line(doc: dict[str, Any], now: dt.datetime) -> str:
+def status_line(doc: StatusRecord, now: dt.datetime) -> str:
     """One line a person reads in `systemctl status` (pure)."""
     waiting = doc.get("waiting_for")
     cert = doc.get("credentials") or {}
@@ -164,12 +168,13 @@ def status_line(doc: dict[str, Any], now: dt.datetime) -> str:
     return "; ".join(parts)[:400]
 
 
-def _expiry(cert: dict[str, Any], renewal: dict[str, Any], now: dt.datetime) -> str:
+def _expiry(cert: CredentialFacts, renewal: RenewalRecord, now: dt.datetime) -> str:
     na = parse_iso(cert["not_after"])
     if na <= now:
         return f"cert EXPIRED {format_duration(now - na)} ago"
     text = f"cert expires in {format_duration(na - now)}"
-    if renewal.get("renew_at"):
-        ra = parse_iso(renewal["renew_at"])
+    deadline = renewal.get("renew_at")
+    if deadline:
+        ra = parse_iso(deadline)
         text += ", renewal overdue" if ra <= now else f", renews in {format_duration(ra - now)}"
     return text

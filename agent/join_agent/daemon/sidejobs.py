@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from join_agent.core.wire import parse_iso
+
+if TYPE_CHECKING:
+    from join_agent.core.records import ServingReport, TableReport
 
 
 @dataclass
 class SideJobs:
-    serving: dict[str, Any] | None = None  # the serving certificate's last report
+    serving: ServingReport | None = None  # the serving certificate's last report
     serving_next: dt.datetime | None = None  # when to look at it again (None: at once)
-    extras: list[dict[str, Any]] | None = None  # the [[certificate]] reports
+    extras: list[TableReport] | None = None  # the [[certificate]] reports
     extras_next: dt.datetime | None = None
     extras_pass_pending: bool = False  # the tables changed: one pass at once
 
@@ -49,24 +52,25 @@ class SideJobs:
         self.extras_next, self.extras_pass_pending = None, True
 
     def serving_reported(
-        self, now: dt.datetime, report: dict[str, Any], *, retry_min: dt.timedelta,
+        self, now: dt.datetime, report: ServingReport, *, retry_min: dt.timedelta,
         retry_max: dt.timedelta,
     ) -> None:  # fmt: skip
         """Soon again while a request waits for approval, at its renewal point once the
         certificate is current."""
         self.serving = report
         self.serving_next = now + retry_max
-        if report.get("state") == "current" and report.get("renew_at"):
-            self.serving_next = max(parse_iso(report["renew_at"]), now + retry_min)
+        renew_at = report.get("renew_at")
+        if report.get("state") == "current" and renew_at:
+            self.serving_next = max(parse_iso(renew_at), now + retry_min)
 
     def serving_failed(self, now: dt.datetime, retry_max: dt.timedelta) -> None:
         """The worker died before it could report: not at once again."""
         self.serving_next = now + retry_max
 
     def tables_reported(
-        self, now: dt.datetime, reports: object, *, retry_min: dt.timedelta,
+        self, now: dt.datetime, reports: list[TableReport] | None, *, retry_min: dt.timedelta,
         retry_max: dt.timedelta,
-    ) -> list[dict[str, Any]]:  # fmt: skip
+    ) -> list[TableReport]:  # fmt: skip
         """Record a pass's reports; returns those that need attention (not valid, or an
         action pending). A pass that failed as a whole (no CA, no key) has no list."""
         if not isinstance(reports, list):

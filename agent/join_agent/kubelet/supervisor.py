@@ -23,13 +23,16 @@ import datetime as dt
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from join_agent.core import schedule
 from join_agent.core.wire import iso
 from join_agent.errors import StoreError
 from join_agent.kubelet.processes import Processes, remove_pidfile, write_pidfile
 from join_agent.log import get_logger
+
+if TYPE_CHECKING:
+    from join_agent.core.records import KubeletRecord
 
 log = get_logger("join_agent.kubelet")
 
@@ -148,8 +151,8 @@ class KubeletSupervisor:
             self._spawn(now)
         return self._wake(now)
 
-    def snapshot(self) -> dict[str, Any]:
-        """The supervisor's state for status.json; the keys are an API."""
+    def snapshot(self) -> KubeletRecord:
+        """The supervisor's state for status.json's ``kubelet``; the keys are an API."""
         return {
             "state": self._state,
             "pid": self._pid,

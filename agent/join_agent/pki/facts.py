@@ -6,7 +6,7 @@ The worker child computes them (it has cryptography loaded); the resident daemon
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -14,8 +14,12 @@ from cryptography.x509.oid import NameOID
 from join_agent.core.wire import iso
 from join_agent.pki import compat, pinning
 
+if TYPE_CHECKING:
+    from join_agent.core.protocol import CredentialFacts
+    from join_agent.core.records import CaFacts
 
-def certificate(cert: x509.Certificate) -> dict[str, Any]:
+
+def certificate(cert: x509.Certificate) -> CredentialFacts:
     """Subject, issuer, SANs and validity of one certificate."""
     cn = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     name = str(cn[0]) if cn else ""
@@ -36,7 +40,7 @@ def certificate(cert: x509.Certificate) -> dict[str, Any]:
     }
 
 
-def authority(cert: x509.Certificate) -> dict[str, Any]:
+def authority(cert: x509.Certificate) -> CaFacts:
     """A CA as ``status`` shows it: its pin, subject and expiry."""
     return {
         "pin": pinning.spki_pin(cert),

@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from join_agent.core.wire import parse_iso
 from join_agent.host import proc
@@ -18,6 +18,7 @@ from join_agent.storage import names
 
 if TYPE_CHECKING:
     from join_agent.core.protocol import FileIdentity
+    from join_agent.core.records import StatusRecord
 
 
 STATUS_FILE, AGENT_PIDFILE = names.STATUS_FILE, names.AGENT_PIDFILE
@@ -36,12 +37,12 @@ def file_identity(path: Path) -> FileIdentity | None:
 MAX_STATUS = 1 << 20  # status.json is a few KiB; [[certificate]] tables add ~1 KiB each
 
 
-def read(state_dir: Path) -> dict[str, Any] | None:
+def read(state_dir: Path) -> StatusRecord | None:
     """The recorded status, or None when there is none or it cannot be read."""
     return read_checked(state_dir)[0]
 
 
-def read_checked(state_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+def read_checked(state_dir: Path) -> tuple[StatusRecord | None, str | None]:
     """(the recorded status, None), or (None, why it cannot be used): absent is not damage."""
     from join_agent.errors import StoreError
     from join_agent.storage import guard
@@ -60,10 +61,10 @@ def read_checked(state_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
     problem = document_problem(doc)
     if problem is not None:
         return None, f"{path} is damaged ({problem})"
-    return doc, None
+    return cast("StatusRecord", doc), None  # checked against SHAPE just above
 
 
-def write(state_dir: Path, doc: dict[str, Any]) -> None:
+def write(state_dir: Path, doc: StatusRecord) -> None:
     # The writer (fcntl, the crash points) is the daemon's; `status` only reads.
     from join_agent.storage.files import atomic_write
 

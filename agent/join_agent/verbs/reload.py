@@ -11,23 +11,26 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from join_agent.config import loading
 from join_agent.errors import ConfigError, JoinAgentError
 from join_agent.host import platform
 from join_agent.storage import state
 
+if TYPE_CHECKING:
+    from join_agent.core.records import StatusRecord
+
 WAIT_SECONDS = 30.0
 
 
-def _count(record: Mapping[str, Any] | None) -> int:
+def _count(record: StatusRecord | None) -> int:
     return int(((record or {}).get("reload") or {}).get("count", 0))
 
 
-def verdict(before: int, doc: Mapping[str, Any] | None, source: Path) -> tuple[bool, str] | None:
+def verdict(before: int, doc: StatusRecord | None, source: Path) -> tuple[bool, str] | None:
     """The daemon's answer to the SIGHUP sent when its count was ``before``, or None while it
     has not answered yet (pure)."""
     record = (doc or {}).get("reload") or {}
@@ -43,7 +46,7 @@ def reload(
     path: Path,
     pid: int | None = None,
     *,
-    read: Callable[[Path], dict[str, Any] | None] = state.read,
+    read: Callable[[Path], StatusRecord | None] = state.read,
     wait_seconds: float = WAIT_SECONDS,
 ) -> tuple[bool, str]:
     """SIGHUP to the daemon of ``path``'s state_dir (which must be ``pid`` when given), then

@@ -6,18 +6,21 @@ import os
 import signal
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from join_agent.config.model import Config
 from join_agent.storage import state
 
+if TYPE_CHECKING:
+    from join_agent.core.records import StatusRecord
+
 WAIT_SECONDS = 300.0
 
 
-def _marks(doc: dict[str, Any] | None) -> tuple[object, object]:
+def _marks(doc: StatusRecord | None) -> tuple[object, object]:
     r = (doc or {}).get("renewal") or {}
-    err = (doc or {}).get("last_error") or {}
-    return r.get("last_success"), err.get("at")
+    err = (doc or {}).get("last_error")
+    return r.get("last_success"), err.get("at") if err else None
 
 
 def renew(cfg: Config, environ: Mapping[str, str]) -> tuple[bool, str]:
@@ -49,7 +52,8 @@ def renew(cfg: Config, environ: Mapping[str, str]) -> tuple[bool, str]:
                 f"valid until {cert.get('not_after')}"
             )
         if failure != before[1]:
-            message = (doc.get("last_error") or {}).get("message", "unknown error")
+            err = doc.get("last_error")
+            message = err.get("message", "unknown error") if err else "unknown error"
             return False, f"join-agent: the renewal failed: {message}"
     return False, (
         f"join-agent: the daemon (pid {pid}) did not report a renewal within "

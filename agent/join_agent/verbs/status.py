@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from join_agent.config.model import Config
 from join_agent.core import judging
 from join_agent.errors import StoreError
 from join_agent.storage import names, state
+
+if TYPE_CHECKING:
+    from join_agent.core.protocol import CredentialFacts
+    from join_agent.core.records import ServingReport, StatusRecord
 
 
 def gather(cfg: Config, now: dt.datetime, *, probe: bool = True) -> judging.Report:
@@ -64,7 +68,7 @@ def gather(cfg: Config, now: dt.datetime, *, probe: bool = True) -> judging.Repo
     report.doc["source"] = source
     if damage is not None:
         report = judging.with_part(
-            report, "source", source, [f"{damage}: judged from the files on disk alone"]
+            report, {"source": source}, [f"{damage}: judged from the files on disk alone"]
         )
     if cfg.signer_kind == "kubernetes" and cfg.kubernetes.serving:
         report = judging.with_serving(report, _serving_facts(cfg, recorded, agent_running))
@@ -79,8 +83,8 @@ def gather(cfg: Config, now: dt.datetime, *, probe: bool = True) -> judging.Repo
 
 
 def _serving_facts(
-    cfg: Config, recorded: dict[str, Any] | None, agent_running: bool
-) -> dict[str, Any]:
+    cfg: Config, recorded: StatusRecord | None, agent_running: bool
+) -> ServingReport:
     served = (recorded or {}).get("serving")
     if agent_running and isinstance(served, dict):
         return served
@@ -99,8 +103,8 @@ def expected_node_name(cfg: Config) -> str | None:
 
 
 def _fresh_facts(
-    recorded: dict[str, Any] | None, credentials: Path, cfg: Config
-) -> dict[str, Any] | None:
+    recorded: StatusRecord | None, credentials: Path, cfg: Config
+) -> CredentialFacts | None:
     """The daemon's recorded facts if every file is still the one it recorded."""
     f = (recorded or {}).get("credentials")
     if not isinstance(f, dict) or not f.get("present"):

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import TYPE_CHECKING
 
 from join_agent.core.durations import format_duration
 from join_agent.core.judging import Report
 from join_agent.core.wire import parse_iso
+
+if TYPE_CHECKING:
+    from join_agent.core.records import StatusReport
 
 
 def render_json(report: Report) -> str:
@@ -19,27 +22,11 @@ def render_json(report: Report) -> str:
 def render_text(report: Report) -> str:
     """What a person reads at a glance."""
     d = report.doc
-    cert = d["certificate"]
     health = d.get("health")
     lines = [f"State:        {report.state}" + (f", {health}" if health else "")]
     if d.get("node"):
         lines.append(f"Node:         {d['node']}")
-    if cert.get("present"):
-        renewal = d.get("renewal") or {}
-        left = _left(cert["seconds_left"])
-        if report.state == "not-yet-valid":  # not "VALID: n days" beside that verdict
-            left = f"NOT VALID YET: from {cert['not_before']}"
-        expires = f"Expires:      {cert['not_after'][:10]} ({left}"
-        if renewal.get("renew_at") and cert["seconds_left"] > 0 and report.state != "not-yet-valid":
-            expires += f", {_renews(renewal['renew_at'], d['checked_at'])}"
-        lines += [
-            expires + ")",
-            f"Certificate:  {cert['path']}",
-            f"Subject:      {cert['subject']}",
-            f"Issuer:       {cert['issuer']}",
-            f"SANs:         {', '.join(cert['sans']['dns'] + cert['sans']['ip']) or '(none)'}",
-            f"Serial:       {cert['serial']}",
-        ]
+    lines += _certificate_lines(report)
     for ca in d.get("ca") or []:
         lines.append(f"CA:           {ca['subject']} {ca['pin']} (until {ca['not_after'][:10]})")
     kc = d["kubeconfig"]
@@ -47,15 +34,40 @@ def render_text(report: Report) -> str:
         lines.append(f"Kubeconfig:   {kc['path']} (server {kc.get('server') or '?'})")
     lines += _extra_lines(d)
     lines += _daemon_lines(d)
-    err = d.get("last_error")
-    if err and (d.get("renewal") or {}).get("last_ok") is not False:
+    err, renewal = d.get("last_error"), d.get("renewal")
+    if err and (not renewal or renewal.get("last_ok") is not False):
         # A failure that is not the latest outcome: history, not a problem (those are below).
         lines.append(f"Last error:   {err.get('message')} (at {err.get('at')}, recovered since)")
     lines += [f"Problem:      {p}" for p in report.problems]
     return "\n".join(lines) + "\n"
 
 
-def _extra_lines(d: dict[str, Any]) -> list[str]:
+def _certificate_lines(report: Report) -> list[str]:
+    """The client certificate, once judged (its fields are null until then)."""
+    d = report.doc
+    cert = d["certificate"]
+    seconds, not_after, sans = cert["seconds_left"], cert["not_after"], cert["sans"]
+    if not cert.get("present") or seconds is None or not_after is None or sans is None:
+        return []
+    left = _left(seconds)
+    if report.state == "not-yet-valid":  # not "VALID: n days" beside that verdict
+        left = f"NOT VALID YET: from {cert['not_before']}"
+    expires = f"Expires:      {not_after[:10]} ({left}"
+    renewal = d.get("renewal")
+    renew_at = renewal.get("renew_at") if renewal else None
+    if renew_at and seconds > 0 and report.state != "not-yet-valid":
+        expires += f", {_renews(renew_at, d['checked_at'])}"
+    return [
+        expires + ")",
+        f"Certificate:  {cert['path']}",
+        f"Subject:      {cert['subject']}",
+        f"Issuer:       {cert['issuer']}",
+        f"SANs:         {', '.join(sans['dns'] + sans['ip']) or '(none)'}",
+        f"Serial:       {cert['serial']}",
+    ]
+
+
+def _extra_lines(d: StatusReport) -> list[str]:
     """The serving certificate and the [[certificate]] tables."""
     lines: list[str] = []
     served = d.get("serving")
@@ -80,10 +92,10 @@ def _extra_lines(d: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _daemon_lines(d: dict[str, Any]) -> list[str]:
+def _daemon_lines(d: StatusReport) -> list[str]:
     lines = []
-    kubelet = d.get("kubelet")
-    if kubelet and kubelet.get("managed") and not (d.get("agent") or {}).get("running"):
+    kubelet, agent = d.get("kubelet"), d.get("agent")
+    if kubelet and kubelet.get("managed") and not (agent and agent.get("running")):
         lines.append("Kubelet:      not supervised (join-agent run is not running)")
     elif kubelet and kubelet.get("managed"):
         parts = [kubelet.get("state") or "unknown"]
@@ -96,7 +108,6 @@ def _daemon_lines(d: dict[str, Any]) -> list[str]:
         if kubelet.get("healthz"):
             parts.append(f"healthz {kubelet['healthz']}")
         lines.append(f"Kubelet:      {', '.join(parts)}")
-    agent = d.get("agent")
     if agent:
         parts = ["running" if agent["running"] else "NOT RUNNING"]
         if agent.get("pid"):

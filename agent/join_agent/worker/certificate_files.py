@@ -11,7 +11,7 @@ import os
 import pwd
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from join_agent.config.model import CertificateSpec, Config
 from join_agent.core import wire
@@ -20,6 +20,9 @@ from join_agent.errors import ConfigError, JoinAgentError, StoreError
 from join_agent.log import get_logger
 from join_agent.pki import compat
 from join_agent.storage import files, guard, names, store
+
+if TYPE_CHECKING:
+    from join_agent.core.records import TableRecord, TableReport
 
 log = get_logger("join_agent.worker.certificates")
 
@@ -35,20 +38,22 @@ def record_path(cfg: Config, spec: CertificateSpec) -> Path:
     return cfg.paths.state_dir / DIRECTORY / f"{spec.name}.json"
 
 
-def read_record(path: Path) -> dict[str, Any]:
+def read_record(path: Path) -> TableRecord:
+    """The table's record as this module last wrote it; {} when there is none or it cannot
+    be read."""
     try:
         doc = json.loads(guard.read(path, "the certificate record", cap=guard.SMALL_CAP))
     except (OSError, ValueError, RecursionError, StoreError):
         return {}
-    return doc if isinstance(doc, dict) else {}
+    return cast("TableRecord", doc) if isinstance(doc, dict) else {}
 
 
-def write_record(cfg: Config, spec: CertificateSpec, record: dict[str, Any]) -> None:
+def write_record(cfg: Config, spec: CertificateSpec, record: TableRecord) -> None:
     data = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
     files.atomic_write(record_path(cfg, spec), data, 0o644)
 
 
-def facts(cert: Any) -> dict[str, Any]:
+def facts(cert: Any) -> TableRecord:
     return {
         "serial": f"{cert.serial_number:x}",
         "not_before": wire.iso(compat.not_valid_before(cert)),
@@ -58,8 +63,8 @@ def facts(cert: Any) -> dict[str, Any]:
 
 
 def report(
-    spec: CertificateSpec, record: dict[str, Any], next_attempt: dt.datetime, now: dt.datetime
-) -> dict[str, Any]:
+    spec: CertificateSpec, record: TableRecord, next_attempt: dt.datetime, now: dt.datetime
+) -> TableReport:
     na = when(record.get("not_after"))
     if na is None:
         verdict = "none"
@@ -93,7 +98,7 @@ def report(
     }
 
 
-def facts_on_disk(cfg: Config, now: dt.datetime) -> list[dict[str, Any]]:
+def facts_on_disk(cfg: Config, now: dt.datetime) -> list[TableReport]:
     """What status shows without the daemon: each table's record as last written."""
     out = []
     for spec in cfg.certificates:
@@ -103,11 +108,11 @@ def facts_on_disk(cfg: Config, now: dt.datetime) -> list[dict[str, Any]]:
     return out + orphans(cfg)
 
 
-def orphans(cfg: Config) -> list[dict[str, Any]]:
+def orphans(cfg: Config) -> list[TableReport]:
     """Certificates whose table is gone: their files are left alone, and said so."""
     root = cfg.paths.state_dir / DIRECTORY
     known = {s.name for s in cfg.certificates}
-    out = []
+    out: list[TableReport] = []
     for path in sorted(root.glob("*.json")) if root.is_dir() else []:
         if path.stem not in known:
             rec = read_record(path)

@@ -15,7 +15,7 @@ import datetime as dt
 import ipaddress
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 
@@ -27,6 +27,9 @@ from join_agent.pki import checks, compat, keys
 from join_agent.signers.cfssl import CfsslSigner
 from join_agent.storage import files, guard, names, store
 from join_agent.worker import actions, certificate_files
+
+if TYPE_CHECKING:
+    from join_agent.core.records import TableRecord, TableReport
 
 log = get_logger("join_agent.worker.certificates")
 
@@ -61,10 +64,10 @@ def run_due(
     *,
     now: Callable[[], dt.datetime],
     run_action: Callable[[CertificateSpec], actions.Outcome | None] = actions.run,
-) -> list[dict[str, Any]]:
+) -> list[TableReport]:
     """One pass over every table: issue what is due, run pending actions; the reports,
     plus one for each certificate left on disk by a table that was removed."""
-    reports = []
+    reports: list[TableReport] = []
     for spec in cfg.certificates:
         try:
             reports.append(_one(cfg, signer, spec, node_addresses, now=now, run_action=run_action))
@@ -92,7 +95,7 @@ def _one(
     *,
     now: Callable[[], dt.datetime],
     run_action: Callable[[CertificateSpec], actions.Outcome | None],
-) -> dict[str, Any]:
+) -> TableReport:
     pairs = certificate_files.pair_store(cfg, spec)
     pairs.recover()
     files.sweep(pairs.directory)
@@ -120,7 +123,7 @@ def _one(
             record["last_error"] = {"message": str(e), "at": wire.iso(now())}
             log.error("certificate_failed", name=spec.name, error=str(e))
         else:
-            record.update(failures=0, last_error=None, last_success=wire.iso(now()))
+            record.update({"failures": 0, "last_error": None, "last_success": wire.iso(now())})
             record["rotations"] = int(record.get("rotations") or 0) + 1
             record["action"] = {"pending": bool(spec.action.kind), "failures": 0}
             plan = tables.Plan(issue="", run_action=bool(spec.action.kind), next_attempt=now())
@@ -143,12 +146,13 @@ def _one(
 
 
 def _resume(
-    spec: CertificateSpec, pairs: store.PairStore, current: store.Pair, record: dict[str, Any]
+    spec: CertificateSpec, pairs: store.PairStore, current: store.Pair, record: TableRecord
 ) -> None:
     """A pair installed by a pass that died (or failed to export) before recording it:
     finish that rotation (files, then the action) rather than ask the CA again."""
     log.warning("certificate_rotation_resumed", name=spec.name)
-    record.update(certificate_files.facts(current.certificate), failures=0, last_error=None)
+    record.update(certificate_files.facts(current.certificate))
+    record.update({"failures": 0, "last_error": None})
     record["action"] = {"pending": bool(spec.action.kind), "failures": 0}
     certificate_files.export(spec, current, certificate_files.ca_bundle(pairs, spec, current))
 
@@ -199,19 +203,20 @@ def _issue(
 
 def _run_action(
     spec: CertificateSpec,
-    record: dict[str, Any],
+    record: TableRecord,
     now: Callable[[], dt.datetime],
     run_action: Callable[[CertificateSpec], actions.Outcome | None],
 ) -> None:
     done = run_action(spec)
-    action = dict(record.get("action") or {})
+    action = (record.get("action") or {}).copy()
     action["at"] = wire.iso(now())
     if done is None or done.ok:
-        action.update(pending=False, failures=0, ok=True, exit=done.exit if done else None)
+        action.update({"pending": False, "failures": 0, "ok": True})
+        action["exit"] = done.exit if done else None
         action["output"] = done.output if done else ""
         log.info("certificate_action_ran", name=spec.name, kind=spec.action.kind)
     else:
-        action.update(pending=True, ok=False, exit=done.exit, output=done.output)
+        action.update({"pending": True, "ok": False, "exit": done.exit, "output": done.output})
         action["failures"] = int(action.get("failures") or 0) + 1
         log.error(
             "certificate_action_failed", name=spec.name, kind=spec.action.kind,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
@@ -15,6 +15,10 @@ from join_agent.config.model import Config
 from join_agent.core import judging
 from join_agent.errors import KeyMismatch, StoreError
 from join_agent.storage import guard, store
+
+if TYPE_CHECKING:
+    from join_agent.core.protocol import CredentialFacts
+    from join_agent.core.records import KubeconfigFacts
 
 CAP = guard.PEM_CAP
 
@@ -27,7 +31,7 @@ class Snapshot:
     pair: store.Pair | None
     pair_error: str | None
     kubeconfig_path: Path
-    kubeconfig: dict[str, Any] | None
+    kubeconfig: dict[str, Any] | None  # the YAML as parsed (Kubernetes' format: untyped)
     kubeconfig_error: str | None
     ca_file: Path
     ca: tuple[x509.Certificate, ...]
@@ -98,12 +102,12 @@ def snapshot(cfg: Config, credentials: Path) -> Snapshot:
     )
 
 
-def facts_of(snap: Snapshot) -> dict[str, Any]:
+def facts_of(snap: Snapshot) -> CredentialFacts:
     """The snapshot as plain facts: the same shape the daemon records in status.json."""
     from join_agent.pki import compat, facts
     from join_agent.worker import kubeconfig
 
-    f: dict[str, Any] = {
+    f: CredentialFacts = {
         "credentials": str(snap.credentials),
         "present": snap.pair is not None,
         "error": snap.pair_error,
@@ -115,12 +119,12 @@ def facts_of(snap: Snapshot) -> dict[str, Any]:
         if snap.ca:
             leaf = snap.pair.certificate
             f["issued_by_ca_file"] = any(compat.signed_by(leaf, c) for c in snap.ca)
-    kc: dict[str, Any] = {
+    kc: KubeconfigFacts = {
         "path": str(snap.kubeconfig_path),
         "present": snap.kubeconfig is not None,
         "error": snap.kubeconfig_error,
+        "ca_matches": None,
     }
-    kc["ca_matches"] = None
     if snap.kubeconfig is not None:
         kc.update(kubeconfig.facts(snap.kubeconfig))
         if snap.cluster_ca is not None:

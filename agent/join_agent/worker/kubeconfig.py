@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from join_agent.storage import files
+
+if TYPE_CHECKING:
+    from join_agent.core.records import KubeconfigFacts
 
 
 def render(
@@ -64,7 +67,8 @@ def write(path: Path, text: str) -> bool:
 
 
 def parse(text: str) -> dict[str, Any]:
-    """Load a kubeconfig; raise ValueError when it is not YAML or not a mapping."""
+    """Load a kubeconfig (Kubernetes' format, whoever wrote it: left untyped); raise
+    ValueError when it is not YAML or not a mapping."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -74,9 +78,9 @@ def parse(text: str) -> dict[str, Any]:
     return doc
 
 
-def facts(doc: dict[str, Any]) -> dict[str, Any]:
+def facts(doc: dict[str, Any]) -> KubeconfigFacts:
     """What the current context says: server, user, and the cert and key it points at."""
-    out: dict[str, Any] = {"current_context": doc.get("current-context")}
+    out: KubeconfigFacts = {"current_context": doc.get("current-context")}
     ctx = _named(doc.get("contexts"), out["current_context"], "context")
     cluster = current_cluster(doc)
     user = _named(doc.get("users"), ctx.get("user"), "user")

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from join_agent.config.model import Config
 from join_agent.core import wire
@@ -24,6 +23,9 @@ from join_agent.signers import factory
 from join_agent.signers.kubernetes.bootstrap_token import BootstrapToken
 from join_agent.storage import files, state, store
 from join_agent.worker import enroll
+
+if TYPE_CHECKING:
+    from join_agent.core.records import ServingReport, TableReport
 
 
 def _now() -> dt.datetime:
@@ -67,7 +69,7 @@ def enroll_once(
         )
 
 
-def serving_once(cfg: Config, environ: Mapping[str, str]) -> dict[str, Any]:
+def serving_once(cfg: Config, environ: Mapping[str, str]) -> ServingReport:
     """One look at the kubelet serving certificate (``[signer.kubernetes] serving``)."""
     if cfg.signer_kind != "kubernetes" or not cfg.kubernetes.serving:
         return {"state": "off"}
@@ -84,7 +86,7 @@ def serving_once(cfg: Config, environ: Mapping[str, str]) -> dict[str, Any]:
         return serving.step(cfg, setup.signer, node, _now)
 
 
-def certificates_once(cfg: Config, environ: Mapping[str, str]) -> list[dict[str, Any]]:
+def certificates_once(cfg: Config, environ: Mapping[str, str]) -> list[TableReport]:
     """One pass over the ``[[certificate]]`` tables: what is due is issued, pending actions
     run; the reports, one per table (and one per table removed since)."""
     from join_agent.signers.cfssl import CfsslSigner
@@ -112,7 +114,7 @@ def inspect(cfg: Config) -> CredentialFacts:
     from join_agent.worker import inspection
 
     current = enroll.client_store(cfg).current
-    out = typing.cast(CredentialFacts, inspection.facts_of(inspection.snapshot(cfg, current)))
+    out = inspection.facts_of(inspection.snapshot(cfg, current))
     out["ids"] = {
         "credentials": state.file_identity(current),
         "kubeconfig": state.file_identity(cfg.paths.kubeconfig),
@@ -161,7 +163,7 @@ def _sentence(e: Exception) -> str:
     return f"{type(e).__name__}: {log.scrub(str(e))[:300]}"
 
 
-def _all_failing(cfg: Config, message: str) -> list[dict[str, Any]]:
+def _all_failing(cfg: Config, message: str) -> list[TableReport]:
     """Every table's last report, marked failing: a pass that could not run at all (no CA,
     no auth key) must show in status, not leave yesterday's "valid" standing."""
     from join_agent.worker import certificate_files
@@ -169,7 +171,9 @@ def _all_failing(cfg: Config, message: str) -> list[dict[str, Any]]:
     reports = certificate_files.facts_on_disk(cfg, _now())
     for r in reports:
         if r.get("state") != "removed":
-            r.update(state="failing", last_error={"message": message, "at": wire.iso(_now())})
+            r.update(
+                {"state": "failing", "last_error": {"message": message, "at": wire.iso(_now())}}
+            )
     return reports
 
 

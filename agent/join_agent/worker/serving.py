@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -27,6 +27,9 @@ from join_agent.pki import checks, compat, keys
 from join_agent.signers.kubernetes import csr_api
 from join_agent.signers.kubernetes.signer import KubernetesSigner
 from join_agent.storage import files, guard, names, store
+
+if TYPE_CHECKING:
+    from join_agent.core.records import ServingReport
 
 log = get_logger("join_agent.worker.serving")
 
@@ -68,7 +71,7 @@ def why_due(cert: x509.Certificate | None, identity: Identity, now: dt.datetime)
 
 def step(
     cfg: Config, signer: KubernetesSigner, identity: Identity, now: Callable[[], dt.datetime]
-) -> dict[str, Any]:
+) -> ServingReport:
     """One look at the serving certificate: install an issued one, or ask for one.
 
     Returns what status shows: ``state`` is current / pending / denied / error.
@@ -79,7 +82,7 @@ def step(
     except StoreError:
         current = None
     pending = read_pending(cfg)
-    report: dict[str, Any] = _facts(current.certificate if current else None)
+    report = _facts(current.certificate if current else None)
     try:
         if pending is not None and not pending.denied:
             done = _look(cfg, signer, identity, pending, now)
@@ -103,7 +106,7 @@ def _look(
     identity: Identity,
     pending: Pending,
     now: Callable[[], dt.datetime],
-) -> dict[str, Any] | None:
+) -> ServingReport | None:
     """Install the pending request's certificate when issued; None to ask anew."""
     auth = signer.node_auth()
     with auth.client(signer.limits) as client:
@@ -160,7 +163,7 @@ def _ask(
     identity: Identity,
     why: str,
     now: Callable[[], dt.datetime],
-) -> dict[str, Any]:
+) -> ServingReport:
     auth = signer.node_auth()
     key = keys.generate_key(cfg.node.key)
     key_pem = keys.key_pem(key)
@@ -206,7 +209,7 @@ def clear_pending(cfg: Config) -> None:
         files.discard(path)
 
 
-def _facts(cert: x509.Certificate | None) -> dict[str, Any]:
+def _facts(cert: x509.Certificate | None) -> ServingReport:
     if cert is None:
         return {"present": False}
     return {
@@ -218,7 +221,7 @@ def _facts(cert: x509.Certificate | None) -> dict[str, Any]:
     }
 
 
-def facts_on_disk(cfg: Config) -> dict[str, Any]:
+def facts_on_disk(cfg: Config) -> ServingReport:
     """What status shows without asking anyone: the installed certificate and any request."""
     try:
         current = server_store(cfg).load_current()
@@ -227,10 +230,10 @@ def facts_on_disk(cfg: Config) -> dict[str, Any]:
     out = _facts(current.certificate if current else None)
     pending = read_pending(cfg)
     if pending is not None and pending.denied:
-        out.update(state="denied", name=pending.name, message=pending.denied)
+        out.update({"state": "denied", "name": pending.name, "message": pending.denied})
     elif pending is not None:
         msg = f"pending approval: `kubectl certificate approve {pending.name}`"
-        out.update(state="pending", name=pending.name, message=msg)
+        out.update({"state": "pending", "name": pending.name, "message": msg})
     else:
         out["state"] = "current" if current else "none"
     return out
