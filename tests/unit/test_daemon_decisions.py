@@ -94,9 +94,12 @@ def make(
 
 def creds(ips: list[str], node: str = "worker-1", days: int = 365) -> CredentialFacts:
     nb = NOW - dt.timedelta(days=1)
-    return {
+    return {  # as a worker reports them
         "present": True,
+        "credentials": "/var/lib/kubelet/pki/kubelet-client-current.pem",
         "node": node,
+        "subject": f"O=system:nodes,CN=system:node:{node}",
+        "issuer": "CN=cluster CA",
         "serial": "abc123",
         "sans": {"dns": [node], "ip": ips},
         "not_before": wire.iso(nb),
@@ -342,3 +345,22 @@ def test_a_rotation_restarts_the_kubelet_only_when_it_serves_our_certificate(
     # A CA change restarts it whatever it serves: the kubelet does not reload CA data.
     d.on_result(NOW, "enroll", {"ok": True, "credentials": rotated, "ca_changed": True})
     assert fake.calls == ["start", *restarts, "restart"]
+
+
+def test_every_status_document_the_daemon_writes_is_one_status_reads(tmp_path: Path) -> None:
+    """status.json before the first inspect, after an inspect that found nothing or failed,
+    once joined and after a failure: each passes the reader's own check, so `status` never
+    calls the daemon's record damaged."""
+    from join_agent.storage import state
+
+    d, _ = make(tmp_path)
+    docs = [d.status_document(NOW)]
+    d.on_result(NOW, "inspect", {"ok": False, "error": "no", "kind": "StoreError"})
+    docs.append(d.status_document(NOW))
+    nothing: CredentialFacts = {"present": False, "credentials": str(tmp_path / "current.pem")}
+    d.on_result(NOW, "inspect", {"ok": True, "credentials": nothing})
+    docs.append(d.status_document(NOW))
+    joined(d, creds(["192.0.2.10"]))
+    d.on_result(NOW, "enroll", FAILED)
+    docs.append(d.status_document(NOW, final=True))
+    assert [state.document_problem(doc) for doc in docs] == [None] * len(docs)

@@ -72,6 +72,7 @@ class Daemon:
         self.rng = rng or random.SystemRandom()
         self.kubelet = KubeletControl(kubelet_factory, serves_ours=kubelet_serves_ours)
         self.creds: CredentialFacts | None = None  # the last worker's facts about the files
+        self.current = cfg.paths.pki_dir / names.CLIENT_CURRENT  # what those facts are about
         self.side = SideJobs()
         self.renewal = RenewalPolicy(
             retry_min=cfg.renewal.retry_min,
@@ -172,8 +173,7 @@ class Daemon:
         ids = (self.creds or {}).get("ids")
         if not isinstance(ids, dict):
             return False
-        current = self.cfg.paths.pki_dir / names.CLIENT_CURRENT
-        return ids.get("credentials") != state.file_identity(current)
+        return ids.get("credentials") != state.file_identity(self.current)
 
     def _joined(self) -> bool:
         return bool(self.creds and self.creds.get("present")) and self.cfg.paths.kubeconfig.exists()
@@ -245,7 +245,7 @@ class Daemon:
         rotated = old_serial is not None and (self.creds or {}).get("serial") != old_serial
         if mode == "inspect":
             if result.get("ok") is False and self.creds is None:
-                self.creds = {"present": False}
+                self.creds = {"present": False, "credentials": str(self.current)}
             splay, draw = self.cfg.renewal.splay, self.rng.random()
             delay = self.renewal.first_look(now, joined=self._joined(), splay=splay, draw=draw)
             if delay is not None:
@@ -359,7 +359,7 @@ class Daemon:
 
     def status_document(self, now: dt.datetime, *, final: bool = False) -> StatusRecord:
         """status.json (docs/status.md): what the daemon knows now."""
-        creds = self.creds or {"present": False}
+        creds = self.creds or {"present": False, "credentials": str(self.current)}
         error = self.renewal.last_error
         agent_state = "running" if self._working() or self.worked else "starting"
         if self.stopping or final:
