@@ -83,6 +83,7 @@ class FleetConfig:
     splay: dt.timedelta  # [renewal] splay
     retry_min: dt.timedelta  # [renewal] retry_min
     retry_max: dt.timedelta  # [renewal] retry_max
+    join_retry_max: dt.timedelta  # [renewal] join_retry_max
     seed: int
 
     def lines(self) -> list[str]:
@@ -91,7 +92,8 @@ class FleetConfig:
             f"certificate lifetime: {go_duration(self.lifetime)}",
             f'[renewal] splay = "{go_duration(self.splay)}", '
             f'retry_min = "{go_duration(self.retry_min)}", '
-            f'retry_max = "{go_duration(self.retry_max)}"',
+            f'retry_max = "{go_duration(self.retry_max)}", '
+            f'join_retry_max = "{go_duration(self.join_retry_max)}"',
             f"random seed: {self.seed}",
         ]
 
@@ -136,7 +138,9 @@ class Fleet:
         self.nodes = []
         for i in range(n):
             rng = random.Random(master.random())  # noqa: S311
-            policy = RenewalPolicy(cfg.retry_min, cfg.retry_max, salt=rng.random())
+            policy = RenewalPolicy(
+                cfg.retry_min, cfg.retry_max, join_retry_max=cfg.join_retry_max, salt=rng.random()
+            )
             self.nodes.append(Node(rng=rng, policy=policy, name=f"{seed}-{i}"))
         self.queue: list[tuple[float, int]] = []
         self.down: tuple[float, float] | None = None  # CA outage [start, end)
@@ -299,6 +303,25 @@ def cold_boot(cfg: FleetConfig, n: int) -> tuple[Result, Run]:
     return result, run
 
 
+def first_join_after_outage(cfg: FleetConfig, n: int, length: dt.timedelta) -> tuple[Result, Run]:
+    """A cold boot while the CA is down: how long after it returns until the last node has
+    joined (join_retry_max's case), and what the returning CA is offered."""
+    fleet = Fleet(cfg, n, cfg.seed + 3)
+    fleet.cold_boot()
+    back = length / SECOND
+    fleet.down = (0.0, back)
+    run = fleet.run(horizon=back + cfg.lifetime / SECOND / 2, until_joined=True)
+    if len(run.first_success) != n:
+        raise RuntimeError(f"first join after an outage: only {len(run.first_success)} joined")
+    last = max(run.first_success.values())
+    window = (math.floor(back), math.floor(last) + 1)
+    name = f"cold boot during a CA outage ({go_duration(length)}), {n:,} nodes"
+    result = judge(
+        name, fleet, run, window=window, done=last - back, wasted_down=run.wasted(0, back)
+    )
+    return result, run
+
+
 def steady(cfg: FleetConfig, n: int) -> tuple[Result, Run]:
     fleet = Fleet(cfg, n, cfg.seed + 1)
     fleet.steady_state()
@@ -452,6 +475,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--splay", default="13s", help="[renewal] splay (default 13s)")
     p.add_argument("--retry-min", default="10s", help="[renewal] retry_min (default 10s)")
     p.add_argument("--retry-max", default="5m", help="[renewal] retry_max (default 5m)")
+    p.add_argument("--join-retry-max", default="1m", help="[renewal] join_retry_max (default 1m)")
     p.add_argument("--outage-nodes", type=int, default=5000, help="fleet for steady/outages")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument(
@@ -474,6 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         splay=parse_duration(args.splay),
         retry_min=parse_duration(args.retry_min),
         retry_max=parse_duration(args.retry_max),
+        join_retry_max=parse_duration(args.join_retry_max),
         seed=args.seed,
     )
     print("\n".join(cfg.lines()), file=sys.stderr, flush=True)
@@ -481,6 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     small, big = max(1, round(1000 * args.scale)), max(1, round(5000 * args.scale))
     outage_nodes = max(1, round(args.outage_nodes * args.scale))
     runs: list[tuple[Result, Run]] = [cold_boot(cfg, small), cold_boot(cfg, big)]
+    runs += [first_join_after_outage(cfg, k, dt.timedelta(minutes=10)) for k in (small, big)]
     runs.append(steady(cfg, outage_nodes))
     lengths = [
         (cfg.lifetime * pct / 100, f"{pct} % of the lifetime") for pct in (5, 10, 15, 20, 25)

@@ -169,7 +169,7 @@ def _reset(args: argparse.Namespace) -> int:
     from join_agent.verbs import reset
 
     cfg = _config(args)
-    if not args.force:
+    if not (args.force or args.for_image):
         if not sys.stdin.isatty():
             return _fail(
                 "reset removes this node's credentials and kubeconfig: rerun with --force "
@@ -179,8 +179,10 @@ def _reset(args: argparse.Namespace) -> int:
         answer = input(f"Remove the credentials, kubeconfig and CA file of {cfg.source}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             return 1
-    for line in reset.reset(cfg):
+    for line in reset.reset(cfg, for_image=args.for_image):
         print(line)
+    if args.for_image:
+        print(reset.IMAGE_REMINDER)
     return 0
 
 

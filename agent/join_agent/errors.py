@@ -41,3 +41,7 @@ class KeyMismatch(StoreError):
 
 class LockedError(JoinAgentError):
     """Another join-agent process holds the state lock."""
+
+
+class ClockError(JoinAgentError):
+    """The clock is obviously wrong (earlier than this package's install): set it first."""

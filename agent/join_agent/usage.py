@@ -142,6 +142,12 @@ def _reload(rl: argparse.ArgumentParser) -> None:
 
 def _reset(rs: argparse.ArgumentParser) -> None:
     rs.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    rs.add_argument(
+        "--for-image",
+        action="store_true",
+        help="also the [[certificate]] tables' files and the lock: leave only the package, "
+        "config and secrets, to build a node image from (implies --force)",
+    )
 
 
 def _worker(wk: argparse.ArgumentParser) -> None:

@@ -402,6 +402,22 @@ def test_a_renamed_node_joins_again_with_the_token(node: KubeNode, api: StandinA
     )
 
 
+def test_a_clone_asks_with_the_token_not_the_templates_certificate(
+    node: KubeNode, api: StandinApiServer, tmp_path: Path
+) -> None:
+    """Credentials made on another machine are never presented, not even to renew: the
+    clone's request goes as the bootstrap token (docs/install.md, "Building a node image")."""
+    machine_id = tmp_path / "machine-id"
+    machine_id.write_text("a" * 32 + "\n")
+    node.write_config(node={"fingerprint_files": [str(machine_id)]})
+    assert node.run("join").returncode == 0
+    machine_id.write_text("c" * 32 + "\n")  # the same disk on another machine
+    r = node.run("join")
+    assert r.returncode == 0, r.stderr
+    assert _csr_users(api) == ["system:bootstrap:abcdef", "system:bootstrap:abcdef"]
+    assert json.loads(node.run("status", "--json").stdout)["state"] == "valid"  # its own now
+
+
 def test_run_does_not_pile_up_requests_after_a_denial(tmp_path: Path) -> None:
     config: dict[str, dict[str, object]] = {"kubelet": {"manage": False}}
     with standin_node(tmp_path, config=config, approver="deny") as (api, n):

@@ -17,6 +17,8 @@ Every kubelet flag is accepted and ignored. Its own flags:
   --standin-ignore-sigterm     ignore SIGTERM (to test SIGKILL escalation)
   --standin-run-tool=NAME      run NAME once, looked up in PATH as a kubelet looks up
                                iptables or mount, and record the file it found (or null)
+  --standin-credentials=FILE   record the SHA-256 of FILE as it starts (the client pair a
+                               kubelet would present: kubelet-client-current.pem)
 
 On SIGTERM it exits 0 promptly unless told to ignore it. The SIGTERM disposition is set
 before the record line is written, so a test that saw the line may signal at once.
@@ -53,6 +55,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--standin-exit-code", type=int, default=1)
     p.add_argument("--standin-ignore-sigterm", action="store_true")
     p.add_argument("--standin-run-tool")
+    p.add_argument("--standin-credentials")
     opts, _kubelet_flags = p.parse_known_args(argv)
     return opts
 
@@ -91,8 +94,19 @@ def _run_tool(name: str | None) -> str | None:
     return found
 
 
-def _record(path: str, tool: str | None) -> None:
+def _sha256(path: str | None) -> str | None:
+    import hashlib
+
+    try:
+        with open(path or "", "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def _record(path: str, tool: str | None, credentials: str | None) -> None:
     line = {
+        "credentials_sha256": _sha256(credentials),
         "argv": sys.argv[1:],
         "env": {k: os.environ[k] for k in RECORDED_ENV if k in os.environ},
         "env_names": sorted(os.environ),
@@ -120,7 +134,7 @@ def main(argv: list[str]) -> int:
         _serve_healthz(opts.standin_healthz_port)
     tool = _run_tool(opts.standin_run_tool)
     if opts.standin_record:
-        _record(opts.standin_record, tool)
+        _record(opts.standin_record, tool, opts.standin_credentials)
     if opts.standin_exit_after is None:
         while True:
             time.sleep(3600)

@@ -69,6 +69,7 @@ def test_defaults_are_those_of_the_design() -> None:
         addresses=(),
         exclude_interfaces=DESIGN_EXCLUDE_INTERFACES,
         key="ecdsa-p256",
+        fingerprint_files=(Path("/etc/machine-id"), Path("/sys/class/dmi/id/product_uuid")),
     )
     assert cfg.signer_kind == "cfssl"
     assert cfg.cfssl == model.CfsslConfig(
@@ -93,7 +94,11 @@ def test_defaults_are_those_of_the_design() -> None:
         state_dir=Path("/var/lib/join-agent"),
     )
     assert cfg.renewal == model.RenewalConfig(
-        retry_min=10 * s, retry_max=5 * 60 * s, splay=0 * s, clock_skew=2 * 60 * s
+        retry_min=10 * s,
+        retry_max=5 * 60 * s,
+        join_retry_max=60 * s,
+        splay=0 * s,
+        clock_skew=2 * 60 * s,
     )
     assert cfg.kubelet == model.KubeletConfig(
         manage=True,
@@ -247,6 +252,7 @@ def test_unmanaged_kubelet_may_have_no_command() -> None:
         ("signer.kind", "vault", "signer.kind", "one of: cfssl, kubernetes"),
         # renewal
         ("renewal.retry_min", "10m", "renewal.retry_max", "retry_min"),
+        ("renewal.join_retry_max", "5s", "renewal.join_retry_max", "smaller than retry_min"),
         ("renewal.splay", "5", "renewal.splay", "not a duration"),
         ("renewal.clock_skew", -1, "renewal.clock_skew", "must not be negative"),
         ("renewal.clock_skew", "-2m", "renewal.clock_skew", "not a duration"),
@@ -319,6 +325,20 @@ def test_retry_max_equal_to_retry_min_is_fine() -> None:
     doc["renewal"]["retry_max"] = 60
     cfg = loading.parse(doc)
     assert cfg.renewal.retry_min == cfg.renewal.retry_max == dt.timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    ("retry_min", "retry_max", "join_retry_max"),
+    [("10s", "5m", 60), ("2m", "5m", 120), ("1s", "30s", 30)],
+)
+def test_join_retry_max_defaults_to_a_minute_within_the_retry_bounds(
+    retry_min: str, retry_max: str, join_retry_max: int
+) -> None:
+    """An older config with retry_min above a minute (or retry_max below) stays valid."""
+    doc = doc_with("renewal.retry_min", retry_min)
+    doc["renewal"]["retry_max"] = retry_max
+    cfg = loading.parse(doc)
+    assert cfg.renewal.join_retry_max == dt.timedelta(seconds=join_retry_max)
 
 
 # -- load ------------------------------------------------------------------------------

@@ -364,3 +364,84 @@ def test_every_status_document_the_daemon_writes_is_one_status_reads(tmp_path: P
     d.on_result(NOW, "enroll", FAILED)
     docs.append(d.status_document(NOW, final=True))
     assert [state.document_problem(doc) for doc in docs] == [None] * len(docs)
+
+
+def test_another_machines_credentials_are_a_first_join(tmp_path: Path) -> None:
+    """A clone's inherited credentials: not joined (so no kubelet, and `join-agent wait`
+    keeps waiting), not renewed on the template's schedule, but enrolled afresh after the
+    splay, as every new node is; READY=1 still comes (the state has been read)."""
+    notes = Recording()
+    d, _ = make(tmp_path, notes, renewal={"splay": "10m"})
+    foreign = "the credentials were made on another machine (/etc/machine-id differs: …)"
+    joined(d, {**creds(["192.0.2.10"]), "foreign": foreign})
+    d.publish(NOW)
+    assert any("READY=1" in sent for sent in notes.sent)
+    doc = d.status_document(NOW)
+    assert doc["agent"]["state"] == "starting"  # not joined
+    assert doc["renewal"]["renew_at"] is None  # the template's deadline is not ours
+    at = wire.parse_iso(renewal_doc(d)["next_attempt"])
+    assert NOW <= at < NOW + dt.timedelta(minutes=10)
+    waiting = doc["waiting_for"]
+    assert waiting is not None and "splay" in waiting
+    assert reporting.status_line(doc, NOW).startswith(
+        "not joined yet (the credentials on disk are another machine's); waiting for splay"
+    )
+    # The same files, made here: joined, renewed on their own deadline.
+    ours, _ = make(tmp_path / "b", renewal={"splay": "10m"})
+    joined(ours, creds(["192.0.2.10"]))
+    doc = ours.status_document(NOW)
+    assert doc["agent"]["state"] == "running" and doc["renewal"]["renew_at"] is not None
+
+
+class Slots:
+    """The worker slot, recording the modes started instead of starting children."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.busy, self.mode = False, None
+
+    def start(self, cfg: object, mode: str, environ: object, now: object) -> None:
+        self.started.append(mode)
+
+    def deadline(self, cfg: object) -> None:
+        return None
+
+
+def test_a_clock_before_the_install_waits_for_time_sync_without_failing(tmp_path: Path) -> None:
+    """A board without a real-time clock boots in 1970: the daemon asks the CA nothing (an
+    enrollment would fail the validity checks and count as a failure), says why, looks
+    again every few seconds, and enrolls once time sync has set the clock."""
+    notes = Recording()
+    d, _ = make(tmp_path, notes)
+    d.installed = NOW - dt.timedelta(days=30)
+    slots = Slots()
+    d.worker = slots  # type: ignore[assignment]
+    nothing: CredentialFacts = {"present": False, "credentials": str(tmp_path / "c.pem")}
+    d.on_result(NOW, "inspect", {"ok": True, "credentials": nothing})
+    boot = dt.datetime(1970, 1, 1, 0, 0, 5, tzinfo=dt.timezone.utc)
+    d.decide(boot)
+    assert slots.started == []
+    doc = d.status_document(boot)
+    waiting = doc["waiting_for"]
+    assert waiting is not None and waiting.startswith(
+        "the clock to be set: it reads 1970-01-01T00:00:05Z, before 2026-10-23T12:00:00Z"
+    )
+    assert doc["renewal"]["failures"] == 0
+    assert d.next_wake(boot) == boot + dt.timedelta(seconds=5)
+    d.publish(boot)
+    assert any("waiting for the clock to be set" in sent for sent in notes.sent)
+    d.decide(NOW)  # NTP stepped the clock
+    assert slots.started == ["enroll"]
+
+
+def test_a_joined_nodes_clock_may_not_be_earlier_than_its_certificate(tmp_path: Path) -> None:
+    """The floor is also the held certificate's start, less clock_skew (default 2m)."""
+    d, _ = make(tmp_path)
+    d.installed = NOW - dt.timedelta(days=30)
+    slots = Slots()
+    d.worker = slots  # type: ignore[assignment]
+    joined(d, creds(["192.0.2.10"]))  # not_before = NOW - 1 day
+    d.decide(NOW - dt.timedelta(days=1, minutes=1))  # within the skew: fine
+    assert d.clock_behind is None
+    d.decide(NOW - dt.timedelta(days=2))
+    assert d.clock_behind == NOW - dt.timedelta(days=1, minutes=2)

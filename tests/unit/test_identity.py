@@ -214,6 +214,7 @@ def node_config(name: str = "", addresses: tuple[str, ...] = ()) -> NodeConfig:
         addresses=ips(*addresses),
         exclude_interfaces=DEFAULT_EXCLUDE_INTERFACES,
         key="ecdsa-p256",
+        fingerprint_files=(),
     )
 
 

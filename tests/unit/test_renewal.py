@@ -14,7 +14,7 @@ from join_agent.core.renewal import AFTER_DENIAL, RenewalPolicy, identity_mismat
 from join_agent.core.schedule import Held, renew_at
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
-S10, M5 = dt.timedelta(seconds=10), dt.timedelta(minutes=5)
+S10, M1, M5 = dt.timedelta(seconds=10), dt.timedelta(minutes=1), dt.timedelta(minutes=5)
 
 
 def policy(salt: float = 0.25) -> RenewalPolicy:
@@ -175,3 +175,23 @@ def test_every_error_class_has_its_kind() -> None:
     assert unknown == []
     assert ErrorKind.of("SomethingNew") is ErrorKind.UNKNOWN
     assert ErrorKind.of("RequestDenied") is ErrorKind.DENIED
+
+
+def test_without_a_certificate_the_backoff_stops_at_join_retry_max() -> None:
+    """A node that is not in the cluster at all waits at most join_retry_max after its CA
+    comes back; a renewal, with a certificate still valid, waits up to retry_max."""
+    joining = RenewalPolicy(retry_min=S10, retry_max=M5, join_retry_max=M1, salt=0.25)
+    renewing = RenewalPolicy(retry_min=S10, retry_max=M5, join_retry_max=M1, salt=0.25)
+    for p in (joining, renewing):
+        for _ in range(12):
+            p.begin(NOW)
+            p.failed(NOW, "no CFSSL server answered: x", ErrorKind.TRANSPORT)
+    waits = []
+    for salt in (0.1, 0.5, 0.9):
+        joining.salt = renewing.salt = salt
+        assert NOW + S10 <= joining.next_attempt(NOW, None) <= NOW + M1
+        waits.append(renewing.next_attempt(NOW, held()) - NOW)
+    assert max(waits) > M1  # the renewal's cap is retry_max: some draw lands past a minute
+    assert all(w <= M5 for w in waits)
+    # Without join_retry_max (a policy built without one), retry_max caps both.
+    assert policy().join_retry_max is None

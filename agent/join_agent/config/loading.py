@@ -161,7 +161,7 @@ def _tables(r: Reader) -> _Tables:
         "cluster", "node", "signer", "paths", "renewal", "kubelet", "metrics", "certificate"
     )
     cluster = r.table("cluster", {"server", "name", "ca_bundle"})
-    node = r.table("node", {"name", "addresses", "exclude_interfaces", "key"})
+    node = r.table("node", {"name", "addresses", "exclude_interfaces", "key", "fingerprint_files"})
     signer = r.table("signer", {"kind", "cfssl", "kubernetes"})
     kind = r.choice(signer, "signer.kind", ("cfssl", "kubernetes"), "cfssl")
     cf = r.table("signer.cfssl", {
@@ -174,7 +174,9 @@ def _tables(r: Reader) -> _Tables:
     discovery_file = r.discovery_source(kb, "signer.kubernetes.discovery_file")
     from_file = kind == "kubernetes" and bool(discovery_file)
     server = r.url(cluster, "cluster.server", required=not from_file, schemes=("https",))
-    renewal = r.table("renewal", {"retry_min", "retry_max", "splay", "clock_skew"})
+    renewal = r.table(
+        "renewal", {"retry_min", "retry_max", "join_retry_max", "splay", "clock_skew"}
+    )
     kubelet = r.table("kubelet", {
         "manage", "command", "stop_grace", "restart_min", "restart_max", "stable_after",
         "healthz_url", "restart_on_serving_rotation",
@@ -252,9 +254,15 @@ def _renewal(r: Reader, renewal: Mapping[str, Any], source: Path) -> RenewalConf
         )
     if retry_max < retry_min:
         raise ConfigError(f"{source}: renewal.retry_max must not be smaller than retry_min")
+    join_retry_max = r.duration(renewal, "renewal.join_retry_max", "1m")
+    if "join_retry_max" not in renewal:  # a minute, within the bounds an older config set
+        join_retry_max = min(max(join_retry_max, retry_min), retry_max)
+    if join_retry_max < retry_min:
+        raise ConfigError(f"{source}: renewal.join_retry_max must not be smaller than retry_min")
     return RenewalConfig(
         retry_min=retry_min,
         retry_max=retry_max,
+        join_retry_max=join_retry_max,
         splay=r.duration(renewal, "renewal.splay", "0s"),
         clock_skew=clock_skew,
     )
@@ -297,6 +305,9 @@ def _node(r: Reader, node: Mapping[str, Any]) -> NodeConfig:
             r.string_list(node, "node.exclude_interfaces", list(DEFAULT_EXCLUDE_INTERFACES))
         ),
         key=r.choice(node, "node.key", KEY_TYPES, "ecdsa-p256"),
+        fingerprint_files=r.path_list(
+            node, "node.fingerprint_files", platform.current().fingerprint_files
+        ),
     )
 
 

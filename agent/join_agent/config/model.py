@@ -37,6 +37,7 @@ class NodeConfig(NamedTuple):
     addresses: tuple[IPAddress, ...]  # () = discovered
     exclude_interfaces: tuple[str, ...]
     key: KeyType
+    fingerprint_files: tuple[Path, ...]  # what says which machine this is (host/machine.py)
 
 
 class CfsslConfig(NamedTuple):
@@ -66,6 +67,7 @@ class PathsConfig(NamedTuple):
 class RenewalConfig(NamedTuple):
     retry_min: dt.timedelta
     retry_max: dt.timedelta
+    join_retry_max: dt.timedelta  # the cap while the node holds no certificate of its own
     splay: dt.timedelta
     clock_skew: dt.timedelta
 

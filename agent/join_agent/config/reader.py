@@ -99,6 +99,17 @@ class Reader:
             raise self.fail(key, f"must be an absolute path, not {value!r}")
         return Path(value)
 
+    def path_list(
+        self, t: Mapping[str, Any], key: str, default: tuple[Path, ...]
+    ) -> tuple[Path, ...]:
+        value = self._get(t, key, list)
+        if value is None:
+            return default
+        bad = [v for v in value if not isinstance(v, str) or not v.startswith("/")]
+        if bad:
+            raise self.fail(key, f"must be a list of absolute paths, not {bad[0]!r}")
+        return tuple(Path(v) for v in value)
+
     def optional_path(self, t: Mapping[str, Any], key: str) -> Path | None:
         value = self.string(t, key, "")
         return self.path(t, key, Path("/")) if value else None

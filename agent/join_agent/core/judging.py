@@ -89,6 +89,9 @@ def _judge_certificate(  # noqa: PLR0911 - one verdict per rule, checked in orde
         return "not-joined", [f"no certificate at {creds}: run `join-agent join`"], doc
     nb, na = parse_iso(f["not_before"]), parse_iso(f["not_after"])
     doc = _certificate_part(f, int((na - now).total_seconds()))
+    foreign = f.get("foreign")
+    if foreign:
+        return "mismatched", [f"{foreign} (or run `join-agent join`)"], doc
     if f.get("issued_by_ca_file") is False:
         return (
             "mismatched",

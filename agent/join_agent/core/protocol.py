@@ -43,6 +43,7 @@ class ErrorKind(str, enum.Enum):
     KEY_MISMATCH = "KeyMismatch"
     UNSAFE_PATH = "UnsafePath"
     LOCKED = "LockedError"
+    CLOCK = "ClockError"
     KUBELET = "KubeletError"
     DENIED = "RequestDenied"
     APPROVAL_TIMEOUT = "ApprovalTimeout"
@@ -97,6 +98,7 @@ class CredentialFacts(TypedDict, total=False):
     credentials: str
     error: str | None
     key_mismatch: bool
+    foreign: str | None  # made on another machine: why (host/machine.py)
     issued_by_ca_file: bool | None
     node: str
     subject: str

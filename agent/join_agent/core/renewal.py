@@ -13,6 +13,8 @@ The rule, in the order it applies (``next_attempt``):
 2. After failures, capped and jittered backoff (schedule.next_attempt), one draw per
    attempt from this process's own salt, so a fleet that failed in the same second does not
    retry in the same second; a certificate still valid gets one more try before it expires.
+   Without a certificate the cap is ``join_retry_max``: a node that is not in the cluster
+   at all waits at most that long after its CA comes back, a renewal up to ``retry_max``.
 3. A first enrollment waits for the splay drawn at the first look at an unjoined node.
 4. After a denied request, no new one for ``after_denial``, unless a renewal was requested.
 5. Someone who asks (SIGUSR1, ``join-agent renew``) gets an attempt now, whatever waits.
@@ -63,6 +65,7 @@ class RenewalPolicy:
     retry_min: dt.timedelta
     retry_max: dt.timedelta
     salt: float  # this process's own, in [0, 1)
+    join_retry_max: dt.timedelta | None = None  # the cap without a certificate (None: retry_max)
     after_denial: dt.timedelta = AFTER_DENIAL
     failures: int = 0
     last_attempt: dt.datetime | None = None
@@ -87,7 +90,7 @@ class RenewalPolicy:
             failures=self.failures,
             last_attempt=self.last_attempt,
             retry_min=self.retry_min,
-            retry_max=self.retry_max,
+            retry_max=self.retry_max if held is not None else self._join_cap(),
             draw=self._draw(),
         )
         if self.requested and self.failures == 0:
@@ -99,6 +102,9 @@ class RenewalPolicy:
         if self.asked:
             at = now
         return at
+
+    def _join_cap(self) -> dt.timedelta:
+        return self.retry_max if self.join_retry_max is None else self.join_retry_max
 
     def _draw(self) -> float:
         # The same draw for one attempt, so recomputing at every wake-up does not move the
@@ -114,9 +120,15 @@ class RenewalPolicy:
 
     # -------------------------------------------------------------- the transitions
 
-    def configure(self, retry_min: dt.timedelta, retry_max: dt.timedelta) -> None:
+    def configure(
+        self,
+        retry_min: dt.timedelta,
+        retry_max: dt.timedelta,
+        join_retry_max: dt.timedelta | None = None,
+    ) -> None:
         """A reloaded config's backoff bounds."""
         self.retry_min, self.retry_max = retry_min, retry_max
+        self.join_retry_max = join_retry_max
 
     def first_look(
         self, now: dt.datetime, *, joined: bool, splay: dt.timedelta, draw: float

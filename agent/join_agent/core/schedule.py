@@ -233,6 +233,8 @@ def held(facts: CredentialFacts | None) -> Held | None:
     None when there is none."""
     if not facts or not facts.get("present") or not facts.get("not_before"):
         return None
+    if facts.get("foreign"):
+        return None  # another machine's: nothing this node holds (host/machine.py)
     return Held(
         serial=str(facts.get("serial")),
         not_before=parse_iso(facts["not_before"]),
@@ -245,3 +247,16 @@ def renew_at(cert: Held) -> dt.datetime:
     # random.Random(str) seeds from a hash of the string: the same draw in every process.
     draw = random.Random(cert.serial).random()  # noqa: S311 - jitter, not a secret
     return renewal_deadline(cert.not_before, cert.not_after, draw)
+
+
+# How often a clock that is obviously wrong is looked at again: time sync sets it at once
+# when it comes, and nothing is asked of the CA meanwhile.
+CLOCK_POLL = dt.timedelta(seconds=5)
+
+
+def clock_floor(installed: dt.datetime, cert: Held | None, skew: dt.timedelta) -> dt.datetime:
+    """The earliest the clock can truly read (pure): not before this package was installed,
+    nor, less the skew allowed, before the certificate the node holds began. A board
+    without a real-time clock boots at its last shutdown or at 1970, earlier than both: an
+    enrollment then would fail the validity checks and count as a failure."""
+    return installed if cert is None else max(installed, cert.not_before - skew)

@@ -33,7 +33,7 @@ from join_agent.daemon.reporting import Reporter, renewal_doc, signer_facts, wai
 from join_agent.daemon.sidejobs import SideJobs
 from join_agent.daemon.wakeups import Wakeups
 from join_agent.errors import ConfigError, JoinAgentError
-from join_agent.host import proc
+from join_agent.host import platform, proc
 from join_agent.host.notify import Notifier
 from join_agent.log import get_logger
 from join_agent.storage import files, names, state
@@ -64,6 +64,7 @@ class Daemon:
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         kubelet_serves_ours: bool = False,
+        installed: dt.datetime | None = None,
     ) -> None:
         self.cfg = cfg
         self.environ = dict(environ)
@@ -77,6 +78,7 @@ class Daemon:
         self.renewal = RenewalPolicy(
             retry_min=cfg.renewal.retry_min,
             retry_max=cfg.renewal.retry_max,
+            join_retry_max=cfg.renewal.join_retry_max,
             salt=self.rng.random(),  # a fleet that failed in one second retries apart
         )
         self.reporter = Reporter(notifier, cfg.paths.state_dir, monotonic)
@@ -89,6 +91,8 @@ class Daemon:
         self.wakeups = Wakeups()
         self.worker = workers.Slot(self.wakeups.watch, self.wakeups.forget)
         self.metrics: metrics.Sink = metrics.NoMetrics()
+        self.installed = installed or platform.installed_at()
+        self.clock_behind: dt.datetime | None = None  # the floor, while the clock is earlier
 
     # ------------------------------------------------------------------ the loop
 
@@ -121,11 +125,11 @@ class Daemon:
         self._collect_worker(now)
         if not self.stopping:
             self.decide(now)
-        self._tick_kubelet(now)
+        self.metrics.kubelet_restarted(self.kubelet.tick(now))
         if self.stopping and self._stopped():
             return True
         self.publish(now)
-        timeout = schedule.sleep_seconds(now, self._next_wake(now))
+        timeout = schedule.sleep_seconds(now, self.next_wake(now))
         if not self.stopping:  # no pings while stopping
             self.reporter.watchdog()
             due = self.reporter.watchdog_due_in()
@@ -156,7 +160,11 @@ class Daemon:
             self._spawn_worker("inspect")
             return
         self.check_identity()
-        if now >= self.renewal.next_attempt(now, schedule.held(self.creds)):
+        held = schedule.held(self.creds)
+        self._look_at_clock(
+            now, schedule.clock_floor(self.installed, held, self.cfg.renewal.clock_skew)
+        )
+        if now >= self.renewal.next_attempt(now, held) and self.clock_behind is None:
             self._spawn_worker("enroll")
             return
         if self._joined() and self.cfg.kubelet.manage:
@@ -175,13 +183,25 @@ class Daemon:
             return False
         return ids.get("credentials") != state.file_identity(self.current)
 
+    def _look_at_clock(self, now: dt.datetime, floor: dt.datetime) -> None:
+        """Wait for time sync, without counting failures, while the clock is obviously wrong."""
+        behind = floor if now < floor else None
+        if behind and not self.clock_behind:
+            log.warning("clock_not_set", now=iso(now), earliest=iso(floor))
+        elif self.clock_behind and not behind:
+            log.info("clock_set", now=iso(now))
+        self.clock_behind = behind
+
     def _joined(self) -> bool:
-        return bool(self.creds and self.creds.get("present")) and self.cfg.paths.kubeconfig.exists()
+        """Credentials of this machine (another's are never presented: host/machine.py)."""
+        c = self.creds
+        ours = bool(c and c.get("present") and not c.get("foreign"))
+        return ours and self.cfg.paths.kubeconfig.exists()
 
     def check_identity(self) -> None:
         """Renew early when the node's name or addresses no longer match the certificate."""
         c = self.creds
-        if not c or not c.get("present") or self.renewal.requested:
+        if not c or not c.get("present") or c.get("foreign") or self.renewal.requested:
             return
         seen = self.identity.look(c, self.cfg)
         if seen is None:
@@ -212,26 +232,7 @@ class Daemon:
 
     def on_result(self, now: dt.datetime, mode: str, result: WorkerResult) -> None:
         """What a worker reported: the node's pair (inspect, enroll), or a side job's."""
-        retry = {"retry_min": self.cfg.renewal.retry_min, "retry_max": self.cfg.renewal.retry_max}
-        if isinstance(result.get("serving"), dict):
-            report = result["serving"]
-            self.side.serving_reported(now, report, **retry)
-            if report.get("state") in ("pending", "denied", "error"):
-                log.info(
-                    "serving_certificate", state=report.get("state"), msg=report.get("message")
-                )
-            if report.get("rotated"):
-                self.kubelet.serving_rotated(
-                    now,
-                    "it serves the rotated serving certificate",
-                    self.cfg.kubelet.restart_on_serving_rotation,
-                )
-        elif mode == "serving":
-            self.side.serving_failed(now, self.cfg.renewal.retry_max)
-        if mode == "certificates":
-            for r in self.side.tables_reported(now, result.get("certificates"), **retry):
-                log.warning("certificate_attention", name=r.get("name"), state=r.get("state"))
-        if mode in ("serving", "certificates"):
+        if self.side.absorb(now, mode, result, self.cfg, self.kubelet):
             self.creds = result.get("credentials", self.creds)
             return
         self._apply_node(now, mode, result)
@@ -247,6 +248,8 @@ class Daemon:
             if result.get("ok") is False and self.creds is None:
                 self.creds = {"present": False, "credentials": str(self.current)}
             splay, draw = self.cfg.renewal.splay, self.rng.random()
+            if foreign := (self.creds or {}).get("foreign"):
+                log.warning("credentials_of_another_machine", msg=foreign)
             delay = self.renewal.first_look(now, joined=self._joined(), splay=splay, draw=draw)
             if delay is not None:
                 log.info("splay", delay=format_duration(delay))
@@ -269,9 +272,6 @@ class Daemon:
                 "renewal_failed", error=str(result.get("error")), failures=self.renewal.failures
             )
             self.metrics.renewal("failure", kind.value)
-
-    def _tick_kubelet(self, now: dt.datetime) -> None:
-        self.metrics.kubelet_restarted(self.kubelet.tick(now))
 
     # ------------------------------------------------------------------ stop / reload
 
@@ -301,7 +301,8 @@ class Daemon:
         if new.certificates != self.cfg.certificates:
             self.side.tables_changed()
         self.cfg = new
-        self.renewal.configure(new.renewal.retry_min, new.renewal.retry_max)
+        r = new.renewal
+        self.renewal.configure(r.retry_min, r.retry_max, r.join_retry_max)
         log.info("reloaded", config=str(new.source), renew=changed)
         if changed:
             self.renewal.request("the config changed")
@@ -316,10 +317,12 @@ class Daemon:
 
     # ------------------------------------------------------------------ reporting
 
-    def _next_wake(self, now: dt.datetime) -> dt.datetime | None:
+    def next_wake(self, now: dt.datetime) -> dt.datetime | None:
+        """The latest the loop sleeps until: the next time something is due."""
         times: list[dt.datetime] = []
         if self.creds is not None and not self.worker.busy and not self.stopping:
-            times.append(self.renewal.next_attempt(now, schedule.held(self.creds)))
+            due = self.renewal.next_attempt(now, schedule.held(self.creds))
+            times.append(max(due, now + schedule.CLOCK_POLL) if self.clock_behind else due)
         if self.kubelet.next is not None:
             times.append(self.kubelet.next)
         deadline = self.worker.deadline(self.cfg)
@@ -364,6 +367,8 @@ class Daemon:
         agent_state = "running" if self._working() or self.worked else "starting"
         if self.stopping or final:
             agent_state = "stopped" if final else "stopping"
+        read, joined, behind = self.creds is not None, self._joined(), self.clock_behind
+        waiting = waiting_for(now, self.renewal, read=read, joined=joined, clock_behind=behind)
         return {
             "schema": wire.SCHEMA,
             "written_at": iso(now),
@@ -378,10 +383,7 @@ class Daemon:
             "node": creds.get("node"),
             "signer": signer_facts(self.cfg),
             "credentials": creds,
-            "kubelet": {
-                "managed": self.cfg.kubelet.manage,
-                **self.kubelet.snapshot(),
-            },
+            "kubelet": {"managed": self.cfg.kubelet.manage, **self.kubelet.snapshot()},
             "renewal": renewal_doc(
                 now,
                 self.renewal,
@@ -392,8 +394,6 @@ class Daemon:
             "last_error": None if error is None else error.to_json(),
             "serving": self.side.serving if self._serving_wanted() else None,
             "certificates": self.side.extras,
-            "waiting_for": None
-            if self._working()
-            else waiting_for(now, self.renewal, read=self.creds is not None, joined=self._joined()),
+            "waiting_for": None if self._working() else waiting,
             "reload": self.reloads,
         }

@@ -120,10 +120,23 @@ def renewal_doc(
     }
 
 
-def waiting_for(now: dt.datetime, policy: RenewalPolicy, *, read: bool, joined: bool) -> str:
-    """What the daemon waits for before the node works (``read``: the files were read)."""
+def waiting_for(
+    now: dt.datetime,
+    policy: RenewalPolicy,
+    *,
+    read: bool,
+    joined: bool,
+    clock_behind: dt.datetime | None = None,
+) -> str:
+    """What the daemon waits for before the node works (``read``: the files were read;
+    ``clock_behind``: the earliest the clock can truly read, while it reads earlier)."""
     if not read:
         return "reading the credentials on disk"
+    if clock_behind is not None:
+        return (
+            f"the clock to be set: it reads {iso(now)}, before {iso(clock_behind)} "
+            "(no real-time clock? time sync not done yet?)"
+        )
     splay = policy.splay_left(now)
     if splay is not None:
         return f"splay: first enrollment in {format_duration(splay)}"
@@ -152,8 +165,10 @@ def status_line(doc: StatusRecord, now: dt.datetime) -> str:
         if reload.get("ok") is False
         else []
     )
-    if not cert.get("present"):
-        first = f"not joined yet; waiting for {waiting}" if waiting else "not joined yet"
+    if not cert.get("present") or cert.get("foreign"):
+        first = "not joined yet" + (" (the credentials on disk are another machine's)"
+                                    if cert.get("foreign") else "")  # fmt: skip
+        first += f"; waiting for {waiting}" if waiting else ""
         return "; ".join([first, *refused])[:400]
     parts = [f"joined as {doc.get('node')}", _expiry(cert, doc.get("renewal") or {}, now)]
     kubelet = doc.get("kubelet") or {}

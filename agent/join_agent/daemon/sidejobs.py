@@ -9,9 +9,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from join_agent.core.wire import parse_iso
+from join_agent.log import get_logger
 
 if TYPE_CHECKING:
+    from join_agent.config.model import Config
+    from join_agent.core.protocol import WorkerResult
     from join_agent.core.records import ServingReport, TableReport
+    from join_agent.daemon.kubelet_ctl import KubeletControl
+
+log = get_logger("join_agent.daemon")
 
 
 @dataclass
@@ -42,6 +48,31 @@ class SideJobs:
         if self.extras_next is not None and self.extras_wanted(extras):
             times.append(self.extras_next)
         return times
+
+    def absorb(
+        self, now: dt.datetime, mode: str, result: WorkerResult, cfg: Config,
+        kubelet: KubeletControl,
+    ) -> bool:  # fmt: skip
+        """What a worker reported of the side jobs (an ``enroll`` brings the serving
+        certificate too); True when it was a side job's worker, with no news of the node's
+        own pair beyond its facts."""
+        retry = {"retry_min": cfg.renewal.retry_min, "retry_max": cfg.renewal.retry_max}
+        report = result.get("serving")
+        if isinstance(report, dict):
+            self.serving_reported(now, report, **retry)
+            if report.get("state") in ("pending", "denied", "error"):
+                log.info(
+                    "serving_certificate", state=report.get("state"), msg=report.get("message")
+                )
+            if report.get("rotated"):
+                reason = "it serves the rotated serving certificate"
+                kubelet.serving_rotated(now, reason, cfg.kubelet.restart_on_serving_rotation)
+        elif mode == "serving":
+            self.serving_failed(now, cfg.renewal.retry_max)
+        if mode == "certificates":
+            for r in self.tables_reported(now, result.get("certificates"), **retry):
+                log.warning("certificate_attention", name=r.get("name"), state=r.get("state"))
+        return mode in ("serving", "certificates")
 
     def addresses_changed(self) -> None:
         """The serving certificate and tables with node_addresses name them: look now."""

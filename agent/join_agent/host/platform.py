@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -19,6 +20,7 @@ class PlatformDefaults(NamedTuple):
     kubelet_command: tuple[str, ...]
     examples: Path  # where the packages install the example configs
     restart_command: str  # how an operator restarts the agent's service
+    fingerprint_files: tuple[Path, ...]  # [node] fingerprint_files (host/machine.py)
 
 
 LINUX = PlatformDefaults(
@@ -31,6 +33,9 @@ LINUX = PlatformDefaults(
     kubelet_command=("/usr/bin/kubelet", "--config=/var/lib/kubelet/config.yaml"),
     examples=Path("/usr/share/doc/join-agent/examples"),
     restart_command="systemctl restart join-agent",
+    # machine-id(5), and the firmware's UUID (readable by root only), which a hypervisor
+    # changes on a clone even where the image kept its machine-id.
+    fingerprint_files=(Path("/etc/machine-id"), Path("/sys/class/dmi/id/product_uuid")),
 )
 
 # OmniOS-extra layout (/etc/opt/ooce, /var/opt/ooce). The upstream kubelet does not run on
@@ -45,6 +50,7 @@ ILLUMOS = PlatformDefaults(
     kubelet_command=("/opt/ooce/bin/kubelet",),
     examples=Path("/opt/ooce/join-agent/share/doc/join-agent/examples"),
     restart_command="svcadm restart join-agent",
+    fingerprint_files=(Path("/etc/hostid"),),  # the host id, which x86 illumos keeps there
 )
 
 
@@ -63,6 +69,16 @@ def tool(name: str) -> str | None:
     import os
 
     return next((p for p in TOOLS[name] if os.path.exists(p)), None)
+
+
+def installed_at() -> dt.datetime:
+    """When this package's files were written (a .deb keeps its build's times; pip writes
+    them at install): a clock that reads earlier is obviously wrong (schedule.clock_floor)."""
+    import os
+
+    import join_agent
+
+    return dt.datetime.fromtimestamp(os.stat(join_agent.__file__).st_mtime, dt.timezone.utc)
 
 
 def current() -> PlatformDefaults:

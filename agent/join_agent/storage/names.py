@@ -16,6 +16,7 @@ AGENT_PIDFILE = "agent.pid"
 KUBELET_PIDFILE = "kubelet.pid"
 LOCK_FILE = "lock"
 TOFU_FILE = "ca-pin"  # the CA pin recorded on first use
+MACHINE_RECORD = "machine.json"  # which machine made the credentials (host/machine.py)
 SERVING_REQUEST = "serving-request.json"
 CERTIFICATES_DIR = "certificates"  # one directory per [[certificate]] table
 

@@ -123,7 +123,7 @@ _ISO: tuple[object, ...] = ("iso", _N)
 _ERROR = (_N, {"message": str, "kind": str, "at": "iso"})
 _IDS = (_N, {"file": str, "inode": int, "size": int, "mtime_ns": int})
 _CREDENTIALS = {
-    "credentials!": str, "present": bool, "error": _STR, "key_mismatch": _BOOL,
+    "credentials!": str, "present": bool, "error": _STR, "key_mismatch": _BOOL, "foreign": _STR,
     "issued_by_ca_file": _BOOL, "node": _STR, "subject": _STR, "issuer": _STR,
     "serial": _STR, "sans": (_N, {"dns!": [str], "ip!": [str]}), "not_before": _ISO,
     "not_after": _ISO,

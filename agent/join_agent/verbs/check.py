@@ -134,6 +134,7 @@ def run(
     else:
         results.append(Result("SKIP", "kernel", f"no kernel checks for {sys.platform} yet"))
     results += _kubelet(cfg)
+    results += _machine(cfg)
     return results
 
 
@@ -151,6 +152,37 @@ def _trust(cfg: Config) -> list[Result]:
             "the node's directories and what runs as root are writable by root alone",
         )
     ]
+
+
+def _machine(cfg: Config) -> list[Result]:  # noqa: PLR0911 - one verdict per case, in order
+    """Whether the credentials on disk were made on this machine (host/machine.py)."""
+    from join_agent.host import machine
+    from join_agent.storage import names, store
+
+    sources = cfg.node.fingerprint_files
+    if not sources:
+        return [Result("SKIP", "machine", "node.fingerprint_files is empty: clones go unnoticed")]
+    try:
+        ids = machine.fingerprint(sources)
+        pair = store.PairStore(cfg.paths.pki_dir, names.CLIENT_PREFIX).load_current()
+        record = machine.read_record(cfg.paths.state_dir)
+    except (JoinAgentError, OSError) as e:
+        return [Result("FAIL", "machine", str(e))]
+    if not ids:
+        listed = ", ".join(str(s) for s in sources)
+        return [Result("WARN", "machine", f"none of {listed} holds an id: clones go unnoticed")]
+    said = f"identified by {', '.join(sorted(ids))}"
+    if pair is None:
+        return [Result("PASS", "machine", f"{said}; no credentials yet")]
+    serial = f"{pair.certificate.serial_number:x}"
+    why = machine.foreign(record, serial, ids)
+    if why:
+        return [Result("FAIL", "machine", why)]
+    if record is None or record["serial"] != serial:
+        return [Result("WARN", "machine", f"{said}; the credentials carry no record of the "
+                       "machine that made them (made by hand or by an older version): the "
+                       "next enrollment records it")]  # fmt: skip
+    return [Result("PASS", "machine", f"{said}; the credentials were made on this machine")]
 
 
 def _secrets(cfg: Config, environ: Mapping[str, str]) -> list[Result]:

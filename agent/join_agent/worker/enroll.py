@@ -12,6 +12,7 @@ from cryptography import x509
 
 from join_agent.config.model import Config
 from join_agent.errors import ConfigError, JoinAgentError, StoreError, TrustError
+from join_agent.host import machine
 from join_agent.host.identity import Identity
 from join_agent.log import get_logger
 from join_agent.pki import checks, compat, keys, pinning
@@ -83,6 +84,7 @@ def enroll(
         )
     version = _install(pairs, chain, keys.key_pem(key), updates, checked_at)
     pairs.prune()
+    _record_machine(cfg, issued.certificate, checked_at)
     if record_tofu_pin:
         log.warning("ca_pin_recorded", pin=ca_pin, path=str(cfg.paths.state_dir / trust.TOFU_FILE))
     done = Enrolled(identity, issued.certificate, version, ca_pin, issued.source, ca_changed)
@@ -92,6 +94,17 @@ def enroll(
         not_after=compat.not_valid_after(done.certificate).isoformat(), ca=issued.source,
     )  # fmt: skip
     return done
+
+
+def _record_machine(cfg: Config, cert: x509.Certificate, now: dt.datetime) -> None:
+    """Record this machine with the certificate, after the switch: a crash before it leaves
+    the record of an older serial, which is no evidence either way (host/machine.py)."""
+    try:
+        machine.write_record(
+            cfg.paths.state_dir, cfg.node.fingerprint_files, f"{cert.serial_number:x}", now
+        )
+    except (OSError, JoinAgentError) as e:
+        log.warning("machine_not_recorded", error=str(e), path=str(cfg.paths.state_dir))
 
 
 def _updates(

@@ -14,6 +14,7 @@ from cryptography import x509
 from join_agent.config.model import Config
 from join_agent.core import judging
 from join_agent.errors import KeyMismatch, StoreError
+from join_agent.host import machine
 from join_agent.storage import guard, store
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class Snapshot:
     # else ca_file's (None: not checked, e.g. a snapshot built by hand).
     cluster_ca: tuple[x509.Certificate, ...] | None = None
     key_mismatch: bool = False
+    foreign: str | None = None  # why the pair is another machine's (host/machine.py)
 
 
 def snapshot(cfg: Config, credentials: Path) -> Snapshot:
@@ -55,6 +57,7 @@ def snapshot(cfg: Config, credentials: Path) -> Snapshot:
     except StoreError as e:
         pair_error = str(e)
         mismatch = isinstance(e, KeyMismatch)
+    foreign, pair_error = _machine(cfg, pair, pair_error)
     kc, kc_error = None, None
     try:
         kc = kubeconfig.parse(guard.read_text(cfg.paths.kubeconfig, "the kubeconfig", cap=CAP))
@@ -88,6 +91,7 @@ def snapshot(cfg: Config, credentials: Path) -> Snapshot:
         except (OSError, ValueError, StoreError):
             cluster_ca = None  # config trouble, reported by join; nothing to compare here
     return Snapshot(
+        foreign=foreign,
         key_mismatch=mismatch,
         cluster_ca=cluster_ca,
         credentials=credentials,
@@ -102,6 +106,20 @@ def snapshot(cfg: Config, credentials: Path) -> Snapshot:
     )
 
 
+def _machine(
+    cfg: Config, pair: store.Pair | None, error: str | None
+) -> tuple[str | None, str | None]:
+    """Whether the pair was made on another machine, and the pair's error (a machine id
+    that someone else could have written is one: host/machine.py)."""
+    if pair is None:
+        return None, error
+    serial = f"{pair.certificate.serial_number:x}"
+    try:
+        return machine.judge(cfg.paths.state_dir, cfg.node.fingerprint_files, serial), error
+    except StoreError as e:
+        return None, str(e)
+
+
 def facts_of(snap: Snapshot) -> CredentialFacts:
     """The snapshot as plain facts: the same shape the daemon records in status.json."""
     from join_agent.pki import compat, facts
@@ -113,6 +131,7 @@ def facts_of(snap: Snapshot) -> CredentialFacts:
         "error": snap.pair_error,
         "key_mismatch": snap.key_mismatch,
         "issued_by_ca_file": None,
+        "foreign": snap.foreign,
     }
     if snap.pair is not None:
         f.update(facts.certificate(snap.pair.certificate))

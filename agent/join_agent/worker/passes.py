@@ -16,7 +16,7 @@ from join_agent.config.model import Config
 from join_agent.core import wire
 from join_agent.core.protocol import CredentialFacts, WorkerResult
 from join_agent.core.wire import WORKER_SCHEMA
-from join_agent.errors import JoinAgentError
+from join_agent.errors import ClockError, JoinAgentError
 from join_agent.host import identity
 from join_agent.net import transport
 from join_agent.signers import factory
@@ -42,8 +42,10 @@ def enroll_once(
     """One enrollment under the state lock: what ``join`` does."""
     from join_agent.host import preflight
 
-    # Before any request: a CSR answered is wasted if its files cannot be written safely.
+    # Before any request: a CSR answered is wasted if its files cannot be written safely,
+    # and every certificate fails its checks under a clock that is obviously wrong.
     preflight.require_directories(cfg)
+    require_a_set_clock(_now())
     node = identity.resolve(cfg.node)
     limits = transport.Limits()
     # Under the lock: the pins (a pin recorded on first use included) are read and
@@ -66,6 +68,17 @@ def enroll_once(
             now=_now,
             record_tofu_pin=setup.record_tofu_pin,
             pins=setup.pins,
+        )
+
+
+def require_a_set_clock(now: dt.datetime) -> None:
+    from join_agent.host import platform
+
+    installed = platform.installed_at()
+    if now < installed:
+        raise ClockError(
+            f"the clock reads {wire.iso(now)}, before this package was installed "
+            f"({wire.iso(installed)}): set the clock (time sync, NTP), then try again"
         )
 
 

@@ -27,6 +27,7 @@ from join_agent.errors import (
     JoinAgentError,
     StoreError,
 )
+from join_agent.host import machine
 from join_agent.host.identity import Identity
 from join_agent.net import transport
 from join_agent.pki import compat
@@ -153,7 +154,13 @@ class KubernetesSigner:
             return f"the node's client certificate is unusable ({e})"
         if pair is None:
             return "the node has no client certificate yet"
-        why = _unfit(pair.certificate, identity, self.now(), self.cfg.renewal.clock_skew)
+        try:
+            serial = f"{pair.certificate.serial_number:x}"
+            why = machine.judge(self.cfg.paths.state_dir, self.cfg.node.fingerprint_files, serial)
+        except StoreError as e:
+            why = str(e)
+        if why is None:
+            why = _unfit(pair.certificate, identity, self.now(), self.cfg.renewal.clock_skew)
         if why is None and not self._ca_file_cas():
             why = f"{self.cfg.paths.ca_file} holds no CA that signer.kubernetes.ca_pins vouches for"
         return why
