@@ -68,6 +68,25 @@ def select_addresses(
     return tuple(sorted(chosen, key=lambda a: (a.version, int(a))))
 
 
+def _discovery() -> Callable[[], list[InterfaceAddress]]:
+    """How this system lists its addresses: netlink on Linux, ipadm on illumos."""
+    if hasattr(socket, "AF_NETLINK"):
+        from join_agent.host.netlink import interface_addresses
+
+        return interface_addresses
+    from join_agent.host import platform
+
+    tool = platform.tool("ipadm")
+    if tool is None:
+        raise IdentityError(
+            "this system has neither netlink nor /usr/sbin/ipadm, so join-agent cannot list "
+            "its addresses: set [node] addresses"
+        )
+    from join_agent.host import ipadm
+
+    return lambda: ipadm.interface_addresses(tool)
+
+
 def resolve(
     node: NodeConfig,
     hostname: Callable[[], str] = socket.gethostname,
@@ -82,14 +101,7 @@ def resolve(
         addresses = node.addresses
     else:
         if discover is None:
-            if not hasattr(socket, "AF_NETLINK"):
-                raise IdentityError(
-                    "this system has no netlink, so join-agent cannot list its addresses "
-                    "(discovery is Linux-only so far): set [node] addresses"
-                )
-            from join_agent.host.netlink import interface_addresses
-
-            discover = interface_addresses
+            discover = _discovery()
         try:
             records = discover()
         except OSError as e:

@@ -61,6 +61,7 @@ TOOLS: dict[str, tuple[str, ...]] = {
     "svcadm": ("/usr/sbin/svcadm",),
     "ps": ("/usr/bin/ps", "/bin/ps"),
     "sh": ("/bin/sh", "/usr/bin/sh"),
+    "ipadm": ("/usr/sbin/ipadm",),  # illumos: the node's addresses (host/ipadm.py)
 }
 
 
