@@ -13,8 +13,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from join_agent.storage import guard
+
+if TYPE_CHECKING:
+    import subprocess
 
 WORKING_DIRECTORY = "/"
 # systemd's own default PATH (what a unit gets when it sets none).
@@ -81,3 +85,24 @@ def kubelet_env(environ: Mapping[str, str]) -> dict[str, str]:
     }
     env["PATH"] = safe_path(environ.get("PATH"))
     return env
+
+
+def run_tool(argv: list[str], *, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+    """One of the system's tools (platform.TOOLS, by absolute path), from "/", with nothing
+    inherited but a fixed PATH and the C locale; its output captured as text. OSError when
+    it cannot start or does not finish within ``timeout`` seconds."""
+    import subprocess
+
+    try:
+        return subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env={"PATH": DEFAULT_PATH, "LC_ALL": "C"},
+            cwd=WORKING_DIRECTORY,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise OSError(f"{argv[0]} did not finish within {timeout:g} s") from None

@@ -81,21 +81,9 @@ def parse(text: str) -> list[InterfaceAddress]:
 def interface_addresses(tool: str) -> list[InterfaceAddress]:
     """Run ``tool`` (ipadm, by its absolute path) and parse what it reports. OSError when it
     cannot run or fails, with its own message."""
-    import subprocess
+    from join_agent.host import children
 
-    try:
-        done = subprocess.run(
-            [tool, "show-addr", "-p", "-o", FIELDS],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env={"LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin"},
-            cwd="/",
-            timeout=10,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise OSError(f"{tool} show-addr did not answer in 10 s") from None
+    done = children.run_tool([tool, "show-addr", "-p", "-o", FIELDS])
     if done.returncode != 0:
         said = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
         raise OSError(f"{tool} show-addr failed: {said[0][:200]}")

@@ -58,20 +58,11 @@ def start_time(pid: int, proc: Path = PROC) -> str | None:
     ps = platform.tool("ps")
     if ps is None:
         return None
-    import subprocess  # only where there is no /proc to read: `status` stays light on Linux
+    from join_agent.host import children  # only without /proc: `status` stays light on Linux
 
     try:
-        out = subprocess.run(
-            [ps, "-o", "stime=", "-p", str(pid)],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
-            cwd="/",
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        out = children.run_tool([ps, "-o", "stime=", "-p", str(pid)])
+    except OSError:
         return None
     stime = "_".join(out.stdout.split())
     return f"stime={stime}" if out.returncode == 0 and stime else None

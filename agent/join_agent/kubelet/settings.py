@@ -9,7 +9,6 @@ kubelet`, see facts) and in `check`, never in the resident daemon.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -140,17 +139,8 @@ def systemd_unit_active(unit: str) -> bool:
     if systemctl is None:
         return False
     try:
-        done = subprocess.run(
-            [systemctl, "is-active", "--quiet", unit],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={"PATH": children.DEFAULT_PATH, "LC_ALL": "C"},
-            cwd=children.WORKING_DIRECTORY,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        done = children.run_tool([systemctl, "is-active", "--quiet", unit])
+    except OSError:
         return False
     return done.returncode == 0
 
