@@ -418,6 +418,33 @@ def test_a_clone_asks_with_the_token_not_the_templates_certificate(
     assert json.loads(node.run("status", "--json").stdout)["state"] == "valid"  # its own now
 
 
+def test_check_tells_whether_the_node_object_is_this_machines(
+    node: KubeNode, api: StandinApiServer, tmp_path: Path
+) -> None:
+    """A clone that kept its hostname registers the template's name: its kubelet and the
+    template's would fight over one Node. The kubelet reports which machine it runs on
+    (nodeInfo machineID, systemUUID); check compares that with this machine's ids."""
+    machine_id = tmp_path / "etc" / "machine-id"
+    machine_id.parent.mkdir()
+    machine_id.write_text("a" * 32 + "\n")
+    node.write_config(node={"fingerprint_files": [str(machine_id)]})
+    assert node.run("join").returncode == 0
+
+    def said() -> list[str]:
+        return [line for line in node.run("check").stdout.splitlines() if " node: " in line]
+
+    assert said() == ["PASS  node: no Node worker-1 is registered yet"]
+    info = {"machineID": "a" * 32, "systemUUID": "4c4c4544-0000-1000-8000-000000000001"}
+    api.nodes["worker-1"] = {"kind": "Node", "status": {"nodeInfo": info}}
+    assert said() == ["PASS  node: Node worker-1 is this machine's"]
+    info["machineID"] = "b" * 32  # the template's kubelet registered it
+    assert said() == [
+        f"FAIL  node: Node worker-1 is another machine's (its machine-id is {'b' * 32}): two "
+        "machines share the name; give this one its own [node] name"
+    ]
+    assert ("GET", "/api/v1/nodes/worker-1", "system:node:worker-1") in api.requests
+
+
 def test_run_does_not_pile_up_requests_after_a_denial(tmp_path: Path) -> None:
     config: dict[str, dict[str, object]] = {"kubelet": {"manage": False}}
     with standin_node(tmp_path, config=config, approver="deny") as (api, n):

@@ -83,6 +83,7 @@ IssueHook = Callable[[x509.CertificateSigningRequest, Obj], "x509.Certificate | 
 
 CLUSTER_INFO_PATH = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
 CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
+NODES_PATH = "/api/v1/nodes"
 CSR_GROUP = "certificates.k8s.io"
 CSR_API_VERSION = "certificates.k8s.io/v1"
 CSR_RESOURCE = "certificatesigningrequests"
@@ -585,6 +586,7 @@ class StandinApiServer:
         self.cluster_info_gets = 0
         self.issue_hook: IssueHook | None = None
         self.csrs: dict[str, Obj] = {}
+        self.nodes: dict[str, Obj] = {}  # Node objects, as a kubelet would have registered
         self.requests: list[tuple[str, str, str]] = []
         self.handshake_errors: list[str] = []
         self.tokens: dict[str, Token] = {}
@@ -1244,6 +1246,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, st.cluster_info())
         elif path == CSR_PATH:
             self._collection(st, method, user, body, query)
+        elif path.startswith(NODES_PATH + "/") and "/" not in path[len(NODES_PATH) + 1 :]:
+            self._node(st, method, user, path[len(NODES_PATH) + 1 :])
         elif path.startswith(CSR_PATH + "/") and "/" not in path[len(CSR_PATH) + 1 :]:
             name = path[len(CSR_PATH) + 1 :]
             verb = "get" if method == "GET" else method.lower()
@@ -1253,6 +1257,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, st.get_csr(name))
         else:
             self._send_text(404, "404 page not found\n")
+
+    def _node(self, st: StandinApiServer, method: str, user: User | None, name: str) -> None:
+        """GET of one Node: the Node authorizer lets a node read its own (and only GET is
+        served here); the real NotFound Status when there is none."""
+        who = user.name if user else ANONYMOUS
+        if method != "GET" or who != f"system:node:{name}":
+            verb = "get" if method == "GET" else method.lower()
+            raise ApiError(
+                403, "Forbidden",
+                f'nodes "{name}" is forbidden: User "{who}" cannot {verb} resource "nodes" in '
+                'API group "" at the cluster scope', {"name": name, "kind": "nodes"},
+            )  # fmt: skip
+        if name not in st.nodes:
+            raise ApiError(
+                404, "NotFound", f'nodes "{name}" not found', {"name": name, "kind": "nodes"}
+            )
+        self._send_json(200, st.nodes[name])
 
     def _collection(
         self,

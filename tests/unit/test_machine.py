@@ -112,3 +112,13 @@ def test_status_calls_another_machines_credentials_mismatched() -> None:
     assert theirs.problems == (f"{why} (or run `join-agent join`)",)
     # Nothing is held: no renewal deadline is drawn for another machine's certificate.
     assert schedule.held(facts(why)) is None and schedule.held(facts(None)) is not None
+
+
+def test_a_node_object_is_matched_with_the_ids_its_kubelet_reads() -> None:
+    mine = {"/etc/machine-id": "a" * 32, "/sys/class/dmi/id/product_uuid": "4c4c-0001"}
+    assert machine.same_machine(("A" * 32, "4C4C-0001"), mine) is None  # case does not count
+    assert machine.same_machine(("", ""), mine) is None  # a kubelet that said nothing
+    assert machine.same_machine(("b" * 32, "4c4c-0002"), mine) == (
+        f"its machine-id is {'b' * 32}; its product_uuid is 4c4c-0002"
+    )
+    assert machine.same_machine(("b" * 32, "x"), {}) is None  # nothing to compare here

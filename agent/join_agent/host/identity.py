@@ -68,6 +68,13 @@ def select_addresses(
     return tuple(sorted(chosen, key=lambda a: (a.version, int(a))))
 
 
+def name_of(node: NodeConfig, hostname: Callable[[], str] = socket.gethostname) -> str:
+    """The node's name: ``[node] name``, else the hostname, lowercased; checked."""
+    if node.name:
+        return validate_node_name(node.name, "[node] name")
+    return validate_node_name(hostname().strip().lower(), "the hostname")
+
+
 def _discovery() -> Callable[[], list[InterfaceAddress]]:
     """How this system lists its addresses: netlink on Linux, ipadm on illumos."""
     if hasattr(socket, "AF_NETLINK"):
@@ -93,10 +100,7 @@ def resolve(
     discover: Callable[[], list[InterfaceAddress]] | None = None,
 ) -> Identity:
     """The node's identity from config, falling back to the OS for what config leaves open."""
-    if node.name:
-        name = validate_node_name(node.name, "[node] name")
-    else:
-        name = validate_node_name(hostname().strip().lower(), "the hostname")
+    name = name_of(node, hostname)
     if node.addresses:
         addresses = node.addresses
     else:

@@ -40,9 +40,10 @@ class Record(TypedDict):
     written_at: str
 
 
-def fingerprint(sources: Sequence[Path]) -> dict[str, str]:
-    """A keyed hash of each source that holds an id, by path. A source that someone other
-    than root could have written is refused (UnsafePath), like every file that decides."""
+def ids(sources: Sequence[Path]) -> dict[str, str]:
+    """Each source that holds an id, by path: its id, lowercased. A source that someone
+    other than root could have written is refused (UnsafePath), like every file that
+    decides."""
     out: dict[str, str] = {}
     for path in sources:
         try:
@@ -53,8 +54,30 @@ def fingerprint(sources: Sequence[Path]) -> dict[str, str]:
             raise StoreError(f"cannot read the machine id {path}: {e.strerror or e}") from None
         value = text.strip().lower()
         if value not in _UNSET:
-            out[str(path)] = hmac.new(_KEY, value.encode(), hashlib.sha256).hexdigest()
+            out[str(path)] = value
     return out
+
+
+def fingerprint(sources: Sequence[Path]) -> dict[str, str]:
+    """A keyed hash of each id, by path: what the record keeps."""
+    return {
+        path: hmac.new(_KEY, value.encode(), hashlib.sha256).hexdigest()
+        for path, value in ids(sources).items()
+    }
+
+
+def same_machine(node_info: tuple[str, str], mine: dict[str, str]) -> str | None:
+    """Where a Node's ``nodeInfo`` (machineID, systemUUID, as its kubelet read them from
+    /etc/machine-id and the DMI product_uuid) names another machine than ``ids`` found
+    here; None when nothing on both sides differs (pure)."""
+    theirs = {"machine-id": node_info[0].lower(), "product_uuid": node_info[1].lower()}
+    differ = [  # theirs only: the cluster shows it anyway; ours stays on the node
+        f"its {kind} is {theirs[kind]}"
+        for path, value in sorted(mine.items())
+        for kind in theirs
+        if path.endswith(kind) and theirs[kind] and theirs[kind] != value
+    ]
+    return "; ".join(differ) or None
 
 
 def foreign(record: Record | None, serial: str, current: Mapping[str, str]) -> str | None:

@@ -12,26 +12,16 @@ import socket
 import ssl
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlsplit
 
 from join_agent.config.model import Config
 from join_agent.core.durations import format_duration
 from join_agent.errors import JoinAgentError
+from join_agent.verbs import check_node
+from join_agent.verbs.check_result import Level, Result
 
-Level = Literal["PASS", "WARN", "FAIL", "SKIP"]
-
-
-@dataclass(frozen=True)
-class Result:
-    level: Level
-    name: str
-    message: str
-
-    def line(self) -> str:
-        return f"{self.level:<5} {self.name}: {self.message}"
+__all__ = ["Level", "Result", "run"]
 
 
 def clock(name: str, date_header: str | None, now: dt.datetime, skew: dt.timedelta) -> Result:
@@ -134,7 +124,9 @@ def run(
     else:
         results.append(Result("SKIP", "kernel", f"no kernel checks for {sys.platform} yet"))
     results += _kubelet(cfg)
-    results += _machine(cfg)
+    results += check_node.made_here(cfg)
+    if cfg.signer_kind == "kubernetes":
+        results += check_node.registered(cfg, environ)
     return results
 
 
@@ -152,37 +144,6 @@ def _trust(cfg: Config) -> list[Result]:
             "the node's directories and what runs as root are writable by root alone",
         )
     ]
-
-
-def _machine(cfg: Config) -> list[Result]:  # noqa: PLR0911 - one verdict per case, in order
-    """Whether the credentials on disk were made on this machine (host/machine.py)."""
-    from join_agent.host import machine
-    from join_agent.storage import names, store
-
-    sources = cfg.node.fingerprint_files
-    if not sources:
-        return [Result("SKIP", "machine", "node.fingerprint_files is empty: clones go unnoticed")]
-    try:
-        ids = machine.fingerprint(sources)
-        pair = store.PairStore(cfg.paths.pki_dir, names.CLIENT_PREFIX).load_current()
-        record = machine.read_record(cfg.paths.state_dir)
-    except (JoinAgentError, OSError) as e:
-        return [Result("FAIL", "machine", str(e))]
-    if not ids:
-        listed = ", ".join(str(s) for s in sources)
-        return [Result("WARN", "machine", f"none of {listed} holds an id: clones go unnoticed")]
-    said = f"identified by {', '.join(sorted(ids))}"
-    if pair is None:
-        return [Result("PASS", "machine", f"{said}; no credentials yet")]
-    serial = f"{pair.certificate.serial_number:x}"
-    why = machine.foreign(record, serial, ids)
-    if why:
-        return [Result("FAIL", "machine", why)]
-    if record is None or record["serial"] != serial:
-        return [Result("WARN", "machine", f"{said}; the credentials carry no record of the "
-                       "machine that made them (made by hand or by an older version): the "
-                       "next enrollment records it")]  # fmt: skip
-    return [Result("PASS", "machine", f"{said}; the credentials were made on this machine")]
 
 
 def _secrets(cfg: Config, environ: Mapping[str, str]) -> list[Result]:

@@ -277,6 +277,23 @@ class KubernetesSigner:
             raise self._refused(r, auth, what, f"read certificate request {name}")
         return csr_api.outcome(csr_api.parse_object(r.body, what), what)
 
+    def registered_machine(self, node: str) -> tuple[str, str] | None:
+        """The machine that the API server's Node ``node`` reports (its kubelet's
+        ``nodeInfo``: machineID, systemUUID), read as the node; None when there is none."""
+        auth = self.node_auth()
+        what = _what(auth)
+        with auth.client(self.limits) as client:
+            url = f"{auth.server.rstrip('/')}/api/v1/nodes/{node}"
+            r = transport.get(client, url, self.limits, what=what, headers=auth.headers())
+        if r.status == 404:
+            return None
+        if r.status != 200:
+            raise self._refused(r, auth, what, f"read its Node {node}")
+        status = csr_api.parse_object(r.body, what).get("status")
+        info = status.get("nodeInfo") if isinstance(status, dict) else None
+        info = info if isinstance(info, dict) else {}
+        return str(info.get("machineID") or ""), str(info.get("systemUUID") or "")
+
     def node_auth(self) -> Auth:
         """The node's own credentials; a JoinAgentError saying why when they are unusable."""
         why = self._why_not_node()
