@@ -232,7 +232,9 @@ class Daemon:
 
     def on_result(self, now: dt.datetime, mode: str, result: WorkerResult) -> None:
         """What a worker reported: the node's pair (inspect, enroll), or a side job's."""
-        if self.side.absorb(now, mode, result, self.cfg, self.kubelet):
+        if self.side.absorb(
+            now, mode, result, self.cfg, kubelet=self.kubelet, metrics=self.metrics
+        ):
             self.creds = result.get("credentials", self.creds)
             return
         self._apply_node(now, mode, result)
@@ -348,9 +350,7 @@ class Daemon:
         would keep `is-system-running` at "starting" for as long as the CA is away. What
         needs a joined node orders itself after join-agent-wait.service (`join-agent
         wait`) instead: docs/install.md, "What the service does"."""
-        if self.creds is None:
-            return False
-        return not self._joined() or self._working()
+        return self.creds is not None and (not self._joined() or self._working())
 
     def _working(self) -> bool:
         """Joined, with the kubelet started when it is ours to run."""

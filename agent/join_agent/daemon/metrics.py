@@ -6,12 +6,16 @@ when metrics are turned on, so the resident process stays small otherwise.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Protocol, cast
 
 from join_agent.core.wire import parse_iso
 from join_agent.errors import ConfigError
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import Collector
+
     from join_agent.core.records import StatusRecord
 
 
@@ -24,6 +28,8 @@ class Sink(Protocol):
 
     def kubelet_restarted(self, times: int) -> None: ...
 
+    def serving_renewal(self, failed: bool) -> None: ...
+
 
 class NoMetrics:
     """``[metrics] listen`` unset: every report is dropped."""
@@ -35,6 +41,9 @@ class NoMetrics:
         pass
 
     def kubelet_restarted(self, times: int) -> None:
+        pass
+
+    def serving_renewal(self, failed: bool) -> None:
         pass
 
 
@@ -88,6 +97,9 @@ class Metrics:
             ["name"],
             registry=r,
         )
+        self.kubelet_compat = KubeletSeries()
+        # A collector by its collect() method: prometheus_client 0.16 types it as its ABC.
+        r.register(cast("Collector", self.kubelet_compat))
         self._prom = prom
 
     @classmethod
@@ -104,6 +116,12 @@ class Metrics:
         self.renewals.labels(result=outcome).inc()
         if kind is not None:
             self.failures.labels(reason=kind or "unknown").inc()
+        if outcome == "failure":
+            self.kubelet_compat.client_errors += 1
+
+    def serving_renewal(self, failed: bool) -> None:
+        if failed:
+            self.kubelet_compat.server_errors += 1
 
     def kubelet_restarted(self, times: int) -> None:
         if times > 0:
@@ -113,6 +131,7 @@ class Metrics:
         cert = doc.get("credentials") or {}
         if cert.get("not_after"):
             self.expiry.set(parse_iso(cert["not_after"]).timestamp())
+        self.kubelet_compat.seen(doc)
         nxt = (doc.get("renewal") or {}).get("next_attempt")
         if nxt:
             self.next_renewal.set(parse_iso(nxt).timestamp())
@@ -127,3 +146,73 @@ class Metrics:
                 "pending"
             )
             self.extra_failing.labels(name=name).set(1 if failing else 0)
+
+
+class KubeletSeries:
+    """The kubelet's own certificate-manager series, which the stock kubernetes-mixin
+    alerts read (docs/monitoring.md): with join-agent holding the certificates the
+    kubelet's are absent, and those alerts would go silent instead of firing.
+
+    Same names, units and meaning as kubelet v1.20's (cmd/kubelet/app/server.go:853-868,
+    pkg/kubelet/certificate/kubelet.go:58-66, 131-148, 212-221), with two differences
+    docs/monitoring.md explains: the error counts are exposed untyped, since a counter
+    without "_total" is what the alerts match and what prometheus_client and promtool
+    refuse; and an expired certificate's TTL is negative, as the kubelet's help text
+    says, where kubelet 1.20 shows +Inf and the expiry alert stops firing. The server
+    series appear only while join-agent keeps the serving certificate.
+    """
+
+    def __init__(self) -> None:
+        self.client_not_after: float | None = None
+        self.server_not_after: float | None = None
+        self.serving = False
+        self.client_errors = 0
+        self.server_errors = 0
+
+    def seen(self, doc: StatusRecord) -> None:
+        cert = doc.get("credentials") or {}
+        ours = cert.get("present") and not cert.get("foreign") and cert.get("not_after")
+        self.client_not_after = parse_iso(cert["not_after"]).timestamp() if ours else None
+        serving = doc.get("serving")
+        self.serving = serving is not None and serving.get("state") != "off"
+        na = (serving or {}).get("not_after") if self.serving else None
+        self.server_not_after = parse_iso(na).timestamp() if na else None
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily, UnknownMetricFamily
+
+        yield GaugeMetricFamily(
+            "kubelet_certificate_manager_client_ttl_seconds", _CLIENT_TTL_HELP,
+            value=_ttl(self.client_not_after),
+        )  # fmt: skip
+        yield UnknownMetricFamily(
+            "kubelet_certificate_manager_client_expiration_renew_errors", _ERRORS_HELP,
+            value=self.client_errors,
+        )  # fmt: skip
+        if self.serving:
+            yield GaugeMetricFamily(
+                "kubelet_certificate_manager_server_ttl_seconds", _SERVER_TTL_HELP,
+                value=_ttl(self.server_not_after),
+            )  # fmt: skip
+            yield UnknownMetricFamily(
+                "kubelet_server_expiration_renew_errors", _ERRORS_HELP, value=self.server_errors
+            )
+
+
+def _ttl(not_after: float | None) -> float:
+    import math
+    import time
+
+    # math.trunc as the kubelet does; +Inf without a certificate of this node's own.
+    return math.inf if not_after is None else float(math.trunc(not_after - time.time()))
+
+
+_CLIENT_TTL_HELP = (
+    "Seconds until the node's client certificate expires (negative once expired; +Inf "
+    "without one), as the kubelet's certificate manager reports it; from join-agent"
+)
+_SERVER_TTL_HELP = (
+    "Seconds until the kubelet's serving certificate expires (negative once expired; +Inf "
+    "without one), as the kubelet's certificate manager reports it; from join-agent"
+)
+_ERRORS_HELP = "Failed certificate renewals since join-agent started (the kubelet's counter)"

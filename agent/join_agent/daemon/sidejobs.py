@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from join_agent.core.protocol import WorkerResult
     from join_agent.core.records import ServingReport, TableReport
     from join_agent.daemon.kubelet_ctl import KubeletControl
+    from join_agent.daemon.metrics import Sink
 
 log = get_logger("join_agent.daemon")
 
@@ -50,8 +51,8 @@ class SideJobs:
         return times
 
     def absorb(
-        self, now: dt.datetime, mode: str, result: WorkerResult, cfg: Config,
-        kubelet: KubeletControl,
+        self, now: dt.datetime, mode: str, result: WorkerResult, cfg: Config, *,
+        kubelet: KubeletControl, metrics: Sink,
     ) -> bool:  # fmt: skip
         """What a worker reported of the side jobs (an ``enroll`` brings the serving
         certificate too); True when it was a side job's worker, with no news of the node's
@@ -60,6 +61,7 @@ class SideJobs:
         report = result.get("serving")
         if isinstance(report, dict):
             self.serving_reported(now, report, **retry)
+            metrics.serving_renewal(report.get("state") in ("denied", "error"))
             if report.get("state") in ("pending", "denied", "error"):
                 log.info(
                     "serving_certificate", state=report.get("state"), msg=report.get("message")
@@ -69,6 +71,7 @@ class SideJobs:
                 kubelet.serving_rotated(now, reason, cfg.kubelet.restart_on_serving_rotation)
         elif mode == "serving":
             self.serving_failed(now, cfg.renewal.retry_max)
+            metrics.serving_renewal(True)
         if mode == "certificates":
             for r in self.tables_reported(now, result.get("certificates"), **retry):
                 log.warning("certificate_attention", name=r.get("name"), state=r.get("state"))

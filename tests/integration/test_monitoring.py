@@ -1,0 +1,175 @@
+"""The stock kubernetes-mixin kubelet certificate alerts against a real `join-agent run`
+(docs/monitoring.md): a real CFSSL CA, the daemon's metrics endpoint scraped over HTTP,
+`promtool check metrics` on the scrape and `promtool test rules` (Debian's prometheus
+2.42) with the mixin's expressions (tests/data/kubernetes-mixin-kubelet-certificates.yaml).
+
+promtool evaluates rules over a series given sample by sample. The samples here are the
+real scrapes, taken a fraction of a second apart and replayed one a minute, so that the
+renewal-error alert's `for: 15m` is reached by a daemon that retries every second or two
+(retry_max 2s) instead of every few minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Node, need, stop
+from tests.lab.cfssl_ca import CfsslCA, free_port
+
+PROMTOOL = Path("/var/cache/join-agent-ci/prometheus/usr/bin/promtool")
+RULES = Path(__file__).resolve().parents[1] / "data" / "kubernetes-mixin-kubelet-certificates.yaml"
+SERIES = (
+    "kubelet_certificate_manager_client_ttl_seconds",
+    "kubelet_certificate_manager_client_expiration_renew_errors",
+)
+LABELS = '{job="join-agent",instance="worker-1:9464"}'
+
+
+@pytest.fixture
+def promtool() -> str:
+    if not PROMTOOL.is_file():
+        need("promtool", "bash .ci/install-tools unpacks Debian's prometheus package")
+    return str(PROMTOOL)
+
+
+class Watched:
+    """A node running `join-agent run` with its metrics endpoint, against its own CA."""
+
+    def __init__(self, root: Path, expiry: str) -> None:
+        self.ca = CfsslCA(root / "ca", expiry=expiry)
+        self.ca.start()
+        self.node = Node(root=root / "node", ca=self.ca)
+        self.node.root.mkdir()
+        self.ca.write_auth_key(self.node.auth_key)
+        self.port = free_port()
+        self.node.write_config(
+            renewal={"retry_min": "1s", "retry_max": "2s"},
+            kubelet={"manage": False},
+            metrics={"listen": f"127.0.0.1:{self.port}"},
+        )
+        self.agent = self.node.start()
+        self.node.wait_status(lambda d: d["state"] == "valid")
+
+    def scrape(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            text: str = r.read().decode()
+        return text
+
+    def close(self) -> None:
+        stop(self.agent)
+        self.ca.stop()
+
+
+@pytest.fixture
+def watched(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Watched]:
+    w = Watched(tmp_path, getattr(request, "param", "8760h"))
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def values(text: str) -> dict[str, str]:
+    """The samples of the kubelet's series in one scrape (they carry no labels)."""
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in SERIES:
+            out[name] = value
+    return out
+
+
+def samples(w: Watched, n: int, every: float) -> list[dict[str, str]]:
+    taken = []
+    for _ in range(n):
+        taken.append(values(w.scrape()))
+        time.sleep(every)
+    return taken
+
+
+def assert_alerts(
+    promtool: str, tmp: Path, taken: list[dict[str, str]], expected: dict[str, list[str]]
+) -> None:
+    """promtool's verdict: at the last replayed sample, exactly ``expected`` fire (alert ->
+    its severities), each with the scrape's labels."""
+    series = [
+        {"series": name + LABELS, "values": " ".join(s[name] for s in taken)} for name in SERIES
+    ]
+    labels = {"job": "join-agent", "instance": "worker-1:9464"}
+    cases = [
+        {
+            "eval_time": f"{len(taken) - 1}m",
+            "alertname": alert,
+            "exp_alerts": [{"exp_labels": {**labels, "severity": s}} for s in severities],
+        }
+        for alert, severities in expected.items()
+    ]
+    spec = tmp / "alerts-test.yaml"
+    spec.write_text(
+        json.dumps({
+            "rule_files": [str(RULES)],
+            "evaluation_interval": "1m",
+            "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": cases}],
+        })
+    )  # fmt: skip
+    r = subprocess.run(
+        [promtool, "test", "rules", str(spec)], capture_output=True, text=True, check=False
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def check_metrics(promtool: str, text: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+
+
+def test_a_healthy_node_raises_none_and_its_scrape_is_lint_clean(
+    watched: Watched, promtool: str, tmp_path: Path
+) -> None:
+    text = watched.scrape()
+    linted = check_metrics(promtool, text)
+    assert (linted.returncode, linted.stdout + linted.stderr) == (0, "")
+    taken = samples(watched, 6, 0.1)
+    assert set(taken[0]) == set(SERIES), text
+    assert_alerts(promtool, tmp_path, taken, {
+        "KubeletClientCertificateExpiration": [],
+        "KubeletClientCertificateRenewalErrors": [],
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("watched", "severities"),
+    [("72h", ["warning"]), ("12h", ["critical", "warning"])],
+    indirect=["watched"],
+)
+def test_a_certificate_about_to_expire_raises_the_expiration_alert(
+    watched: Watched, promtool: str, tmp_path: Path, severities: list[str]
+) -> None:
+    taken = samples(watched, 6, 0.1)
+    assert_alerts(promtool, tmp_path, taken, {
+        "KubeletClientCertificateExpiration": severities,
+        "KubeletClientCertificateRenewalErrors": [],
+    })  # fmt: skip
+
+
+def test_renewals_that_keep_failing_raise_the_renewal_errors_alert(
+    watched: Watched, promtool: str, tmp_path: Path
+) -> None:
+    watched.ca.stop()
+    asked = watched.node.run("renew")  # the daemon tries at once, and fails: the CA is gone
+    assert asked.returncode != 0, asked.stdout
+    taken = samples(watched, 24, 0.5)
+    errors = [float(s[SERIES[1]]) for s in taken]
+    assert errors[-1] > errors[0] >= 1, errors  # still failing, still counted
+    assert_alerts(promtool, tmp_path, taken, {
+        "KubeletClientCertificateExpiration": [],
+        "KubeletClientCertificateRenewalErrors": ["warning"],
+    })  # fmt: skip
