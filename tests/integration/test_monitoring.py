@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,3 +174,34 @@ def test_renewals_that_keep_failing_raise_the_renewal_errors_alert(
         "KubeletClientCertificateExpiration": [],
         "KubeletClientCertificateRenewalErrors": ["warning"],
     })  # fmt: skip
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_healthz_and_readyz_on_the_metrics_listener(watched: Watched, tmp_path: Path) -> None:
+    """A joined node: alive and ready. A node whose CA is away at start: alive, not ready,
+    saying why; both answer while the metrics still do."""
+    assert get(watched.port, "/healthz") == (200, "ok\n")
+    assert get(watched.port, "/readyz") == (200, "ok\n")
+    assert get(watched.port, "/metrics")[0] == 200
+    ca = CfsslCA(tmp_path / "other-ca")
+    ca.start()
+    ca.stop()  # its URL and pin are known; nothing answers there
+    lonely = Node(root=tmp_path / "lonely", ca=ca)
+    lonely.root.mkdir()
+    ca.write_auth_key(lonely.auth_key)
+    port = free_port()
+    lonely.write_config(kubelet={"manage": False}, metrics={"listen": f"127.0.0.1:{port}"})
+    agent = lonely.start()
+    try:
+        lonely.wait_status(lambda d: d["agent"]["running"] and d["renewal"]["failures"])
+        assert get(port, "/healthz") == (200, "ok\n")
+        assert get(port, "/readyz") == (503, "not joined yet\n")
+    finally:
+        stop(agent)

@@ -97,6 +97,9 @@ class Metrics:
             ["name"],
             registry=r,
         )
+        from join_agent.daemon.endpoint import Health
+
+        self.health = Health()  # what /healthz and /readyz answer from
         self.kubelet_compat = KubeletSeries()
         # A collector by its collect() method: prometheus_client 0.16 types it as its ABC.
         r.register(cast("Collector", self.kubelet_compat))
@@ -108,7 +111,10 @@ class Metrics:
         if not port.isdigit() or not host:
             raise ConfigError(f"metrics.listen {listen!r} is not host:port (e.g. 127.0.0.1:9464)")
         m = cls()
-        m._prom.start_http_server(int(port), addr=host.strip("[]"), registry=m.registry)
+        from join_agent.daemon import endpoint
+
+        app = m._prom.make_wsgi_app(m.registry)
+        endpoint.serve(host.strip("[]"), int(port), app, m.health)
         return m
 
     def renewal(self, outcome: str, kind: str | None) -> None:
@@ -132,6 +138,7 @@ class Metrics:
         if cert.get("not_after"):
             self.expiry.set(parse_iso(cert["not_after"]).timestamp())
         self.kubelet_compat.seen(doc)
+        self.health.seen(doc)
         nxt = (doc.get("renewal") or {}).get("next_attempt")
         if nxt:
             self.next_renewal.set(parse_iso(nxt).timestamp())
