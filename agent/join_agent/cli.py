@@ -33,27 +33,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.umask(0o022)
     log.setup(debug=args.debug, quiet=args.verb != "run")
     failed = STATUS_UNKNOWN if args.verb == "status" else 1
+    nagios = bool(getattr(args, "nagios", False))
     try:
         return _VERBS[args.verb](args)
     except JoinAgentError as e:
-        return _fail(str(e), args.debug, failed if failed != 1 else e.exit_code)
+        return _fail(str(e), args.debug, failed if failed != 1 else e.exit_code, nagios=nagios)
     except KeyboardInterrupt:
         return 130
     except OSError as e:
         where = f" {e.filename}" if e.filename else ""
-        return _fail(f"cannot access{where}: {e.strerror or e}", args.debug, failed)
+        return _fail(f"cannot access{where}: {e.strerror or e}", args.debug, failed, nagios=nagios)
     except Exception as e:  # noqa: BLE001 - last resort: a sentence, never a traceback
         return _fail(
             f"unexpected error ({type(e).__name__}: {log.scrub(str(e))[:200]}); please report it",
             args.debug,
             failed,
+            nagios=nagios,
         )
 
 
-def _fail(message: str, debug: bool, code: int = 1) -> int:
-    """Print the one sentence; the traceback goes to the log only with --debug."""
+def _fail(message: str, debug: bool, code: int = 1, *, nagios: bool = False) -> int:
+    """Print the one sentence; the traceback goes to the log only with --debug. A
+    monitoring plugin's UNKNOWN goes to standard output too, where its caller reads."""
     from join_agent import log
 
+    if nagios:
+        from join_agent.verbs import status_text
+
+        sys.stdout.write(status_text.nagios_unknown(message))
     if debug:
         log.get_logger("join_agent").exception("failed")
     # Under systemd (ExecStart=, ExecReload=) stderr is journald's stream: the "<3>" files
@@ -214,9 +221,12 @@ def _status(args: argparse.Namespace) -> int:
     from join_agent.verbs import status, status_text
 
     report = status.gather(_config(args), _now())
-    sys.stdout.write(
-        status_text.render_json(report) if args.json else status_text.render_text(report)
-    )
+    if args.nagios:
+        sys.stdout.write(status_text.render_nagios(report))
+    else:
+        sys.stdout.write(
+            status_text.render_json(report) if args.json else status_text.render_text(report)
+        )
     return report.exit_code
 
 

@@ -115,7 +115,14 @@ def _no_options(sub: argparse.ArgumentParser) -> None:
 
 
 def _status(st: argparse.ArgumentParser) -> None:
-    st.add_argument("--json", action="store_true", help="machine-readable output (stable keys)")
+    form = st.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="machine-readable output (stable keys)")
+    form.add_argument(
+        "--nagios",
+        action="store_true",
+        help="one line for monitoring plugins (Nagios, Icinga): OK/WARNING/CRITICAL/UNKNOWN, "
+        "with perfdata",
+    )
 
 
 def _wait(wt: argparse.ArgumentParser) -> None:

@@ -205,3 +205,15 @@ def test_healthz_and_readyz_on_the_metrics_listener(watched: Watched, tmp_path: 
         assert get(port, "/readyz") == (503, "not joined yet\n")
     finally:
         stop(agent)
+
+
+def test_status_nagios_from_the_real_cli(watched: Watched, tmp_path: Path) -> None:
+    """The plugin line and its exit code, and UNKNOWN (exit 3) on standard output when
+    status cannot look at all."""
+    r = watched.node.run("status", "--nagios")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("JOIN-AGENT OK: valid, expires in 364 days | 'seconds_left'=")
+    assert r.stdout.endswith("s;;;; 'renewal_failures'=0;;;0;\n") and r.stdout.count("\n") == 1
+    missing = watched.node.run("--config", str(tmp_path / "nowhere.toml"), "status", "--nagios")
+    assert missing.returncode == 3
+    assert missing.stdout.startswith("JOIN-AGENT UNKNOWN: ") and "nowhere.toml" in missing.stdout

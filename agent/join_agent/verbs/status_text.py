@@ -132,3 +132,32 @@ def _renews(renew_at: str, checked_at: str) -> str:
         return "renewal due"
     days = int(delta.total_seconds() // 86400)
     return f"renews in {days} days" if days >= 1 else f"renews in {format_duration(delta)}"
+
+
+NAGIOS_STATES = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
+
+
+def render_nagios(report: Report) -> str:
+    """One line in the Monitoring Plugins format: ``SERVICE STATUS: text | perfdata``,
+    the status being the exit code's name (0 OK, 1 WARNING, 2 CRITICAL); docs/status.md."""
+    d = report.doc
+    cert = d["certificate"]
+    seconds = cert.get("seconds_left")
+    renewal = d.get("renewal")
+    failures = (renewal.get("failures") if renewal else None) or 0
+    text = report.state
+    if seconds is not None and report.state == "valid":
+        days = seconds // 86400
+        text += f", expires in {days} days" if days else f", expires in {_left(seconds)[7:]}"
+    if report.problems:
+        text += f": {report.problems[0]}"
+        if len(report.problems) > 1:
+            text += f" (and {len(report.problems) - 1} more)"
+    perf = [f"'seconds_left'={'U' if seconds is None else f'{seconds}s'};;;;"]
+    perf.append(f"'renewal_failures'={failures};;;0;")
+    return f"JOIN-AGENT {NAGIOS_STATES[report.exit_code]}: {text} | {' '.join(perf)}\n"
+
+
+def nagios_unknown(message: str) -> str:
+    """What a plugin prints when it could not look at all (exit 3)."""
+    return f"JOIN-AGENT UNKNOWN: {message}\n"
