@@ -217,3 +217,40 @@ def test_status_nagios_from_the_real_cli(watched: Watched, tmp_path: Path) -> No
     missing = watched.node.run("--config", str(tmp_path / "nowhere.toml"), "status", "--nagios")
     assert missing.returncode == 3
     assert missing.stdout.startswith("JOIN-AGENT UNKNOWN: ") and "nowhere.toml" in missing.stdout
+
+
+def test_the_textfile_for_node_exporter(tmp_path: Path, promtool: str) -> None:
+    """[metrics] textfile: the same series in a .prom file node_exporter's textfile
+    collector reads, written atomically by the daemon (no port opened); a directory that
+    someone else could write is refused, like every directory the agent writes into."""
+    ca = CfsslCA(tmp_path / "ca")
+    ca.start()
+    node = Node(root=tmp_path / "node", ca=ca)
+    node.root.mkdir()
+    ca.write_auth_key(node.auth_key)
+    textfile = tmp_path / "node-exporter" / "join-agent.prom"
+    textfile.parent.mkdir()
+    node.write_config(kubelet={"manage": False}, metrics={"textfile": str(textfile)})
+    agent = node.start()
+    try:
+        node.wait_status(lambda d: d["state"] == "valid")
+        deadline = time.monotonic() + 20
+        while "kubelet_certificate_manager_client_ttl_seconds 3" not in (
+            textfile.read_text() if textfile.exists() else ""
+        ):
+            assert time.monotonic() < deadline, "the textfile never showed the certificate"
+            time.sleep(0.2)
+    finally:
+        stop(agent)
+        ca.stop()
+    assert textfile.stat().st_mode & 0o777 == 0o644
+    assert list(textfile.parent.iterdir()) == [textfile]  # nothing staged left behind
+    linted = check_metrics(promtool, textfile.read_text())
+    assert (linted.returncode, linted.stdout + linted.stderr) == (0, "")
+    textfile.parent.chmod(0o777)
+    r = node.run("check")
+    assert r.returncode == 1
+    assert any(
+        line.startswith("FAIL  trust: the directory of metrics.textfile")
+        for line in r.stdout.splitlines()
+    ), r.stdout

@@ -253,6 +253,8 @@ def test_unmanaged_kubelet_may_have_no_command() -> None:
         # renewal
         ("renewal.retry_min", "10m", "renewal.retry_max", "retry_min"),
         ("renewal.join_retry_max", "5s", "renewal.join_retry_max", "smaller than retry_min"),
+        ("metrics.textfile", "/var/lib/ne/join.txt", "metrics.textfile", "must end in .prom"),
+        ("metrics.textfile", "join.prom", "metrics.textfile", "absolute path"),
         ("renewal.splay", "5", "renewal.splay", "not a duration"),
         ("renewal.clock_skew", -1, "renewal.clock_skew", "must not be negative"),
         ("renewal.clock_skew", "-2m", "renewal.clock_skew", "not a duration"),

@@ -152,6 +152,7 @@ def parse(doc: Mapping[str, Any], source: Path = Path("<config>")) -> Config:
         renewal=renewal,
         kubelet=kubelet,
         metrics_listen=r.string(t.metrics, "metrics.listen", ""),
+        metrics_textfile=_textfile(r, t.metrics),
         certificates=certificates(r, t.kind, node_paths),
     )
 
@@ -181,7 +182,7 @@ def _tables(r: Reader) -> _Tables:
         "manage", "command", "stop_grace", "restart_min", "restart_max", "stable_after",
         "healthz_url", "restart_on_serving_rotation",
     })  # fmt: skip
-    metrics = r.table("metrics", {"listen"})
+    metrics = r.table("metrics", {"listen", "textfile"})
     return _Tables(
         cluster=cluster, node=node, signer=signer, cfssl=cf, kubernetes=kb, paths=paths,
         renewal=renewal, kubelet=kubelet, metrics=metrics, kind=kind,
@@ -309,6 +310,16 @@ def _node(r: Reader, node: Mapping[str, Any]) -> NodeConfig:
             node, "node.fingerprint_files", platform.current().fingerprint_files
         ),
     )
+
+
+def _textfile(r: Reader, metrics: Mapping[str, Any]) -> Path | None:
+    path = r.optional_path(metrics, "metrics.textfile")
+    if path is not None and path.suffix != ".prom":
+        raise r.fail(
+            "metrics.textfile",
+            f"must end in .prom (node_exporter reads only those), not {path.name!r}",
+        )
+    return path
 
 
 def environ() -> Mapping[str, str]:

@@ -133,6 +133,7 @@ class Config(NamedTuple):
     renewal: RenewalConfig
     kubelet: KubeletConfig
     metrics_listen: str
+    metrics_textfile: Path | None  # node_exporter's textfile collector: a .prom file
     certificates: tuple[CertificateSpec, ...] = ()
 
 

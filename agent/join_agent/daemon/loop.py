@@ -103,7 +103,7 @@ class Daemon:
         # A status.json temp file of a killed predecessor would otherwise stay forever.
         for leftover in files.sweep(self.cfg.paths.state_dir):
             log.info("removed_leftover", path=str(leftover))
-        self.metrics = metrics.for_listen(self.cfg.metrics_listen)
+        self.metrics = metrics.for_config(self.cfg.metrics_listen, self.cfg.metrics_textfile)
         log.info("starting", version=__version__, config=str(self.cfg.source), pid=os.getpid())
         self.reporter.notifier.send("STATUS=starting: reading the credentials on disk")
         self._spawn_worker("inspect")

@@ -7,10 +7,11 @@ when metrics are turned on, so the resident process stays small otherwise.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
 from join_agent.core.wire import parse_iso
-from join_agent.errors import ConfigError
+from join_agent.errors import ConfigError, JoinAgentError
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -47,9 +48,19 @@ class NoMetrics:
         pass
 
 
-def for_listen(listen: str) -> Sink:
-    """Serve Prometheus on ``listen`` (host:port), or nothing when it is empty."""
-    return Metrics.serve(listen) if listen else NoMetrics()
+def for_config(listen: str, textfile: Path | None) -> Sink:
+    """Serve Prometheus on ``listen`` (host:port) and/or keep node_exporter's ``textfile``;
+    nothing when neither is set."""
+    if not listen and textfile is None:
+        return NoMetrics()
+    m = Metrics.serve(listen) if listen else Metrics()
+    m.textfile = textfile
+    return m
+
+
+# node_exporter reads the textfile at each scrape; the TTL in it moves every second, so it
+# is rewritten at most once a minute unless something else changed.
+TEXTFILE_EVERY = 60.0
 
 
 class Metrics:
@@ -100,6 +111,9 @@ class Metrics:
         from join_agent.daemon.endpoint import Health
 
         self.health = Health()  # what /healthz and /readyz answer from
+        self.textfile: Path | None = None
+        self._written: bytes | None = None  # the textfile's last content, the TTLs left out
+        self._written_at = 0.0
         self.kubelet_compat = KubeletSeries()
         # A collector by its collect() method: prometheus_client 0.16 types it as its ABC.
         r.register(cast("Collector", self.kubelet_compat))
@@ -153,6 +167,28 @@ class Metrics:
                 "pending"
             )
             self.extra_failing.labels(name=name).set(1 if failing else 0)
+        if self.textfile is not None:
+            self._write_textfile(self.textfile)
+
+    def _write_textfile(self, path: Path) -> None:
+        import time
+
+        data = self._prom.generate_latest(self.registry)
+        steady = b"\n".join(line for line in data.splitlines() if b"_ttl_seconds " not in line)
+        now = time.monotonic()
+        if steady == self._written and now - self._written_at < TEXTFILE_EVERY:
+            return
+        from join_agent.storage import files
+
+        try:
+            files.atomic_write(path, data, 0o644)
+        except (OSError, JoinAgentError) as e:
+            from join_agent.log import get_logger
+
+            get_logger("join_agent.daemon").warning(
+                "textfile_not_written", path=str(path), error=str(e)
+            )
+        self._written, self._written_at = steady, now
 
 
 class KubeletSeries:

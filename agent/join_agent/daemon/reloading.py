@@ -24,6 +24,7 @@ _RESTART_ONLY: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("node.name", lambda c: c.node.name),
     ("signer.kind", lambda c: c.signer_kind),
     ("metrics.listen", lambda c: c.metrics_listen),
+    ("metrics.textfile", lambda c: c.metrics_textfile),
 )
 
 

@@ -21,6 +21,11 @@ def node_directories(cfg: Config) -> list[tuple[Path, str]]:
         (cfg.paths.pki_dir, "paths.pki_dir"),
         (cfg.paths.kubeconfig.parent, "the directory of paths.kubeconfig"),
         (cfg.paths.ca_file.parent, "the directory of paths.ca_file"),
+        *(
+            [(cfg.metrics_textfile.parent, "the directory of metrics.textfile")]
+            if cfg.metrics_textfile is not None
+            else []
+        ),
     ]
 
 
