@@ -180,6 +180,11 @@ class SystemNode:
         text = self.machine.run("cat", KUBELET_RECORD, check=False).stdout
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
+    def wait_kubelet_starts(self, timeout: float = 30) -> list[dict[str, Any]]:
+        """The stand-in writes its record just after it starts, so a unit that is active
+        may not have written it yet: wait for it."""
+        return self.machine.wait("the kubelet's record", self.kubelet_starts, timeout)
+
     def agent_log(self, lines: int = 60) -> str:
         return self.machine.run(
             "journalctl", "--no-pager", "-u", "join-agent", "-n", str(lines), check=False

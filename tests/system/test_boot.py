@@ -51,7 +51,7 @@ def test_a_node_that_cannot_join_still_finishes_booting(system_node: SystemNode)
     system_node.wait_status_text("the join", f"joined as {system_node.name}")
     code, doc = system_node.status()
     assert code == 0, doc
-    assert system_node.machine.wait("the kubelet's record", system_node.kubelet_starts, 30)
+    assert system_node.wait_kubelet_starts()
 
 
 def test_the_unmanaged_kubelet_waits_for_the_join_while_the_boot_goes_on(
@@ -86,7 +86,7 @@ def test_the_unmanaged_kubelet_waits_for_the_join_while_the_boot_goes_on(
     assert system_node.kubelet_starts() == []
     system_node.start_ca()
     system_node.wait_active("kubelet")
-    (start,) = system_node.kubelet_starts()
+    (start,) = system_node.wait_kubelet_starts()
     cert = m.root / "var/lib/kubelet/pki/kubelet-client-current.pem"
     assert cert.stat().st_mtime <= start["time"]
     assert m.run("systemctl", "is-system-running", "--wait", timeout=30).stdout.strip() == "running"

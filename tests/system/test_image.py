@@ -50,7 +50,7 @@ def test_a_joined_disk_booted_as_another_machine_enrolls_afresh(system_node: Sys
     system_node.wait_status_text("the clone's own join", f"joined as {system_node.name}")
     fresh = credentials(system_node)
     assert fresh != template
-    starts = system_node.machine.wait("the kubelet's record", system_node.kubelet_starts, 30)
+    starts = system_node.wait_kubelet_starts()
     assert [s["credentials_sha256"] for s in starts] == [fresh] * len(starts)
     assert "credentials_of_another_machine" in system_node.agent_log(200)
 

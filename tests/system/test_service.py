@@ -50,7 +50,7 @@ def assert_nowhere_but_the_agent(node: SystemNode, secret: str) -> None:
     grep = "grep -l -a -i -F -f /dev/stdin /proc/[0-9]*/environ /proc/[0-9]*/cmdline || true"
     assert m.run("sh", "-c", grep, input=secret + "\n").stdout.strip() == ""
     assert "/proc/1/cmdline" in m.run("sh", "-c", grep, input="systemd\n").stdout  # it looks
-    (start,) = node.kubelet_starts()
+    (start,) = node.wait_kubelet_starts()
     assert "CREDENTIALS_DIRECTORY" not in start["env_names"]
 
 
