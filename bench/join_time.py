@@ -52,6 +52,7 @@ from bench.harness import (
     timed,
 )
 from bench.importtime import ImportEntry
+from tests.lab import toml
 
 from bench import importtime
 
@@ -293,33 +294,23 @@ class Bench:
         d = self.fresh_dir(flow, key)
         auth_key = self.ca.write_auth_key(d / "cfssl-auth-key")
         (d / "config.toml").write_text(
-            "\n".join(
-                [
-                    "[cluster]",
-                    f'server = "{SERVER}"',
-                    "",
-                    "[node]",
-                    f'name = "{NODE_NAME}"',
-                    f'addresses = ["{NODE_IP}"]',
-                    f'key = "{key.agent}"',
-                    "",
-                    "[signer.cfssl]",
-                    f'urls = ["{self.ca.url}"]',
-                    f'auth_key_file = "{auth_key}"',
-                    f'ca_pins = ["{self.ca_pin}"]',
-                    "",
-                    "[paths]",
-                    f'pki_dir = "{d / "pki"}"',
-                    f'kubeconfig = "{d / "kubelet.conf"}"',
-                    f'ca_file = "{d / "ca.crt"}"',
-                    f'state_dir = "{d / "state"}"',
-                    "",
-                    "[kubelet]",
-                    "manage = false",
-                    "",
-                ]
-            )
-        )
+            toml.document({
+                "cluster": {"server": SERVER},
+                "node": {"name": NODE_NAME, "addresses": [NODE_IP], "key": key.agent},
+                "signer.cfssl": {
+                    "urls": [self.ca.url],
+                    "auth_key_file": str(auth_key),
+                    "ca_pins": [self.ca_pin],
+                },
+                "paths": {
+                    "pki_dir": str(d / "pki"),
+                    "kubeconfig": str(d / "kubelet.conf"),
+                    "ca_file": str(d / "ca.crt"),
+                    "state_dir": str(d / "state"),
+                },
+                "kubelet": {"manage": False},
+            })
+        )  # fmt: skip
         return d
 
     @functools.cached_property

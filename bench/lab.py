@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.harness import REPO, BenchError
+from bench.harness import BenchError
+from tests.lab import toml
 from tests.lab.cfssl_ca import CfsslCA, free_port
+from tests.standins import KUBELET as STANDIN_KUBELET
 
-STANDIN_KUBELET = REPO / "tests" / "standins" / "kubelet.py"
 NODE_NAME = "bench-node-1"
 
 
@@ -91,7 +92,7 @@ class Node:
                 "stable_after": "2s",
             },
         }
-        self.config.write_text("".join(_toml_table(k, v) for k, v in tables.items()))
+        self.config.write_text(toml.document(tables))
         return self
 
     def status(self) -> dict[str, Any]:
@@ -107,20 +108,6 @@ class Node:
         except FileNotFoundError:
             return []
         return [int(json.loads(line)["pid"]) for line in lines if line.strip()]
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid TOML basic string
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return str(v)
-
-
-def _toml_table(name: str, values: Mapping[str, Any]) -> str:
-    return f"[{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items()) + "\n"
 
 
 def cmdline(pid: int) -> str:

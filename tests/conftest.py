@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.lab import toml
 from tests.lab.cfssl_ca import CfsslCA
 
 IN_CI = os.environ.get("CI") == "true"
@@ -124,7 +125,7 @@ class Sandbox:
         doc = self.base_config()
         for name, values in sections.items():
             doc.setdefault(name.replace("__", "."), {}).update(values)
-        self.config.write_text("".join(toml_table(k, v) for k, v in doc.items()))
+        self.config.write_text(toml.document(doc))
         return self.config
 
     def run(
@@ -258,20 +259,6 @@ def kubectl_view(kubectl: str, kubeconfig: Path, *, flatten: bool = False) -> di
     r = subprocess.run(argv, capture_output=True, text=True, check=True)
     doc: dict[str, Any] = json.loads(r.stdout)
     return doc
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return str(v)
-
-
-def toml_table(name: str, values: dict[str, Any]) -> str:
-    return f"[{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items()) + "\n"
 
 
 @pytest.fixture

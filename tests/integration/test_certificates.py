@@ -27,7 +27,8 @@ from join_agent.signers import credentials
 from join_agent.signers.cfssl import CfsslSigner
 from join_agent.storage import trust
 from join_agent.worker import certificates
-from tests.conftest import Node, need, toml_table
+from tests.conftest import Node, need
+from tests.lab import toml
 from tests.lab.cfssl_ca import CfsslCA, seed_config
 
 
@@ -109,11 +110,11 @@ def _tables(root: Path, script: Path, **extra: dict[str, Any]) -> str:
     text = ""
     for name, t in tables.items():
         action = t.pop("action", None)
-        text += toml_table("[certificate]", {"name": name, **t}).replace(
+        text += toml.table("[certificate]", {"name": name, **t}).replace(
             "[[[certificate]]]", "[[certificate]]"
         )
         if action:
-            text += toml_table("certificate.action", action)
+            text += toml.table("certificate.action", action)
     return text
 
 

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import need, toml_table
+from tests.conftest import need
+from tests.lab import toml
 from tests.lab.cfssl_ca import CfsslCA
 from tests.standins import KUBELET
 from tests.system.machine import Machine, MachineError
@@ -113,7 +114,7 @@ class SystemNode:
 
     def write_config(self, **sections: dict[str, Any]) -> None:
         doc = self.config(**sections)
-        text = "".join(toml_table(k, v) for k, v in doc.items())
+        text = toml.document(doc)
         self.machine.write("/etc/join-agent/config.toml", text, 0o600)
 
     def write_credential(self) -> None:
