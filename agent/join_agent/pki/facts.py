@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from join_agent.core.records import CaFacts
 
 
+def serial(cert: x509.Certificate) -> str:
+    """The serial's one written form (status.json, the records, machine.json): hex."""
+    return f"{cert.serial_number:x}"
+
+
 def certificate(cert: x509.Certificate) -> CredentialFacts:
     """Subject, issuer, SANs and validity of one certificate."""
     cn = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
@@ -33,7 +38,7 @@ def certificate(cert: x509.Certificate) -> CredentialFacts:
         "node": name.removeprefix("system:node:"),
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
-        "serial": f"{cert.serial_number:x}",
+        "serial": serial(cert),
         "sans": {"dns": dns, "ip": ips},
         "not_before": iso(compat.not_valid_before(cert)),
         "not_after": iso(compat.not_valid_after(cert)),

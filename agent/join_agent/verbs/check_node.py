@@ -14,6 +14,7 @@ from join_agent.verbs.check_result import Result
 
 def made_here(cfg: Config) -> list[Result]:  # noqa: PLR0911 - one verdict per case, in order
     """Whether the credentials on disk were made on this machine (host/machine.py)."""
+    from join_agent.pki import facts
     from join_agent.storage import names, store
 
     sources = cfg.node.fingerprint_files
@@ -31,7 +32,7 @@ def made_here(cfg: Config) -> list[Result]:  # noqa: PLR0911 - one verdict per c
     said = f"identified by {', '.join(sorted(ids))}"
     if pair is None:
         return [Result("PASS", "machine", f"{said}; no credentials yet")]
-    serial = f"{pair.certificate.serial_number:x}"
+    serial = facts.serial(pair.certificate)
     why = machine.foreign(record, serial, ids)
     if why:
         return [Result("FAIL", "machine", why)]

@@ -19,6 +19,7 @@ from join_agent.core.tables import when
 from join_agent.errors import ConfigError, JoinAgentError, StoreError
 from join_agent.log import get_logger
 from join_agent.pki import compat
+from join_agent.pki.facts import serial as serial_of
 from join_agent.storage import files, guard, names, store
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def write_record(cfg: Config, spec: CertificateSpec, record: TableRecord) -> Non
 
 def facts(cert: Any) -> TableRecord:
     return {
-        "serial": f"{cert.serial_number:x}",
+        "serial": serial_of(cert),
         "not_before": wire.iso(compat.not_valid_before(cert)),
         "not_after": wire.iso(compat.not_valid_after(cert)),
         "subject": cert.subject.rfc4514_string(),

@@ -23,7 +23,7 @@ from join_agent.config.model import CertificateSpec, Config, IPAddress
 from join_agent.core import tables, wire
 from join_agent.errors import CertificateRejected, JoinAgentError, StoreError
 from join_agent.log import get_logger
-from join_agent.pki import checks, compat, keys
+from join_agent.pki import checks, compat, facts, keys
 from join_agent.signers.cfssl import CfsslSigner
 from join_agent.storage import files, guard, names, store
 from join_agent.worker import actions, certificate_files
@@ -102,7 +102,7 @@ def _one(
     record = certificate_files.read_record(certificate_files.record_path(cfg, spec))
     request = request_for(spec, node_addresses)
     current = _current(pairs)
-    if current is not None and record.get("serial") != f"{current.certificate.serial_number:x}":
+    if current is not None and record.get("serial") != facts.serial(current.certificate):
         _resume(spec, pairs, current, record)
 
     def plan_for(mismatch: str) -> tables.Plan:
@@ -194,7 +194,7 @@ def _issue(
     log.info(
         "certificate_rotated",
         name=spec.name,
-        serial=f"{issued.certificate.serial_number:x}",
+        serial=facts.serial(issued.certificate),
         not_after=compat.not_valid_after(issued.certificate).isoformat(),
         files=[str(spec.cert_file), str(spec.key_file)],
     )

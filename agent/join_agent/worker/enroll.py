@@ -15,7 +15,7 @@ from join_agent.errors import ConfigError, JoinAgentError, StoreError, TrustErro
 from join_agent.host import machine
 from join_agent.host.identity import Identity
 from join_agent.log import get_logger
-from join_agent.pki import checks, compat, keys, pinning
+from join_agent.pki import checks, compat, facts, keys, pinning
 from join_agent.signers.base import Issued, Signer
 from join_agent.storage import files, guard, names, store, trust
 from join_agent.worker import kubeconfig
@@ -90,7 +90,7 @@ def enroll(
     done = Enrolled(identity, issued.certificate, version, ca_pin, issued.source, ca_changed)
     log.info(
         "certificate_installed", node=identity.name, path=str(version),
-        serial=f"{done.certificate.serial_number:x}", sans=keys.hosts_for(identity),
+        serial=facts.serial(done.certificate), sans=keys.hosts_for(identity),
         not_after=compat.not_valid_after(done.certificate).isoformat(), ca=issued.source,
     )  # fmt: skip
     return done
@@ -101,7 +101,7 @@ def _record_machine(cfg: Config, cert: x509.Certificate, now: dt.datetime) -> No
     the record of an older serial, which is no evidence either way (host/machine.py)."""
     try:
         machine.write_record(
-            cfg.paths.state_dir, cfg.node.fingerprint_files, f"{cert.serial_number:x}", now
+            cfg.paths.state_dir, cfg.node.fingerprint_files, facts.serial(cert), now
         )
     except (OSError, JoinAgentError) as e:
         log.warning("machine_not_recorded", error=str(e), path=str(cfg.paths.state_dir))

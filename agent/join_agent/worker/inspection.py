@@ -111,9 +111,11 @@ def _machine(
 ) -> tuple[str | None, str | None]:
     """Whether the pair was made on another machine, and the pair's error (a machine id
     that someone else could have written is one: host/machine.py)."""
+    from join_agent.pki import facts
+
     if pair is None:
         return None, error
-    serial = f"{pair.certificate.serial_number:x}"
+    serial = facts.serial(pair.certificate)
     try:
         return machine.judge(cfg.paths.state_dir, cfg.node.fingerprint_files, serial), error
     except StoreError as e:

@@ -23,7 +23,7 @@ from join_agent.core import wire
 from join_agent.errors import CertificateRejected, JoinAgentError, StoreError
 from join_agent.host.identity import Identity
 from join_agent.log import get_logger
-from join_agent.pki import checks, compat, keys
+from join_agent.pki import checks, compat, facts, keys
 from join_agent.signers.kubernetes import csr_api
 from join_agent.signers.kubernetes.signer import KubernetesSigner
 from join_agent.storage import files, guard, names, store
@@ -214,7 +214,7 @@ def _facts(cert: x509.Certificate | None) -> ServingReport:
         return {"present": False}
     return {
         "present": True,
-        "serial": f"{cert.serial_number:x}",
+        "serial": facts.serial(cert),
         "not_before": wire.iso(compat.not_valid_before(cert)),
         "not_after": wire.iso(compat.not_valid_after(cert)),
         "renew_at": wire.iso(renew_at(cert)),  # the daemon looks again then

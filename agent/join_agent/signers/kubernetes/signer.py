@@ -30,7 +30,7 @@ from join_agent.errors import (
 from join_agent.host import machine
 from join_agent.host.identity import Identity
 from join_agent.net import transport
-from join_agent.pki import compat
+from join_agent.pki import compat, facts
 from join_agent.signers import credentials
 from join_agent.signers.base import Issued
 from join_agent.signers.kubernetes import approval, csr_api, discovery
@@ -155,7 +155,7 @@ class KubernetesSigner:
         if pair is None:
             return "the node has no client certificate yet"
         try:
-            serial = f"{pair.certificate.serial_number:x}"
+            serial = facts.serial(pair.certificate)
             why = machine.judge(self.cfg.paths.state_dir, self.cfg.node.fingerprint_files, serial)
         except StoreError as e:
             why = str(e)
