@@ -171,6 +171,18 @@ class Sandbox:
             time.sleep(0.3)
         raise AssertionError(f"status never got there: {json.dumps(doc)[:3000]}")
 
+    @property
+    def kubelet_record(self) -> Path:
+        """Where a stand-in kubelet started with ``--standin-record`` writes its starts."""
+        return self.root / "kubelet.jsonl"
+
+    def kubelet_starts(self) -> list[dict[str, Any]]:
+        """The stand-in kubelet's starts, one record each (tests/standins/kubelet.py)."""
+        if not self.kubelet_record.exists():
+            return []
+        text = self.kubelet_record.read_text()
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
     def tree(self) -> dict[str, bytes | str]:
         """Every file and link under the node's root but its inputs: proves "nothing changed"."""
         out: dict[str, bytes | str] = {}

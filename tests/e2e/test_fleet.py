@@ -97,10 +97,7 @@ class Member:
             return "(no log)"
 
     def kubelet_starts(self) -> list[dict[str, Any]]:
-        path = self.node.root / "kubelet.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return self.node.kubelet_starts()
 
 
 def run(*argv: str) -> str:
@@ -295,7 +292,6 @@ def _wait_for_ca(net: Network, url: str, proc: subprocess.Popen[bytes], log: Pat
 
 
 def _configure(member: Member, fleet_url: str, server: str, pin: str) -> None:
-    root = member.node.root
     member.node.write_config(
         cluster={"server": server},  # only written into the kubeconfig, never contacted
         node={"name": member.name, "addresses": []},  # [] = discovered over netlink
@@ -303,7 +299,7 @@ def _configure(member: Member, fleet_url: str, server: str, pin: str) -> None:
         renewal={"retry_min": f"{RETRY_MIN:g}s", "retry_max": f"{RETRY_MAX:g}s"},
         kubelet={
             "command": kubelet_command(
-                f"--standin-record={root / 'kubelet.jsonl'}",
+                f"--standin-record={member.node.kubelet_record}",
                 f"--standin-healthz-port={HEALTHZ_PORT}",
             ),
             "healthz_url": f"http://127.0.0.1:{HEALTHZ_PORT}/healthz",
@@ -340,7 +336,7 @@ def _stop(members: list[Member], ca_proc: subprocess.Popen[bytes] | None) -> Non
                 m.proc.wait()
         # A kubelet left behind by a killed agent goes too.
         for start in m.kubelet_starts():
-            _kill_standin(int(start["pid"]), m.node.root / "kubelet.jsonl")
+            _kill_standin(int(start["pid"]), m.node.kubelet_record)
     if ca_proc is not None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(ca_proc.pid, signal.SIGKILL)

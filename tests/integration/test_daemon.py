@@ -103,17 +103,10 @@ class Agent:
         self.log.close()
 
 
-def kubelet_starts(node: Node) -> list[dict[str, Any]]:
-    path = node.root / "kubelet.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def wait_for_record(node: Node, pid: int, timeout: float = 10) -> None:
     """The stand-in writes its record line just after it starts: wait for it."""
     deadline = time.monotonic() + timeout
-    while pid not in [s["pid"] for s in kubelet_starts(node)]:
+    while pid not in [s["pid"] for s in node.kubelet_starts()]:
         if time.monotonic() > deadline:
             pytest.fail(f"the stand-in kubelet {pid} wrote no record in {timeout}s")
         time.sleep(0.05)
@@ -133,7 +126,7 @@ def daemon_node(tmp_path: Path, short_ca: CfsslCA) -> Iterator[Node]:
             os.kill(pid, signal.SIGKILL)
         except (OSError, ValueError):
             pass
-    for start in kubelet_starts(n):
+    for start in n.kubelet_starts():
         with contextlib.suppress(OSError):
             os.kill(start["pid"], signal.SIGKILL)
 
@@ -143,7 +136,7 @@ def configure(n: Node, healthz_port: int, **extra: dict[str, Any]) -> None:
         renewal={"retry_min": "1s", "retry_max": "3s"},
         kubelet={
             "command": kubelet_command(
-                f"--standin-record={n.root / 'kubelet.jsonl'}",
+                f"--standin-record={n.kubelet_record}",
                 f"--standin-healthz-port={healthz_port}",
             ),
             "healthz_url": f"http://127.0.0.1:{healthz_port}/healthz",
@@ -187,7 +180,7 @@ def test_rotations_move_the_symlink_and_never_restart_the_kubelet(
             links.append(os.readlink(node.current))
         assert len(set(links)) == 3, links
         # The kubelet was started once: client-certificate rotations need no restart.
-        starts = kubelet_starts(node)
+        starts = node.kubelet_starts()
         assert len(starts) == 1, starts
         assert alive(starts[0]["pid"])
         assert f"--kubeconfig={node.kubeconfig}" in starts[0]["argv"]
@@ -262,7 +255,7 @@ def test_kubelet_is_restarted_and_stopped_before_the_agent_exits(daemon_node: No
         assert again["kubelet"]["restarts"] >= 1
         second = again["kubelet"]["pid"]
         wait_for_record(node, second)
-        assert [s["pid"] for s in kubelet_starts(node)] == [first, second]
+        assert [s["pid"] for s in node.kubelet_starts()] == [first, second]
     finally:
         code = agent.stop()
     assert code == 0
@@ -320,7 +313,7 @@ def test_sd_notify_ready_status_watchdog_stopping(daemon_node: Node, tmp_path: P
         gaps = [b - a for a, b in itertools.pairwise(dogs)]
         assert min(gaps) > 0.5 and max(gaps) < 1.8, gaps
         # The kubelet inherited neither the socket nor the watchdog.
-        start = kubelet_starts(node)[0]
+        start = node.kubelet_starts()[0]
         assert "NOTIFY_SOCKET" not in start["env"] and "WATCHDOG_USEC" not in start["env"]
     finally:
         agent.proc.send_signal(signal.SIGTERM)
@@ -423,7 +416,7 @@ def test_certificates_only_mode_is_ready_without_a_kubelet(
     try:
         doc = agent.wait("running", lambda d: d["agent"]["state"] == "running", 30)
         assert doc["kubelet"] == {"managed": False}
-        assert kubelet_starts(node) == []
+        assert node.kubelet_starts() == []
         assert node.run("status").returncode == 0
     finally:
         assert agent.stop() == 0
@@ -460,7 +453,7 @@ def test_a_new_ca_that_matches_a_pin_is_added_and_restarts_the_kubelet_once(
         assert subjects == ["CN=join-agent test CA 2", "CN=join-agent test CA"]
         wait_for_record(node, doc["kubelet"]["pid"])
         time.sleep(1)  # a second restart, if there were one, would show by now
-        assert len(kubelet_starts(node)) == 2  # restarted exactly once for the CA change
+        assert len(node.kubelet_starts()) == 2  # restarted exactly once for the CA change
     finally:
         assert agent.stop() == 0
 

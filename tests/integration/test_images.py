@@ -11,7 +11,6 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -47,13 +46,6 @@ def private_key(pem: bytes) -> bytes:
     return found.group(0)
 
 
-def kubelet_starts(node: Node) -> list[dict[str, Any]]:
-    path = node.root / "kubelet.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 @pytest.fixture
 def setup(tmp_path: Path, ca: CfsslCA) -> tuple[Node, Machine]:
     n = Node(root=tmp_path / "node", ca=ca)
@@ -66,7 +58,7 @@ def setup(tmp_path: Path, ca: CfsslCA) -> tuple[Node, Machine]:
         renewal={"retry_min": "1s", "retry_max": "3s"},
         kubelet={
             "command": kubelet_command(
-                f"--standin-record={n.root / 'kubelet.jsonl'}",
+                f"--standin-record={n.kubelet_record}",
                 f"--standin-healthz-port={port}",
                 f"--standin-credentials={n.current}",
             ),
@@ -117,7 +109,7 @@ def test_a_clone_enrolls_afresh_and_never_presents_the_template_key(
     assert private_key(fresh) != private_key(template)
     record = json.loads((n.state / "machine.json").read_text())
     assert record["serial"] == doc["certificate"]["serial"]
-    starts = kubelet_starts(n)
+    starts = n.kubelet_starts()
     assert starts, "the kubelet never started"
     assert [s["credentials_sha256"] for s in starts] == [sha256(fresh)] * len(starts)
     # And the template itself, booted again on its own ids, is the clone's stranger now:

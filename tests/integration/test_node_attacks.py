@@ -412,7 +412,7 @@ def test_planted_code_reaches_no_child_the_agent_starts(
     )
     action.chmod(0o755)
     port = free_port()
-    record = node.root / "kubelet.jsonl"
+    record = node.kubelet_record
     node.write_config(
         renewal={"retry_min": "1s", "retry_max": "3s"},
         kubelet={
@@ -464,7 +464,7 @@ def test_planted_code_reaches_no_child_the_agent_starts(
     children = [line for line in ran if not line.endswith(f"--config {node.config} run")]
     assert len(ran) == len(children) + 1  # the resident loaded sitecustomize: it was there
     assert children == [], ran
-    start = json.loads(record.read_text().splitlines()[0])
+    start = node.kubelet_starts()[0]
     assert start["cwd"] == "/"
     assert start["tool"] is None
     assert str(planted) not in start["env"]["PATH"]
