@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from join_agent import usage
+from join_agent import TYPE_CHECKING
 from join_agent.errors import JoinAgentError
 
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
+
     from join_agent.config.model import Config
 
 
@@ -25,12 +24,15 @@ STATUS_UNKNOWN = 3
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
-    args = usage.parser(usage.verb_of(words)).parse_args(words)
-    from join_agent import log
-
     # Whatever umask we were started under, nothing we (or the kubelet, an action) create
     # is writable by group or others unless a mode says so explicitly.
     os.umask(0o022)
+    quick = _quick_status(words)
+    if quick is not None:
+        return quick
+    from join_agent import log, usage
+
+    args = usage.parser(usage.verb_of(words)).parse_args(words)
     log.setup(debug=args.debug, quiet=args.verb != "run")
     failed = STATUS_UNKNOWN if args.verb == "status" else 1
     nagios = bool(getattr(args, "nagios", False))
@@ -50,6 +52,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed,
             nagios=nagios,
         )
+
+
+def _quick_status(words: Sequence[str]) -> int | None:
+    """``status`` answered from the running daemon's record (verbs/status_fast.py), before
+    argparse and the config are loaded; None when it cannot be: then the usual path runs."""
+    from join_agent.verbs import status_fast
+
+    form = status_fast.form_of(words)
+    if form is None:
+        return None
+    try:
+        answer = status_fast.attempt(form, os.environ, _now())
+    except KeyboardInterrupt:
+        return 130
+    except Exception:  # noqa: BLE001 - whatever it met, the usual path meets and reports
+        return None
+    if answer is None:
+        return None
+    text, code = answer
+    sys.stdout.write(text)
+    return code
 
 
 def _fail(message: str, debug: bool, code: int = 1, *, nagios: bool = False) -> int:
@@ -242,6 +265,8 @@ def _pin(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     else:
+        from pathlib import Path
+
         certs = pin.certificates_from_file(Path(source))
     sys.stdout.write(pin.render(certs))
     return 0

@@ -522,11 +522,11 @@ def test_nothing_is_delivered_where_config_and_credentials_live(pkg: list[Action
     forbidden = {
         Path(props["file"]).parent,
         Path(props["state_dir"]),
-        d.config_file.parent,
-        d.state_dir,
-        d.pki_dir,
-        d.kubeconfig.parent,
-        d.ca_file.parent,
+        Path(d.config_file).parent,
+        Path(d.state_dir),
+        Path(d.pki_dir),
+        Path(d.kubeconfig).parent,
+        Path(d.ca_file).parent,
     }
     assert Path("/etc/opt/ooce/join-agent") in forbidden
     for a in pkg:

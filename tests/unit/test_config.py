@@ -14,6 +14,7 @@ import pytest
 
 from join_agent.config import loading, model
 from join_agent.errors import ConfigError
+from join_agent.host import platform
 
 PIN = "sha256:" + "ab" * 32
 SOURCE = Path("/etc/join-agent/config.toml")
@@ -537,4 +538,4 @@ def test_the_kubelet_command_must_be_an_absolute_path() -> None:
 def test_a_relative_config_path_becomes_absolute(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir("/tmp")
     assert loading.config_path("c.toml", {}) == Path("/tmp/c.toml")
-    assert loading.config_path(None, {model.CONFIG_ENV: "x/c.toml"}) == Path("/tmp/x/c.toml")
+    assert loading.config_path(None, {platform.CONFIG_ENV: "x/c.toml"}) == Path("/tmp/x/c.toml")

@@ -16,6 +16,7 @@ import pytest
 from join_agent import __version__, usage
 from join_agent.config import loading, model
 from join_agent.errors import ConfigError
+from join_agent.host import platform
 from join_agent.signers import credentials
 from tests.conftest import need
 
@@ -172,7 +173,7 @@ def test_page_names_what_the_code_uses() -> None:
     th = re.search(r'^\.TH JOIN-AGENT 8 \S+ "join-agent (\S+)"', text, flags=re.M)
     assert th is not None
     assert th.group(1) == __version__  # the footer names the version it documents
-    for name in (model.CONFIG_ENV, credentials.CREDENTIALS_ENV):
+    for name in (platform.CONFIG_ENV, credentials.CREDENTIALS_ENV):
         assert name in sections(PAGE.read_text())["ENVIRONMENT"]
     for secret in (credentials.CFSSL_AUTH_KEY, credentials.BOOTSTRAP_TOKEN):
         assert f"/etc/credstore/{secret}" in text

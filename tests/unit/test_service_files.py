@@ -196,14 +196,14 @@ def test_unit_says_what_the_agent_relies_on() -> None:
     assert svc["ExecStart"] == "/usr/bin/join-agent run"
     # The verb waits for the verdict: `systemctl reload` fails on a refused config.
     assert svc["ExecReload"] == "/usr/bin/join-agent reload --pid $MAINPID"
-    assert svc["StateDirectory"] == platform.LINUX.state_dir.name == "join-agent"
-    assert platform.LINUX.state_dir == Path("/var/lib") / svc["StateDirectory"]
+    assert svc["StateDirectory"] == Path(platform.LINUX.state_dir).name == "join-agent"
+    assert Path(platform.LINUX.state_dir) == Path("/var/lib") / svc["StateDirectory"]
     assert svc["StateDirectoryMode"] == "0700"
     # The start condition is checked before ConfigurationDirectory= would act: the
     # package creates the directory instead.
     assert "ConfigurationDirectory" not in svc
     dirs = (REPO / "packaging/deb/debian/join-agent.dirs").read_text().split()
-    assert Path("/") / dirs[0] == platform.LINUX.config_file.parent
+    assert Path("/") / dirs[0] == Path(platform.LINUX.config_file).parent
     # A board without a real-time clock that pulls time-sync.target in starts us after it.
     assert "time-sync.target" in " ".join(values(u, "Unit", "After")).split()
     # ID-only: the ID:PATH form fails the unit when the file is missing, and every node

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from join_agent.config.model import (
-    CONFIG_ENV,
     DEFAULT_EXCLUDE_INTERFACES,
     KEY_TYPES,
     CfsslConfig,
@@ -27,6 +26,7 @@ from join_agent.config.reader import Reader
 from join_agent.config.tables import certificates, distinct_paths
 from join_agent.errors import ConfigError
 from join_agent.host import platform
+from join_agent.host.platform import CONFIG_ENV
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,7 +41,7 @@ def config_path(flag: str | None, environ: Mapping[str, str]) -> Path:
         return Path(flag).absolute()
     if environ.get(CONFIG_ENV):
         return Path(environ[CONFIG_ENV]).absolute()
-    return platform.current().config_file
+    return Path(platform.current().config_file)
 
 
 def load(
@@ -54,8 +54,10 @@ def load(
     (``join --server … --token-file … --ca-pin …``) can describe a join.
     """
     from join_agent.errors import StoreError
-    from join_agent.storage import guard
+    from join_agent.storage import guard, runtime
 
+    # Taken before the read: an edit after it leaves a stamp that no longer matches.
+    stamp = runtime.stamp(path)
     try:
         # It decides what runs as root: root's alone (guard's rule), and of a sane size.
         raw = guard.read(path, "config file", cap=guard.CONFIG_CAP)
@@ -77,7 +79,9 @@ def load(
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
-    return parse(with_overrides(doc, overrides or {}), source=path)
+    return parse(with_overrides(doc, overrides or {}), source=path)._replace(
+        stamp=None if overrides else stamp
+    )
 
 
 def with_overrides(doc: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -196,9 +200,7 @@ def _cfssl(r: Reader, t: _Tables, source: Path) -> CfsslConfig:
         urls=tuple(r.url_list(cf, "signer.cfssl.urls", required=(t.kind == "cfssl"))),
         profile=r.string(cf, "signer.cfssl.profile", "kubelet"),
         label=r.string(cf, "signer.cfssl.label", ""),
-        auth_key_file=r.path(
-            cf, "signer.cfssl.auth_key_file", Path("/etc/join-agent/cfssl-auth-key")
-        ),
+        auth_key_file=r.path(cf, "signer.cfssl.auth_key_file", "/etc/join-agent/cfssl-auth-key"),
         ca_pins=r.pins(cf, "signer.cfssl.ca_pins"),
         insecure_skip_ca_pin=r.boolean(cf, "signer.cfssl.insecure_skip_ca_pin", False),
     )
@@ -220,7 +222,7 @@ def _kubernetes(r: Reader, t: _Tables, source: Path) -> KubernetesSignerConfig:
     kb = t.kubernetes
     kubernetes = KubernetesSignerConfig(
         bootstrap_token_file=r.path(
-            kb, "signer.kubernetes.bootstrap_token_file", Path("/etc/join-agent/bootstrap-token")
+            kb, "signer.kubernetes.bootstrap_token_file", "/etc/join-agent/bootstrap-token"
         ),
         ca_pins=r.pins(kb, "signer.kubernetes.ca_pins"),
         discovery_file=t.discovery_file,

@@ -11,12 +11,14 @@ import datetime as dt
 import ipaddress
 import re
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+if TYPE_CHECKING:
+    from join_agent.core.records import ConfigStamp
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 KeyType = Literal["ecdsa-p256", "rsa-2048", "rsa-4096"]
 KEY_TYPES: tuple[KeyType, ...] = ("ecdsa-p256", "rsa-2048", "rsa-4096")
-CONFIG_ENV = "JOIN_AGENT_CONFIG"
 
 DEFAULT_EXCLUDE_INTERFACES = (
     "lo*", "docker*", "cni*", "cilium*", "flannel*", "veth*", "lxc*", "kube-ipvs*",
@@ -135,6 +137,7 @@ class Config(NamedTuple):
     metrics_listen: str
     metrics_textfile: Path | None  # node_exporter's textfile collector: a .prom file
     certificates: tuple[CertificateSpec, ...] = ()
+    stamp: ConfigStamp | None = None  # the file's as it was read (storage/runtime.py)
 
 
 # A node's client certificate says CN=system:node:<name>, and X.509 allows a CN of at most

@@ -91,20 +91,20 @@ class Reader:
             raise self.fail(key, "must be a list of strings")
         return list(value)
 
-    def path(self, t: Mapping[str, Any], key: str, default: Path) -> Path:
+    def path(self, t: Mapping[str, Any], key: str, default: str) -> Path:
         value = self.string(t, key, "")
         if not value:
-            return default
+            return Path(default)
         if not value.startswith("/"):
             raise self.fail(key, f"must be an absolute path, not {value!r}")
         return Path(value)
 
     def path_list(
-        self, t: Mapping[str, Any], key: str, default: tuple[Path, ...]
+        self, t: Mapping[str, Any], key: str, default: tuple[str, ...]
     ) -> tuple[Path, ...]:
         value = self._get(t, key, list)
         if value is None:
-            return default
+            return tuple(Path(v) for v in default)
         bad = [v for v in value if not isinstance(v, str) or not v.startswith("/")]
         if bad:
             raise self.fail(key, f"must be a list of absolute paths, not {bad[0]!r}")
@@ -112,7 +112,7 @@ class Reader:
 
     def optional_path(self, t: Mapping[str, Any], key: str) -> Path | None:
         value = self.string(t, key, "")
-        return self.path(t, key, Path("/")) if value else None
+        return self.path(t, key, "/") if value else None
 
     def duration(self, t: Mapping[str, Any], key: str, default: str) -> dt.timedelta:
         value = self._get(t, key, (str, int, float))

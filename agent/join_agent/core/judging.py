@@ -7,9 +7,8 @@ report's JSON keys are an API (docs/status.md): add keys, never rename them.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from join_agent import TYPE_CHECKING
 from join_agent.core import schedule
 from join_agent.core.durations import format_duration
 from join_agent.core.wire import iso, parse_iso
@@ -32,12 +31,26 @@ SCHEMA = 1  # the `status --json` report's (status.json has its own: core.wire.S
 EXIT_HEALTHY, EXIT_DEGRADED, EXIT_BROKEN = 0, 1, 2  # and cli.STATUS_UNKNOWN
 
 
-@dataclass(frozen=True)
 class Report:
-    state: str  # "valid", "not-joined", "expired", "not-yet-valid", "mismatched", "unreadable"
-    exit_code: int
-    problems: tuple[str, ...]
-    doc: StatusReport = field(repr=False)
+    """A verdict. A plain class: `status` loads this module on its fast path, where
+    building a dataclass or a NamedTuple (and importing what they need) would cost more
+    than judging does (docs/benchmarks.md)."""
+
+    __slots__ = ("doc", "exit_code", "problems", "state")
+
+    def __init__(
+        self, *, state: str, exit_code: int, problems: tuple[str, ...], doc: StatusReport
+    ) -> None:
+        # "valid", "not-joined", "expired", "not-yet-valid", "mismatched", "unreadable"
+        self.state = state
+        self.exit_code = exit_code
+        self.problems = problems
+        self.doc = doc
+
+    def __repr__(self) -> str:
+        return (
+            f"Report(state={self.state!r}, exit_code={self.exit_code}, problems={self.problems!r})"
+        )
 
 
 def judge(

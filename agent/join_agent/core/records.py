@@ -200,6 +200,57 @@ class StatusRecord(TypedDict, total=False):
     reload: ReloadRecord | None
 
 
+# --- what `status` needs of the config (verbs/status.py, storage/runtime.py) -------------
+
+
+class ConfigStamp(TypedDict):
+    """What changes whenever the config file is edited, replaced, chowned or chmodded."""
+
+    dev: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+
+class HealthzTarget(TypedDict):
+    """``kubelet.healthz_url``, split once where the config is loaded."""
+
+    url: str
+    host: str
+    port: int
+    path: str
+
+
+class StatusSettings(TypedDict):
+    """The few settings ``status`` judges with, taken from a config (durations in seconds)."""
+
+    state_dir: str
+    pki_dir: str
+    kubeconfig: str
+    ca_file: str
+    signer_kind: str
+    server: str
+    node_name: str | None  # None: the hostname, looked up when judged
+    clock_skew: float
+    overdue_after: float
+    manage_kubelet: bool
+    healthz: HealthzTarget | None
+    serving: bool
+    certificates: bool  # any [[certificate]] table
+
+
+class RuntimeRecord(TypedDict):
+    """``<runtime_dir>/<config>.json``: a running daemon's settings, and which version of
+    which config file they come from (storage/runtime.py)."""
+
+    schema: int
+    version: str
+    config: str
+    stamp: ConfigStamp
+    settings: StatusSettings
+
+
 # --- the `status --json` report (core/judging.py) -----------------------------------------
 # Every key is there, null when unknown: scripts index without guarding.
 

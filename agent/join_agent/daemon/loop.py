@@ -26,7 +26,7 @@ from join_agent.core.durations import format_duration
 from join_agent.core.protocol import CredentialFacts, ErrorKind, WorkerResult
 from join_agent.core.renewal import RenewalPolicy
 from join_agent.core.wire import iso
-from join_agent.daemon import metrics, reloading, workers
+from join_agent.daemon import metrics, presence, reloading, workers
 from join_agent.daemon.identity_watch import IdentityWatch
 from join_agent.daemon.kubelet_ctl import KubeletControl, KubeletFactory
 from join_agent.daemon.reporting import Reporter, renewal_doc, signer_facts, waiting_for
@@ -99,7 +99,7 @@ class Daemon:
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the exit code."""
         self.wakeups.install()
-        state.write_agent_pidfile(self.cfg.paths.state_dir, os.getpid())
+        presence.announce(self.cfg)
         # A status.json temp file of a killed predecessor would otherwise stay forever.
         for leftover in files.sweep(self.cfg.paths.state_dir):
             log.info("removed_leftover", path=str(leftover))
@@ -112,7 +112,7 @@ class Daemon:
                 pass
         finally:
             self.wakeups.restore()
-            state.remove_agent_pidfile(self.cfg.paths.state_dir, os.getpid())
+            presence.withdraw(self.cfg)
         self.publish(self.clock(), final=True)
         log.info("stopped")
         return 0
@@ -303,6 +303,7 @@ class Daemon:
         if new.certificates != self.cfg.certificates:
             self.side.tables_changed()
         self.cfg = new
+        presence.record_settings(new)
         r = new.renewal
         self.renewal.configure(r.retry_min, r.retry_max, r.join_retry_max)
         log.info("reloaded", config=str(new.source), renew=changed)

@@ -1,56 +1,79 @@
-"""What differs between Linux/systemd and illumos/SMF, as data in one place."""
+"""What differs between Linux/systemd and illumos/SMF, as data in one place.
+
+``status`` reads the defaults on its fast path, which does without pathlib and typing
+(docs/benchmarks.md): paths are plain strings (the config makes them ``Path`` objects),
+and the defaults a plain class.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import sys
-from pathlib import Path
-from typing import NamedTuple
+
+CONFIG_ENV = "JOIN_AGENT_CONFIG"  # names the config file where --config does not
 
 
-class PlatformDefaults(NamedTuple):
+class PlatformDefaults:
     """Default paths and behaviour of one operating system family."""
 
-    config_file: Path
-    pki_dir: Path
-    kubeconfig: Path
-    ca_file: Path
-    state_dir: Path
-    manage_kubelet: bool
-    kubelet_command: tuple[str, ...]
-    examples: Path  # where the packages install the example configs
-    restart_command: str  # how an operator restarts the agent's service
-    fingerprint_files: tuple[Path, ...]  # [node] fingerprint_files (host/machine.py)
+    def __init__(
+        self,
+        *,
+        config_file: str,
+        pki_dir: str,
+        kubeconfig: str,
+        ca_file: str,
+        state_dir: str,
+        runtime_dir: str,
+        manage_kubelet: bool,
+        kubelet_command: tuple[str, ...],
+        examples: str,
+        restart_command: str,
+        fingerprint_files: tuple[str, ...],
+    ) -> None:
+        self.config_file = config_file
+        self.pki_dir = pki_dir
+        self.kubeconfig = kubeconfig
+        self.ca_file = ca_file
+        self.state_dir = state_dir
+        self.runtime_dir = runtime_dir  # a running daemon's record for `status` (runtime.py)
+        self.manage_kubelet = manage_kubelet
+        self.kubelet_command = kubelet_command
+        self.examples = examples  # where the packages install the example configs
+        self.restart_command = restart_command  # how an operator restarts the agent's service
+        self.fingerprint_files = fingerprint_files  # [node] fingerprint_files (host/machine.py)
 
 
 LINUX = PlatformDefaults(
-    config_file=Path("/etc/join-agent/config.toml"),
-    pki_dir=Path("/var/lib/kubelet/pki"),
-    kubeconfig=Path("/etc/kubernetes/kubelet.conf"),
-    ca_file=Path("/etc/kubernetes/pki/ca.crt"),
-    state_dir=Path("/var/lib/join-agent"),
+    config_file="/etc/join-agent/config.toml",
+    pki_dir="/var/lib/kubelet/pki",
+    kubeconfig="/etc/kubernetes/kubelet.conf",
+    ca_file="/etc/kubernetes/pki/ca.crt",
+    state_dir="/var/lib/join-agent",
+    runtime_dir="/run/join-agent",
     manage_kubelet=True,
     kubelet_command=("/usr/bin/kubelet", "--config=/var/lib/kubelet/config.yaml"),
-    examples=Path("/usr/share/doc/join-agent/examples"),
+    examples="/usr/share/doc/join-agent/examples",
     restart_command="systemctl restart join-agent",
     # machine-id(5), and the firmware's UUID (readable by root only), which a hypervisor
     # changes on a clone even where the image kept its machine-id.
-    fingerprint_files=(Path("/etc/machine-id"), Path("/sys/class/dmi/id/product_uuid")),
+    fingerprint_files=("/etc/machine-id", "/sys/class/dmi/id/product_uuid"),
 )
 
 # OmniOS-extra layout (/etc/opt/ooce, /var/opt/ooce). The upstream kubelet does not run on
 # illumos, so the agent keeps credentials for whatever runs beside it.
 ILLUMOS = PlatformDefaults(
-    config_file=Path("/etc/opt/ooce/join-agent/config.toml"),
-    pki_dir=Path("/var/opt/ooce/join-agent/pki"),
-    kubeconfig=Path("/etc/opt/ooce/join-agent/kubelet.conf"),
-    ca_file=Path("/etc/opt/ooce/join-agent/ca.crt"),
-    state_dir=Path("/var/opt/ooce/join-agent"),
+    config_file="/etc/opt/ooce/join-agent/config.toml",
+    pki_dir="/var/opt/ooce/join-agent/pki",
+    kubeconfig="/etc/opt/ooce/join-agent/kubelet.conf",
+    ca_file="/etc/opt/ooce/join-agent/ca.crt",
+    state_dir="/var/opt/ooce/join-agent",
+    runtime_dir="/var/run/join-agent",
     manage_kubelet=False,
     kubelet_command=("/opt/ooce/bin/kubelet",),
-    examples=Path("/opt/ooce/join-agent/share/doc/join-agent/examples"),
+    examples="/opt/ooce/join-agent/share/doc/join-agent/examples",
     restart_command="svcadm restart join-agent",
-    fingerprint_files=(Path("/etc/hostid"),),  # the host id, which x86 illumos keeps there
+    fingerprint_files=("/etc/hostid",),  # the host id, which x86 illumos keeps there
 )
 
 

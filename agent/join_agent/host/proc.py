@@ -4,34 +4,38 @@ since (after a crash, a reboot) must never be taken for ours, nor signalled.
 
 Linux: /proc/<pid>/stat (its state, its start in clock ticks after boot) and the boot id.
 Elsewhere (illumos): ``kill(pid, 0)`` and what ``ps -o stime=`` shows, marked ``stime=``
-so that a reader can tell how coarse the comparison was. Standard library only.
+so that a reader can tell how coarse the comparison was. Standard library only, and no
+pathlib: ``status`` asks here on its fast path (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from join_agent.host import platform
+from join_agent import TYPE_CHECKING
 from join_agent.storage import guard
 
-PROC = Path("/proc")
+if TYPE_CHECKING:
+    from join_agent.storage.guard import StrPath
+
+PROC = "/proc"
 
 
-def _stat(pid: int, proc: Path) -> list[str] | None:
+def _stat(pid: int, proc: StrPath) -> list[str] | None:
     """/proc/<pid>/stat from field 3 (state) on; the command name may hold spaces."""
     try:
-        raw = (proc / str(pid) / "stat").read_bytes()
+        with open(os.path.join(proc, str(pid), "stat"), "rb") as f:
+            raw = f.read()
     except OSError:
         return None
     return raw[raw.rfind(b")") + 2 :].decode("ascii", "replace").split()
 
 
-def _linux(proc: Path) -> bool:
-    return (proc / "self" / "stat").is_file()
+def _linux(proc: StrPath) -> bool:
+    return os.path.isfile(os.path.join(proc, "self", "stat"))
 
 
-def running(pid: int, proc: Path = PROC) -> bool:
+def running(pid: int, proc: StrPath = PROC) -> bool:
     """``pid`` exists and is not a zombie."""
     if pid <= 0:
         return False
@@ -47,18 +51,19 @@ def running(pid: int, proc: Path = PROC) -> bool:
     return True
 
 
-def start_time(pid: int, proc: Path = PROC) -> str | None:
+def start_time(pid: int, proc: StrPath = PROC) -> str | None:
     """What tells this process from a later one with the same pid; None if unknown."""
     if _linux(proc):
         fields = _stat(pid, proc)
         if fields is None or len(fields) < 20:
             return None
-        boot = guard.read_text_or_none(proc / "sys" / "kernel" / "random" / "boot_id")
+        boot = guard.read_text_or_none(os.path.join(proc, "sys", "kernel", "random", "boot_id"))
         return fields[19] + (f" boot={boot.strip()}" if boot else "")
+    from join_agent.host import children, platform  # without /proc only: `status` stays light
+
     ps = platform.tool("ps")
     if ps is None:
         return None
-    from join_agent.host import children  # only without /proc: `status` stays light on Linux
 
     try:
         out = children.run_tool([ps, "-o", "stime=", "-p", str(pid)])
@@ -80,7 +85,7 @@ def same(recorded: str | None, current: str | None) -> bool:
     return recorded == current
 
 
-def alive(pid: int, recorded: str | None = None, proc: Path = PROC) -> bool:
+def alive(pid: int, recorded: str | None = None, proc: StrPath = PROC) -> bool:
     """``pid`` runs and, where that can be told, is the process recorded."""
     if not running(pid, proc):
         return False

@@ -12,20 +12,25 @@ for a writer that never comes). Every directory is created with an explicit mode
 whatever the umask.
 
 The judging is pure (``judge``); walking the path and opening files is the edge.
-Standard library only: the resident daemon uses it.
+Standard library only: the resident daemon uses it. Paths are strings or path objects
+and are handled with ``os.path``: ``status`` reads through here on its fast path, which
+does without pathlib (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable
-from pathlib import Path
-from typing import Literal
 
+from join_agent import TYPE_CHECKING
 from join_agent.errors import StoreError
 
-Kind = Literal["file", "dir", "any"]
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Literal
+
+    StrPath = str | os.PathLike[str]
+    Kind = Literal["file", "dir", "any"]
 
 # Caps for what the agent reads: generous for what such files hold, small enough that a
 # link to /dev/zero or a runaway file cannot fill the memory of a root process.
@@ -105,7 +110,7 @@ def _kind_name(mode: int) -> str:
     return "not a regular file"
 
 
-def problem(path: Path, what: str, kind: Kind = "file") -> str | None:
+def problem(path: StrPath, what: str, kind: Kind = "file") -> str | None:
     """The sentence for the first component of ``path`` that breaks the rule, or None.
 
     A path that does not exist (yet) is judged as far as it exists: what is missing is
@@ -119,14 +124,19 @@ def problem(path: Path, what: str, kind: Kind = "file") -> str | None:
     if st is not None and want is not None and not want(st.st_mode):
         expected = "a regular file" if kind == "file" else "a directory"
         return f"{what} {path} is {_kind_name(st.st_mode)}, not {expected}"
-    return _walk(Path(os.path.abspath(path)), what, trusted_uids(), depth=0)
+    return _walk(os.path.abspath(path), what, trusted_uids(), depth=0)
 
 
-def _walk(path: Path, what: str, uids: frozenset[int], depth: int) -> str | None:
+def _components(path: str) -> list[str]:
+    """``/``, ``/a``, ``/a/b`` … for an absolute, normalised ``path`` (pure)."""
+    names = [n for n in path.split(os.sep) if n]
+    return [os.sep] + [os.sep + os.sep.join(names[: i + 1]) for i in range(len(names))]
+
+
+def _walk(path: str, what: str, uids: frozenset[int], depth: int) -> str | None:
     linked = False
-    parts = path.parts
-    for i in range(len(parts)):
-        here = Path(*parts[: i + 1])
+    parts = _components(path)
+    for i, here in enumerate(parts):
         try:
             st = os.lstat(here)
         except OSError:
@@ -140,18 +150,18 @@ def _walk(path: Path, what: str, uids: frozenset[int], depth: int) -> str | None
     if linked and depth < 8:
         # Where the links lead must pass too: a root-made link into a directory that
         # others can write would hand them the file.
-        return _walk(Path(os.path.realpath(path)), what, uids, depth + 1)
+        return _walk(os.path.realpath(path), what, uids, depth + 1)
     return None
 
 
-def require(path: Path, what: str, kind: Kind = "file") -> None:
+def require(path: StrPath, what: str, kind: Kind = "file") -> None:
     """Raise UnsafePath with ``problem``'s sentence, if there is one."""
     found = problem(path, what, kind)
     if found is not None:
         raise UnsafePath(found)
 
 
-def read(path: Path, what: str, *, cap: int, trusted: bool = True) -> bytes:
+def read(path: StrPath, what: str, *, cap: int, trusted: bool = True) -> bytes:
     """The bytes of a regular file of at most ``cap`` bytes.
 
     ``trusted``: the file decides something the agent does as root, so it must pass the
@@ -184,7 +194,7 @@ def read(path: Path, what: str, *, cap: int, trusted: bool = True) -> bytes:
     return b"".join(chunks)
 
 
-def read_text(path: Path, what: str, *, cap: int, trusted: bool = True) -> str:
+def read_text(path: StrPath, what: str, *, cap: int, trusted: bool = True) -> str:
     """``read`` decoded as UTF-8; UnsafePath if it is not UTF-8 text."""
     try:
         return read(path, what, cap=cap, trusted=trusted).decode("utf-8")
@@ -192,7 +202,7 @@ def read_text(path: Path, what: str, *, cap: int, trusted: bool = True) -> str:
         raise UnsafePath(f"{what} {path} is not UTF-8 text") from None
 
 
-def read_text_or_none(path: Path, cap: int = CONFIG_CAP) -> str | None:
+def read_text_or_none(path: StrPath, cap: int = CONFIG_CAP) -> str | None:
     """A regular file's text that decides nothing on its own (a kubelet's settings, the
     kernel's boot id), or None when it cannot be read as one."""
     try:
@@ -201,7 +211,7 @@ def read_text_or_none(path: Path, cap: int = CONFIG_CAP) -> str | None:
         return None
 
 
-def _too_large(what: str, path: Path, cap: int) -> str:
+def _too_large(what: str, path: StrPath, cap: int) -> str:
     return f"{what} {path} is larger than the {_size(cap)} such a file may have"
 
 
@@ -209,15 +219,15 @@ def _size(n: int) -> str:
     return f"{n >> 20} MiB" if n >= 1 << 20 and not n % (1 << 20) else f"{n} bytes"
 
 
-def ensure_dir(directory: Path, mode: int, what: str = "directory") -> None:
+def ensure_dir(directory: StrPath, mode: int, what: str = "directory") -> None:
     """Create ``directory`` (and missing parents, 0755) with exactly ``mode``, whatever the
     umask; an existing one, and the whole path to it, must pass the rule."""
-    directory = Path(os.path.abspath(directory))
-    missing: list[Path] = []
-    here = directory
+    target = os.path.abspath(directory)
+    missing: list[str] = []
+    here = target
     while not os.path.lexists(here):
         missing.append(here)
-        here = here.parent
+        here = os.path.dirname(here)
     require(here, what, "dir")
     for d in reversed(missing):
         try:
@@ -225,7 +235,7 @@ def ensure_dir(directory: Path, mode: int, what: str = "directory") -> None:
         except FileExistsError:
             require(d, what, "dir")  # someone was faster: judge theirs
             continue
-        os.chmod(d, mode if d == directory else 0o755)
+        os.chmod(d, mode if d == target else 0o755)
 
 
 def command_problems(argv: Iterable[str], what: str) -> list[str]:
@@ -238,9 +248,9 @@ def command_problems(argv: Iterable[str], what: str) -> list[str]:
         return []
     if not args[0].startswith("/"):
         return [f"{what} starts with {args[0]!r}, not an absolute path: PATH would choose it"]
-    found = [problem(Path(args[0]), what) or ""]
+    found = [problem(args[0], what) or ""]
     for arg in args[1:]:
         value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
         if value.startswith("/") and os.path.isfile(value):
-            found.append(problem(Path(value), f"{what} argument") or "")
+            found.append(problem(value, f"{what} argument") or "")
     return [p for p in found if p]  # a missing file is the supervisor's to report

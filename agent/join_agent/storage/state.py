@@ -1,17 +1,17 @@
 """``<state_dir>/status.json``: what the daemon knows, written atomically on every change.
 
 Standard library only: the resident daemon and ``status`` use it without loading
-cryptography. Its keys are an API (docs/status.md): add keys, never rename them.
+cryptography, and without pathlib (``status``'s fast path, docs/benchmarks.md): paths are
+strings or path objects, joined with ``os.path``. Its keys are an API (docs/status.md):
+add keys, never rename them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING, cast
 
+from join_agent import TYPE_CHECKING
 from join_agent.core.wire import parse_iso
 from join_agent.host import proc
 from join_agent.storage import names
@@ -19,35 +19,36 @@ from join_agent.storage import names
 if TYPE_CHECKING:
     from join_agent.core.protocol import FileIdentity
     from join_agent.core.records import StatusRecord
+    from join_agent.storage.guard import StrPath
 
 
 STATUS_FILE, AGENT_PIDFILE = names.STATUS_FILE, names.AGENT_PIDFILE
 
 
-def file_identity(path: Path) -> FileIdentity | None:
+def file_identity(path: StrPath) -> FileIdentity | None:
     """What changes whenever a file is replaced: the resolved name, inode, size, mtime."""
     try:
-        real = path.resolve(strict=True)
+        real = os.path.realpath(path)
         st = os.stat(real)
     except OSError:
         return None
-    return {"file": str(real), "inode": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"file": real, "inode": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 MAX_STATUS = 1 << 20  # status.json is a few KiB; [[certificate]] tables add ~1 KiB each
 
 
-def read(state_dir: Path) -> StatusRecord | None:
+def read(state_dir: StrPath) -> StatusRecord | None:
     """The recorded status, or None when there is none or it cannot be read."""
     return read_checked(state_dir)[0]
 
 
-def read_checked(state_dir: Path) -> tuple[StatusRecord | None, str | None]:
+def read_checked(state_dir: StrPath) -> tuple[StatusRecord | None, str | None]:
     """(the recorded status, None), or (None, why it cannot be used): absent is not damage."""
     from join_agent.errors import StoreError
     from join_agent.storage import guard
 
-    path = state_dir / STATUS_FILE
+    path = os.path.join(state_dir, STATUS_FILE)
     try:
         doc = json.loads(guard.read(path, "the status file", cap=MAX_STATUS))
     except FileNotFoundError:
@@ -61,26 +62,30 @@ def read_checked(state_dir: Path) -> tuple[StatusRecord | None, str | None]:
     problem = document_problem(doc)
     if problem is not None:
         return None, f"{path} is damaged ({problem})"
-    return cast("StatusRecord", doc), None  # checked against SHAPE just above
+    record: StatusRecord = doc  # checked against SHAPE just above
+    return record, None
 
 
-def write(state_dir: Path, doc: StatusRecord) -> None:
+def write(state_dir: StrPath, doc: StatusRecord) -> None:
     # The writer (fcntl, the crash points) is the daemon's; `status` only reads.
+    from pathlib import Path
+
     from join_agent.storage.files import atomic_write
 
-    atomic_write(
-        state_dir / STATUS_FILE, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(), 0o644
-    )
+    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    atomic_write(Path(state_dir, STATUS_FILE), text.encode(), 0o644)
 
 
-def write_agent_pidfile(state_dir: Path, pid: int) -> None:
+def write_agent_pidfile(state_dir: StrPath, pid: int) -> None:
+    from pathlib import Path
+
     from join_agent.storage.files import atomic_write
 
     text = f"{pid} {proc.start_time(pid) or '-'}\n"
-    atomic_write(state_dir / AGENT_PIDFILE, text.encode(), 0o644)
+    atomic_write(Path(state_dir, AGENT_PIDFILE), text.encode(), 0o644)
 
 
-def _read_pidfile(path: Path) -> str:
+def _read_pidfile(path: StrPath) -> str:
     """A pidfile's text; UnsafePath (a StoreError) when someone but root could have
     written it: whoever writes it chooses whom root signals."""
     from join_agent.storage import guard
@@ -88,26 +93,29 @@ def _read_pidfile(path: Path) -> str:
     return guard.read_text(path, "the pidfile", cap=4096)
 
 
-def running_agent(state_dir: Path) -> int | None:
+def running_agent(state_dir: StrPath) -> int | None:
     """The pid of a live ``join-agent run`` for this state_dir, or None.
 
     Raises UnsafePath when the pidfile is not root's alone (see ``_read_pidfile``).
     """
     try:
-        pid_text, _, start = _read_pidfile(state_dir / AGENT_PIDFILE).strip().partition(" ")
+        text = _read_pidfile(os.path.join(state_dir, AGENT_PIDFILE))
+        pid_text, _, start = text.strip().partition(" ")
         pid = int(pid_text)
     except (OSError, ValueError):
         return None
     return pid if proc.alive(pid, None if start in ("", "-") else start) else None
 
 
-def remove_agent_pidfile(state_dir: Path, pid: int) -> None:
+def remove_agent_pidfile(state_dir: StrPath, pid: int) -> None:
+    import contextlib  # the daemon's, on its way out: not on `status`'s path
+
     from join_agent.errors import StoreError
 
+    path = os.path.join(state_dir, AGENT_PIDFILE)
     with contextlib.suppress(OSError, StoreError):
-        path = state_dir / AGENT_PIDFILE
         if _read_pidfile(path).split(" ", 1)[0] == str(pid):
-            path.unlink()
+            os.unlink(path)
 
 
 # --- the shape of status.json -------------------------------------------------------------

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING
 
+from join_agent import TYPE_CHECKING
 from join_agent.core.durations import format_duration
 from join_agent.core.judging import Report
 from join_agent.core.wire import parse_iso
