@@ -1,5 +1,5 @@
 import sys
 
-from join_agent.cli import main
+from join_agent.cli import script
 
-sys.exit(main())
+sys.exit(script())

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,6 +131,23 @@ def test_status_reports_the_joined_node(node: Node) -> None:
         "(VALID: 364 days, renews in" in text.stdout or "(VALID: 365 days, renews in" in text.stdout
     )
     assert "Node:         worker-1" in text.stdout
+
+
+def test_a_join_from_an_http_ca_does_without_httpx(node: Node) -> None:
+    """A CFSSL CA on http:// is asked through the standard library (net/plain.py): a join
+    imports no httpx (≈75 ms on bookworm's versions: docs/benchmarks.md), and does the
+    same job."""
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "join_agent", "--config", str(node.config),
+         "join"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    imported = set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", r.stderr, re.M))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "join_agent.net.plain" in imported and "cryptography" in imported
+    assert sorted(m for m in imported if m.split(".")[0] in ("httpx", "httpcore", "h11")) == []
+    assert r.stdout.startswith("joined as system:node:worker-1 ")
+    assert node.run("status").returncode == 1  # valid; degraded while nothing renews
 
 
 def test_wrong_pin_is_refused_and_nothing_is_written(node: Node) -> None:

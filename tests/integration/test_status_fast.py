@@ -29,8 +29,8 @@ NEVER = (
     "yaml", "subprocess", "shutil", "asyncio", "ssl", "email", "http", "encodings.idna",
     "join_agent.config", "join_agent.usage", "join_agent.log", "join_agent.worker",
 )  # fmt: skip
-# The console script's own start: `from join_agent.cli import main` (and its `re`).
-SCRIPT = "import re, sys\nfrom join_agent.cli import main\nsys.exit(main())"
+# The console script's own start: `from join_agent.cli import script` (and its `re`).
+SCRIPT = "import re, sys\nfrom join_agent.cli import script\nsys.exit(script())"
 
 
 @pytest.fixture

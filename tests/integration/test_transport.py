@@ -2,7 +2,9 @@
 on 127.0.0.1.
 
 The stand-in is a plain socket server that misbehaves on cue (a real CFSSL never
-dribbles or redirects); the client side is the real httpx through our gateway.
+dribbles or redirects); the client side is our gateway with each of its carriers: the
+real httpx, and the standard library's http.client that plain-http peers get
+(net/plain.py). Every rule holds for both.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from join_agent.errors import TransportError
-from join_agent.net import transport
+from join_agent.net import plain, transport
 
 Handler = Callable[[socket.socket], None]
 
@@ -68,30 +70,46 @@ def _read_request(conn: socket.socket) -> None:
         body += conn.recv(65536)
 
 
-def _post(url: str, limits: transport.Limits) -> transport.Response:
-    with transport.make_client(limits=limits) as client:
-        return transport.post(client, url + "/api/v1/cfssl/info", b"{}", limits, what="the CA")
+Post = Callable[[str, transport.Limits], transport.Response]
 
 
-def test_a_normal_answer_comes_back_whole(standin: Callable[[Handler], str]) -> None:
+@pytest.fixture(params=["httpx", "http.client"])
+def post(request: pytest.FixtureRequest) -> Post:
+    """POST to a stand-in's CFSSL info path through one of the gateway's carriers."""
+
+    def send(url: str, limits: transport.Limits) -> transport.Response:
+        if request.param == "httpx":
+            client: transport.Client = transport.make_client(limits=limits)
+        else:
+            client = transport.client_for([url], limits)
+            assert isinstance(client, plain.PlainClient)  # what an http:// CA gets
+        with client:
+            return transport.post(client, url + "/api/v1/cfssl/info", b"{}", limits, what="the CA")
+
+    return send
+
+
+def test_a_normal_answer_comes_back_whole(post: Post, standin: Callable[[Handler], str]) -> None:
     body = b'{"success": true}'
     url = standin(
         lambda c: c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
     )
-    r = _post(url, transport.Limits())
+    r = post(url, transport.Limits())
     assert r.status == 200
     assert r.body == body
 
 
-def test_declared_oversized_body_is_refused(standin: Callable[[Handler], str]) -> None:
+def test_declared_oversized_body_is_refused(post: Post, standin: Callable[[Handler], str]) -> None:
     url = standin(
         lambda c: c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 104857600\r\n\r\n" + b"x" * 1000)
     )
     with pytest.raises(TransportError, match="more than the 4096-byte limit"):
-        _post(url, transport.Limits(max_body=4096))
+        post(url, transport.Limits(max_body=4096))
 
 
-def test_chunked_oversized_body_is_cut_at_the_cap(standin: Callable[[Handler], str]) -> None:
+def test_chunked_oversized_body_is_cut_at_the_cap(
+    post: Post, standin: Callable[[Handler], str]
+) -> None:
     def send(c: socket.socket) -> None:
         c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
         chunk = b"y" * 1024
@@ -100,10 +118,11 @@ def test_chunked_oversized_body_is_cut_at_the_cap(standin: Callable[[Handler], s
         c.sendall(b"0\r\n\r\n")
 
     with pytest.raises(TransportError, match="larger than the 4096-byte limit"):
-        _post(standin(send), transport.Limits(max_body=4096))
+        post(standin(send), transport.Limits(max_body=4096))
 
 
 def test_compressed_answers_are_refused_before_inflating(
+    post: Post,
     standin: Callable[[Handler], str],
 ) -> None:
     import gzip
@@ -117,10 +136,12 @@ def test_compressed_answers_are_refused_before_inflating(
         )
 
     with pytest.raises(TransportError, match="sent a compressed answer"):
-        _post(standin(send), transport.Limits(max_body=65536))
+        post(standin(send), transport.Limits(max_body=65536))
 
 
-def test_dribbled_headers_hit_the_total_deadline(standin: Callable[[Handler], str]) -> None:
+def test_dribbled_headers_hit_the_total_deadline(
+    post: Post, standin: Callable[[Handler], str]
+) -> None:
     def send(c: socket.socket) -> None:
         c.sendall(b"HTTP/1.1 200 OK\r\n")
         for _ in range(200):
@@ -129,11 +150,13 @@ def test_dribbled_headers_hit_the_total_deadline(standin: Callable[[Handler], st
 
     start = time.monotonic()
     with pytest.raises(TransportError, match=r"did not answer within 1s"):
-        _post(standin(send), transport.Limits(deadline=1.0))
+        post(standin(send), transport.Limits(deadline=1.0))
     assert time.monotonic() - start < 5  # not a speed goal: proof it did not wait 20 s
 
 
-def test_dribbled_body_hits_the_total_deadline(standin: Callable[[Handler], str]) -> None:
+def test_dribbled_body_hits_the_total_deadline(
+    post: Post, standin: Callable[[Handler], str]
+) -> None:
     def send(c: socket.socket) -> None:
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
         for _ in range(1000):
@@ -142,13 +165,13 @@ def test_dribbled_body_hits_the_total_deadline(standin: Callable[[Handler], str]
 
     start = time.monotonic()
     with pytest.raises(TransportError, match=r"did not answer within 1s"):
-        _post(standin(send), transport.Limits(deadline=1.0))
+        post(standin(send), transport.Limits(deadline=1.0))
     # Not a speed goal: proof that the per-chunk read timeout did not keep it alive
     # for the 100 s the dribble would take.
     assert time.monotonic() - start < 5
 
 
-def test_redirects_are_not_followed(standin: Callable[[Handler], str]) -> None:
+def test_redirects_are_not_followed(post: Post, standin: Callable[[Handler], str]) -> None:
     followed = threading.Event()
     target = standin(lambda c: followed.set())
     url = standin(
@@ -157,22 +180,24 @@ def test_redirects_are_not_followed(standin: Callable[[Handler], str]) -> None:
             % target.encode()
         )
     )
-    r = _post(url, transport.Limits())
+    r = post(url, transport.Limits())
     assert r.status == 307
     assert not followed.wait(0.5)
 
 
-def test_connection_reset_mid_body_is_a_transport_error(standin: Callable[[Handler], str]) -> None:
+def test_connection_reset_mid_body_is_a_transport_error(
+    post: Post, standin: Callable[[Handler], str]
+) -> None:
     def send(c: socket.socket) -> None:
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"z" * 100)
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
 
     with pytest.raises(TransportError, match="broke"):
-        _post(standin(send), transport.Limits())
+        post(standin(send), transport.Limits())
 
 
 def test_environment_proxies_are_ignored(
-    standin: Callable[[Handler], str], monkeypatch: pytest.MonkeyPatch
+    post: Post, standin: Callable[[Handler], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     body = b"{}"
     url = standin(lambda c: c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n" + body))
@@ -180,7 +205,7 @@ def test_environment_proxies_are_ignored(
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
     monkeypatch.delenv("NO_PROXY", raising=False)
-    assert _post(url, transport.Limits()).body == body
+    assert post(url, transport.Limits()).body == body
 
 
 def test_a_tls_handshake_that_never_comes_is_named_by_its_own_bound() -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import sys
+from typing import Any
+
 import pytest
 
 from join_agent import cli, usage
@@ -71,3 +75,31 @@ def test_only_config_and_debug_may_come_before_the_verb_for_the_one_verb_parser(
     assert usage.verb_of(["--version"]) is None
     assert usage.verb_of(["statuz"]) is None
     assert usage.verb_of([]) is None
+
+
+def test_the_collector_is_off_for_verbs_that_run_once_and_on_for_those_that_stay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`script` (the console script, `python -m join_agent`) turns the cyclic collector off;
+    `run` and `wait` turn it back on, since they stay."""
+    from join_agent.daemon import startup
+    from join_agent.verbs import wait
+
+    seen: list[tuple[str, bool]] = []
+
+    def record(verb: str, result: Any) -> Any:
+        seen.append((verb, gc.isenabled()))
+        return result
+
+    monkeypatch.setattr(cli, "_config", lambda args: None)
+    monkeypatch.setattr(startup, "main", lambda cfg, env: record("run", 0))
+    monkeypatch.setattr(wait, "until_joined", lambda *a, **k: record("wait", (True, "joined")))
+    monkeypatch.setattr(cli, "_VERBS", {**cli._VERBS, "check": lambda args: record("check", 0)})
+    try:
+        for verb in ("run", "wait", "check"):
+            monkeypatch.setattr(sys, "argv", ["join-agent", verb])
+            assert cli.script() == 0
+    finally:
+        gc.enable()
+        gc.unfreeze()
+    assert seen == [("run", True), ("wait", True), ("check", False)]

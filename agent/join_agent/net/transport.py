@@ -7,41 +7,37 @@ that is abandoned at the deadline (the process is short-lived: ``join`` or the d
 worker child); inside it, every read is still bounded by httpx's read timeout and the
 body by the size cap. Responses must not be compressed: a small gzip body can inflate to
 gigabytes in memory before any cap could look at it, and CFSSL never compresses.
+
+Plain-http peers found by ``client_for`` (a CFSSL CA on http://) are carried by the
+standard library instead (plain.py, which says why); every rule above holds for them
+too (bounds.py). httpx is imported only where it carries the exchange.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
-import httpx
-
 from join_agent.errors import TransportError
+from join_agent.net import bounds, plain
+from join_agent.net.bounds import Limits, Response
+
+if TYPE_CHECKING:
+    import httpx
+
+    Client = httpx.Client | plain.PlainClient
+
+# Limits and Response are bounds.py's, named here too: every caller speaks to this module.
+__all__ = [
+    "Limits", "Response", "StreamRefused", "TlsVerifyFailed",
+    "client_for", "get", "make_client", "post", "stream_lines", "system_trust",
+]  # fmt: skip
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-request bounds (seconds, bytes); tests shrink them."""
-
-    connect: float = 5.0
-    deadline: float = 30.0
-    max_body: int = 1 << 20
-
-
-@dataclass(frozen=True)
-class Response:
-    url: str
-    status: int
-    headers: httpx.Headers
-    body: bytes = field(repr=False)
 
 
 def make_client(
@@ -52,6 +48,8 @@ def make_client(
     ``verify=False`` is only for plain-http peers, whose trust comes from a pin: it spares
     loading a CA bundle that no handshake would use. HTTPS callers pass a context.
     """
+    import httpx
+
     lim = limits or Limits()
     return httpx.Client(
         trust_env=False,
@@ -66,14 +64,17 @@ def system_trust() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def client_for(urls: Sequence[str], limits: Limits | None = None) -> httpx.Client:
-    """A client for these peers: the system trust store when any of them is https."""
+def client_for(urls: Sequence[str], limits: Limits | None = None) -> Client:
+    """A client for these peers: the system trust store when any of them is https, and
+    the standard library's HTTP client when none is (plain.py)."""
+    if urls and plain.carries(urls):
+        return plain.PlainClient()
     https = any(urlsplit(u).scheme.lower() == "https" for u in urls)
     return make_client(verify=system_trust() if https else False, limits=limits)
 
 
 def post(
-    client: httpx.Client,
+    client: Client,
     url: str,
     body: bytes,
     limits: Limits,
@@ -89,7 +90,7 @@ def post(
 
 
 def get(
-    client: httpx.Client,
+    client: Client,
     url: str,
     limits: Limits,
     *,
@@ -167,12 +168,14 @@ def _bounded(fn: Callable[[], T], seconds: float) -> list[T]:
 @contextlib.contextmanager
 def _errors_named(what: str) -> Iterator[None]:
     """httpx's connection errors as one sentence naming the peer."""
+    import httpx
+
     try:
         yield
     except httpx.ConnectError as e:
         raise _connect_error(e, what) from None
     except httpx.HTTPError as e:
-        raise TransportError(f"the connection to {what} broke: {_reason(e)}") from None
+        raise bounds.broke(e, what) from None
 
 
 def _stream(
@@ -186,21 +189,23 @@ def _stream(
     headers: Mapping[str, str] | None,
     stop: threading.Event,
 ) -> T | None:
+    import httpx
+
     sent = {"Accept-Encoding": "identity", "Accept": "application/json", **(headers or {})}
     timeout = httpx.Timeout(seconds + 1.0, connect=min(limits.connect, limits.deadline))
     with _errors_named(what):
         try:
             with client.stream("GET", url, headers=sent, timeout=timeout) as r:
                 if r.status_code != 200:
-                    body = _read_capped(r, limits, what)
+                    body = bounds.read_capped(r, limits, what)
                     raise StreamRefused(
                         f"{what} answered the watch with HTTP {r.status_code}",
                         Response(url=url, status=r.status_code, headers=r.headers, body=body),
                     )
-                _refuse_compressed(r, what)
+                bounds.refuse_compressed(r, what)
                 return _lines(r, limits, what, on_line, stop)
         except httpx.ConnectTimeout:
-            raise _connect_timeout(what, limits) from None
+            raise bounds.connect_timeout(what, limits) from None
         except httpx.TimeoutException:
             return None  # an idle watch that outlived its time: the caller looks again
 
@@ -236,7 +241,7 @@ def _lines(
 
 def _within_deadline(
     method: str,
-    client: httpx.Client,
+    client: Client,
     url: str,
     body: bytes | None,
     *,
@@ -249,80 +254,45 @@ def _within_deadline(
         sent["Content-Type"] = "application/json"
 
     def request() -> Response:
-        with _errors_named(what):
-            try:
-                with client.stream(method, url, content=body, headers=sent) as r:
-                    _refuse_compressed(r, what)
-                    data = _read_capped(r, limits, what)
-                    return Response(url=url, status=r.status_code, headers=r.headers, body=data)
-            except httpx.ConnectTimeout:
-                # TCP and the TLS handshake have their own, shorter bound: name that one.
-                raise _connect_timeout(what, limits) from None
-            except httpx.TimeoutException:
-                raise _deadline(what, limits) from None
+        if isinstance(client, plain.PlainClient):
+            return client.exchange(method, url, body, sent, limits=limits, what=what)
+        return _exchange(client, method, url, body, sent, limits=limits, what=what)
 
     done = _bounded(request, limits.deadline)
     if not done:
-        raise _deadline(what, limits)  # the thread is left to its read timeout
+        raise bounds.deadline(what, limits)  # the thread is left to its read timeout
     return done[0]
 
 
-def _refuse_compressed(r: httpx.Response, what: str) -> None:
-    encoding = r.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        raise TransportError(
-            f"{what} sent a compressed answer ({encoding[:20]}) although asked not to"
-        )
+def _exchange(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    body: bytes | None,
+    sent: Mapping[str, str],
+    *,
+    limits: Limits,
+    what: str,
+) -> Response:
+    import httpx
 
-
-def _read_capped(r: httpx.Response, limits: Limits, what: str) -> bytes:
-    declared = r.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limits.max_body:
-        raise TransportError(
-            f"{what} sent a {int(declared)}-byte answer, more than the {limits.max_body}-byte limit"
-        )
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in r.iter_bytes():  # identity-encoded (checked first): raw bytes
-        size += len(chunk)
-        if size > limits.max_body:
-            raise TransportError(
-                f"{what} sent an answer larger than the {limits.max_body}-byte limit"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _deadline(what: str, limits: Limits) -> TransportError:
-    return TransportError(f"{what} did not answer within {limits.deadline:g}s")
-
-
-def _connect_timeout(what: str, limits: Limits) -> TransportError:
-    bound = min(limits.connect, limits.deadline)
-    return TransportError(
-        f"cannot connect to {what}: no connection (TCP and TLS handshake) within {bound:g}s"
-    )
+    with _errors_named(what):
+        try:
+            with client.stream(method, url, content=body, headers=sent) as r:
+                bounds.refuse_compressed(r, what)
+                data = bounds.read_capped(r, limits, what)
+                return Response(url=url, status=r.status_code, headers=r.headers, body=data)
+        except httpx.ConnectTimeout:
+            # TCP and the TLS handshake have their own, shorter bound: name that one.
+            raise bounds.connect_timeout(what, limits) from None
+        except httpx.TimeoutException:
+            raise bounds.deadline(what, limits) from None
 
 
 def _connect_error(e: httpx.ConnectError, what: str) -> TransportError:
-    if isinstance(_innermost(e), ssl.SSLCertVerificationError):
+    if isinstance(bounds.innermost(e), ssl.SSLCertVerificationError):
         return TlsVerifyFailed(
             f"cannot connect to {what}: its certificate does not verify against the "
-            f"trusted CA ({_reason(e)})"
+            f"trusted CA ({bounds.reason(e)})"
         )
-    return TransportError(f"cannot connect to {what}: {_reason(e)}")
-
-
-def _innermost(e: BaseException) -> BaseException:
-    inner = e
-    while inner.__context__ is not None and inner.__context__ is not inner:
-        inner = inner.__context__
-    return inner
-
-
-def _reason(e: Exception) -> str:
-    # httpx wraps the OS error; its innermost message is the readable one
-    # ("[Errno 111] Connection refused").
-    inner = _innermost(e)
-    text = str(inner) or type(inner).__name__
-    return re.sub(r"^\[Errno -?\d+\] ", "", text)[:200]
+    return bounds.cannot_connect(e, what)

@@ -13,9 +13,8 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -26,6 +25,9 @@ from join_agent.log import get_logger
 from join_agent.net.transport import Limits, Response, post
 from join_agent.pki import compat, keys, pinning
 from join_agent.signers.base import Issued
+
+if TYPE_CHECKING:
+    from join_agent.net.transport import Client
 
 log = get_logger("join_agent.cfssl")
 
@@ -45,7 +47,7 @@ class CfsslSigner:
         self,
         cfg: CfsslConfig,
         auth_key: bytes,
-        client: httpx.Client,
+        client: Client,
         *,
         pins: Sequence[str] | None,
         pins_origin: str = "signer.cfssl.ca_pins",
@@ -147,7 +149,7 @@ class CfsslSigner:
 
 
 def fetch_info(
-    client: httpx.Client, url: str, limits: Limits, profile: str = "", label: str = ""
+    client: Client, url: str, limits: Limits, profile: str = "", label: str = ""
 ) -> list[x509.Certificate]:
     """The CA bundle a CFSSL server announces at ``info`` (not yet checked against a pin)."""
     request: dict[str, str] = {}
