@@ -68,10 +68,11 @@ from tests.lab.cfssl_ca import CfsslCA
 from bench import importtime
 
 RSS_TARGET_MIB = 30.0
-# The brief's "resident" modules: what the loop itself is made of.
+# What `join-agent run` imports before its first log line, as it imports it: the command
+# line, the config, the daemon, with structlog's asyncio deferred (log.defer_asyncio).
 RESIDENT_STATEMENT = (
-    "import join_agent.daemon, join_agent.kubelet, join_agent.host.notify, "
-    "join_agent.storage.state, join_agent.core.schedule"
+    "from join_agent import cli, log, usage; log.defer_asyncio(); "
+    "import join_agent.config.loading, join_agent.daemon.startup"
 )
 # Third-party or heavy stdlib packages the resident loop should not need.
 HEAVY = (

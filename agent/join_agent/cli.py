@@ -47,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from join_agent import log, usage
 
     args = usage.parser(usage.verb_of(words)).parse_args(words)
+    if args.verb == "run":
+        log.defer_asyncio()  # the resident daemon never uses it (before structlog loads)
     log.setup(debug=args.debug, quiet=args.verb != "run")
     failed = STATUS_UNKNOWN if args.verb == "status" else 1
     nagios = bool(getattr(args, "nagios", False))

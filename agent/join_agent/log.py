@@ -10,7 +10,11 @@ import os
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any, TextIO
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
 
 # The stdlib's level numbers, without importing logging (a status call is timed).
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
@@ -79,6 +83,43 @@ class _Settings:
     level = INFO
     stream: TextIO | None = None
     configured = False
+
+
+class _Deferred(ModuleType):
+    """A module that is imported when it is first used, not when it is imported."""
+
+    def __init__(self, name: str, lock: AbstractContextManager[object]) -> None:
+        super().__init__(name)
+        self._lock = lock
+
+    def __getattr__(self, attr: str) -> Any:
+        with self._lock:
+            if sys.modules.get(self.__name__) is self:
+                del sys.modules[self.__name__]
+            __import__(self.__name__)
+        return getattr(sys.modules[self.__name__], attr)
+
+
+def defer_asyncio() -> None:
+    """Keep asyncio out of a process until something uses it (``join-agent run``: never).
+
+    structlog imports asyncio (in ``structlog.stdlib``, and in 22.x ``_log_levels`` or 26.x
+    ``_native``) for its ``a*()`` methods alone, and asyncio brings ssl and OpenSSL: ≈ 5.8
+    MiB of the daemon's 24 (docs/benchmarks.md). Called before structlog's first import,
+    this leaves a stand-in in ``sys.modules`` that takes the import statements' place; the
+    first attribute read from it imports the real module, so nothing can tell but the
+    memory. (importlib.util.LazyLoader cannot do it on 3.11: an import statement reads the
+    module's ``__spec__``, and that read loads it.)
+    """
+    if "structlog" in sys.modules or "asyncio" in sys.modules:
+        return
+    import importlib.machinery
+    import threading
+
+    # Re-entrant: loading the real module may read another stand-in.
+    stand_in = _Deferred("asyncio", threading.RLock())
+    stand_in.__spec__ = importlib.machinery.PathFinder.find_spec("asyncio")  # find_spec works
+    sys.modules["asyncio"] = stand_in
 
 
 def setup(*, debug: bool = False, quiet: bool = False, stream: TextIO | None = None) -> None:

@@ -241,6 +241,22 @@ def test_ca_outage_keeps_the_kubelet_and_heals(daemon_node: Node, short_ca: Cfss
         assert agent.stop() == 0
 
 
+def test_the_resident_daemon_holds_no_tls_library(daemon_node: Node) -> None:
+    """structlog imports asyncio, and asyncio ssl and OpenSSL; the daemon uses none of them
+    (its TLS is in the worker child) and keeps them out (log.defer_asyncio): ≈ 5.8 MiB of
+    its resident memory (docs/benchmarks.md). Looked at where the kernel says what is
+    mapped, after an enrollment (in a worker child) and a kubelet start."""
+    agent = Agent(daemon_node)
+    try:
+        agent.wait("running", lambda d: d["agent"]["state"] == "running", 30)
+        mapped = Path(f"/proc/{agent.proc.pid}/maps").read_text()
+        held = sorted({ln.rsplit("/", 1)[-1] for ln in mapped.splitlines() if "/" in ln})
+        assert [f for f in held if f.startswith(("_ssl", "libssl", "libcrypto", "_asyncio"))] == []
+        assert any(f.startswith("libpython") or f.startswith("python3") for f in held)
+    finally:
+        assert agent.stop() == 0
+
+
 def test_kubelet_is_restarted_and_stopped_before_the_agent_exits(daemon_node: Node) -> None:
     node = daemon_node
     agent = Agent(node)

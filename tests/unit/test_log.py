@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -182,3 +184,46 @@ def test_lines_to_journald_carry_their_priority(
     with (tmp_path / "other").open("w") as elsewhere:
         assert not log.to_journal(elsewhere, os.environ)  # inherited, but not journald's
     assert not log.to_journal(io.StringIO(), os.environ)
+
+
+DEFERRED = """
+import io, json, sys
+from join_agent import log
+if sys.argv[1] == "deferred":
+    log.defer_asyncio()
+out = io.StringIO()
+log.setup(stream=out)
+log.register_secret("s3cr3t-value")
+try:
+    raise ValueError("with s3cr3t-value inside")
+except ValueError:
+    log.get_logger("t").exception("failed", token="x", n=1, data=b"\\x00")
+log.get_logger("t").info("plain", path="/etc")
+loaded = [m for m in ("asyncio.base_events", "ssl", "_ssl") if m in sys.modules]
+lines = [json.loads(line) for line in out.getvalue().splitlines()]
+for line in lines:
+    line.pop("timestamp")
+import asyncio  # what uses it gets the real module
+async def three() -> int:
+    return 3
+print(json.dumps({"loaded": loaded, "lines": lines, "run": asyncio.run(three())}))
+"""
+
+
+def test_the_daemon_logs_the_same_lines_without_loading_asyncio() -> None:
+    """`run` keeps structlog's asyncio (and with it ssl and OpenSSL, ≈ 5.8 MiB) out of
+    the process (log.defer_asyncio): the lines are the same, and asyncio still works for
+    whatever asks for it."""
+    runs = {
+        how: json.loads(
+            subprocess.run(
+                [sys.executable, "-c", DEFERRED, how], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for how in ("deferred", "as-is")
+    }
+    assert runs["deferred"]["loaded"] == []
+    assert runs["as-is"]["loaded"] != []  # structlog does load it: the stand-in is why not
+    assert runs["deferred"]["lines"] == runs["as-is"]["lines"]
+    assert "s3cr3t" not in json.dumps(runs["deferred"]["lines"])
+    assert runs["deferred"]["run"] == runs["as-is"]["run"] == 3
