@@ -67,7 +67,7 @@ from tests.lab.cfssl_ca import CfsslCA
 
 from bench import importtime
 
-RSS_TARGET_MIB = 30.0
+RSS_TARGET_MIB = 20.0  # issue 17 (issue 3 asked 30)
 # What `join-agent run` imports before its first log line, as it imports it: the command
 # line, the config, the daemon, with structlog's asyncio deferred (log.defer_asyncio).
 RESIDENT_STATEMENT = (

@@ -78,16 +78,16 @@ ALONE = {
     "yaml": "import yaml",
     "tomllib": "import tomllib",
 }
-# The third-party imports of a join today (structlog is imported only when a line is
-# logged, which a quiet join does not), and of one without httpx and yaml
-# (stdlib http.client and json instead): the difference, measured as whole processes, is
-# what dropping them would save, shared stdlib modules and all.
+# The third-party imports of a join from an http:// CA today (structlog is imported only
+# when a line is logged, which a quiet join does not; httpx not at all: net/plain.py), and
+# of one without PyYAML (json instead): the difference, measured as whole processes, is
+# what dropping PyYAML would save, shared stdlib modules and all.
 DEPS_NOW = (
-    "import argparse, tomllib, httpx, httpcore, yaml; "
+    "import argparse, tomllib, http.client, yaml; "
     "from cryptography import x509; from cryptography.hazmat.primitives import serialization"
 )
 DEPS_LEAN = (
-    "import argparse, tomllib, json, http.client; "
+    "import argparse, tomllib, http.client, json; "
     "from cryptography import x509; from cryptography.hazmat.primitives import serialization"
 )
 # Parts the findings name (same measure as IMPORT_PACKAGES).
@@ -598,7 +598,7 @@ def where_time_goes(p: Profile, results: Results) -> list[str]:
         ("join_agent's own modules, self time, bytecode cached", us_ms(imp.ours_self)),
         ("join_agent's own modules, self time, compiled from source", us_ms(imp.ours_self_nopyc)),
         ("`python -c` with a join's third-party imports", ms(p.deps_now)),
-        ("the same with `json` and `http.client` for httpx and yaml", ms(p.deps_lean)),
+        ("the same with `json` for PyYAML", ms(p.deps_lean)),
         ("what-if: the P-256 join's median without that difference",
          ms(joined.median - saving) if joined else "-"),
         ("what-if: / shell",

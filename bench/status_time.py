@@ -178,6 +178,9 @@ def measure(
         running = series([BARE, VERSION, FAST, JSON], RUNNING)
         run(JSON)  # ... and after it: the files never changed
         fast = imports_of(traced, python, env, code=0, runs=args.import_runs)
+        loaded = [m for m in fast.roots if m.startswith(("join_agent.config", "argparse"))]
+        if loaded:  # the figures would be the usual path's, under the fast path's name
+            raise BenchError(f"[{label}] the fast path loaded {loaded}: no record used?")
     timed([*status, "--json"], env, check_json("files", 1))
     stopped = series([BARE, SLOW], STOPPED)
     slow = imports_of(traced, python, env, code=1, runs=args.import_runs)

@@ -28,7 +28,8 @@ def script() -> int:
     ``main()`` without the cyclic garbage collector. A verb that runs once and exits leaves
     nothing for it to find, and it would run many times over the modules being imported
     and once more over all of them at exit: ≈30 ms of a ``join``, 3 ms of a ``status``
-    (docs/benchmarks.md). ``run`` and ``wait``, which stay, turn it back on."""
+    (docs/benchmarks.md). ``run``, ``wait`` and ``worker`` (whose pass may wait minutes for
+    an approval), which stay, turn it back on."""
     gc.disable()
     try:
         return main()
@@ -246,6 +247,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     import json
+
+    gc.enable()  # a pass may wait on a watch for many minutes (see script)
 
     if args.mode == "kubelet":  # the kubelet's settings only: no cryptography, no httpx
         from join_agent.kubelet import settings

@@ -81,8 +81,9 @@ def test_the_collector_is_off_for_verbs_that_run_once_and_on_for_those_that_stay
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`script` (the console script, `python -m join_agent`) turns the cyclic collector off;
-    `run` and `wait` turn it back on, since they stay."""
+    `run`, `wait` and `worker` turn it back on, since they stay."""
     from join_agent.daemon import startup
+    from join_agent.kubelet import settings
     from join_agent.verbs import wait
 
     seen: list[tuple[str, bool]] = []
@@ -95,11 +96,12 @@ def test_the_collector_is_off_for_verbs_that_run_once_and_on_for_those_that_stay
     monkeypatch.setattr(startup, "main", lambda cfg, env: record("run", 0))
     monkeypatch.setattr(wait, "until_joined", lambda *a, **k: record("wait", (True, "joined")))
     monkeypatch.setattr(cli, "_VERBS", {**cli._VERBS, "check": lambda args: record("check", 0)})
+    monkeypatch.setattr(settings, "facts", lambda cfg: record("worker", {}))
     try:
-        for verb in ("run", "wait", "check"):
-            monkeypatch.setattr(sys, "argv", ["join-agent", verb])
+        for argv in (["run"], ["wait"], ["check"], ["worker", "kubelet"]):
+            monkeypatch.setattr(sys, "argv", ["join-agent", *argv])
             assert cli.script() == 0
     finally:
         gc.enable()
         gc.unfreeze()
-    assert seen == [("run", True), ("wait", True), ("check", False)]
+    assert seen == [("run", True), ("wait", True), ("check", False), ("worker", True)]
