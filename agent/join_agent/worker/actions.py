@@ -50,6 +50,21 @@ def argv_for(action: Action, tool: Callable[[str], str] = lambda n: TOOLS[n][0])
     return []
 
 
+# Kinds whose effect is on a target outside the table (a service, a process): one run per
+# target and pass, whichever tables rotated. A command runs once per table, in that
+# table's environment (JOIN_AGENT_CERTIFICATE and its files).
+SHARED_KINDS = ("smf_restart", "smf_refresh", "systemd_reload", "signal")
+
+
+def target_of(spec: CertificateSpec) -> tuple[object, ...]:
+    """What tells one action's effect from another's (pure): tables whose actions share a
+    target are acted on once a pass, e.g. every certificate kube-apiserver reads."""
+    a = spec.action
+    if a.kind in SHARED_KINDS:
+        return (a.kind, a.argv, a.pidfile, a.signal)
+    return ("command", spec.name)
+
+
 def _tool(name: str) -> str:
     return platform.tool(name) or TOOLS[name][0]
 

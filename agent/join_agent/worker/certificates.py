@@ -11,11 +11,12 @@ retried with backoff when it fails, and reported, never swallowed. Decisions are
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import random
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 from cryptography.hazmat.primitives import serialization
 
@@ -65,26 +66,63 @@ def run_due(
     now: Callable[[], dt.datetime],
     run_action: Callable[[CertificateSpec], actions.Outcome | None] = actions.run,
 ) -> list[TableReport]:
-    """One pass over every table: issue what is due, run pending actions; the reports,
-    plus one for each certificate left on disk by a table that was removed."""
-    reports: list[TableReport] = []
+    """One pass over every table: issue what is due, then run the pending actions, once
+    per target (``actions.target_of``) and after every table of the pass is installed, so
+    that a service reading several of them restarts once, with all of them new; the
+    reports, plus one for each certificate left on disk by a table that was removed."""
+    done: dict[str, _Table] = {}
+    reports: dict[str, TableReport] = {}
     for spec in cfg.certificates:
-        try:
-            reports.append(_one(cfg, signer, spec, node_addresses, now=now, run_action=run_action))
-        except (JoinAgentError, OSError, ValueError) as e:
-            # One table's trouble (a folder gone, a value the libraries refuse) must neither
-            # stop the others nor leave its last "valid" standing in status.
-            message = str(e) if isinstance(e, JoinAgentError) else f"{type(e).__name__}: {e}"
-            log.error("certificate_failed", name=spec.name, error=message)
-            record = certificate_files.read_record(certificate_files.record_path(cfg, spec))
-            record["failures"] = int(record.get("failures") or 0) + 1
-            record["last_error"] = {"message": message[:500], "at": wire.iso(now())}
-            retry = now() + cfg.renewal.retry_max
-            reports.append(
-                {**certificate_files.report(spec, record, retry, now()), "state": "failing"}
-            )
-    reports += certificate_files.orphans(cfg)
-    return reports
+        with _one_table(cfg, spec, reports, now):
+            done[spec.name] = _one(cfg, signer, spec, node_addresses, now=now)
+    by_target: dict[tuple[object, ...], list[_Table]] = {}
+    for table in done.values():
+        if table.run_action:
+            by_target.setdefault(actions.target_of(table.spec), []).append(table)
+    for group in by_target.values():
+        outcome = _act(group, run_action)
+        for table in group:
+            with _one_table(cfg, table.spec, reports, now):
+                _record_action(table.spec, table.record, outcome, now, shared=len(group))
+    for name, table in done.items():
+        with _one_table(cfg, table.spec, reports, now):
+            reports[name] = _finish(cfg, table, now)
+    return [reports[s.name] for s in cfg.certificates if s.name in reports] + (
+        certificate_files.orphans(cfg)
+    )
+
+
+@contextlib.contextmanager
+def _one_table(
+    cfg: Config,
+    spec: CertificateSpec,
+    reports: dict[str, TableReport],
+    now: Callable[[], dt.datetime],
+) -> Iterator[None]:
+    """One table's trouble (a folder gone, a value the libraries refuse) must neither stop
+    the others nor leave its last "valid" standing in status."""
+    try:
+        yield
+    except (JoinAgentError, OSError, ValueError) as e:
+        message = str(e) if isinstance(e, JoinAgentError) else f"{type(e).__name__}: {e}"
+        log.error("certificate_failed", name=spec.name, error=message)
+        record = certificate_files.read_record(certificate_files.record_path(cfg, spec))
+        record["failures"] = int(record.get("failures") or 0) + 1
+        record["last_error"] = {"message": message[:500], "at": wire.iso(now())}
+        retry = now() + cfg.renewal.retry_max
+        reports[spec.name] = {
+            **certificate_files.report(spec, record, retry, now()),
+            "state": "failing",
+        }
+
+
+class _Table(NamedTuple):
+    """A table after its pass, before its action: what ``_finish`` records."""
+
+    spec: CertificateSpec
+    record: TableRecord
+    run_action: bool
+    plan_for: Callable[[str], tables.Plan]
 
 
 def _one(
@@ -94,8 +132,7 @@ def _one(
     node_addresses: Sequence[IPAddress],
     *,
     now: Callable[[], dt.datetime],
-    run_action: Callable[[CertificateSpec], actions.Outcome | None],
-) -> TableReport:
+) -> _Table:
     pairs = certificate_files.pair_store(cfg, spec)
     pairs.recover()
     files.sweep(pairs.directory)
@@ -138,11 +175,14 @@ def _one(
         certificate_files.write_record(
             cfg, spec, record
         )  # before the action: a crash must not lose "pending"
-        _run_action(spec, record, now, run_action)
-    after = plan_for("")
-    record["next_attempt"] = wire.iso(after.next_attempt)  # for status without the daemon
-    certificate_files.write_record(cfg, spec, record)
-    return certificate_files.report(spec, record, after.next_attempt, now())
+    return _Table(spec, record, plan.run_action, plan_for)
+
+
+def _finish(cfg: Config, table: _Table, now: Callable[[], dt.datetime]) -> TableReport:
+    after = table.plan_for("")
+    table.record["next_attempt"] = wire.iso(after.next_attempt)  # for status without the daemon
+    certificate_files.write_record(cfg, table.spec, table.record)
+    return certificate_files.report(table.spec, table.record, after.next_attempt, now())
 
 
 def _resume(
@@ -201,20 +241,32 @@ def _issue(
     return pair
 
 
-def _run_action(
+def _act(
+    group: Sequence[_Table], run_action: Callable[[CertificateSpec], actions.Outcome | None]
+) -> actions.Outcome | None:
+    """The action shared by ``group``, run once (as its first table's); a failure to run
+    it at all is its outcome, for every table of the group."""
+    try:
+        return run_action(group[0].spec)
+    except OSError as e:
+        return actions.Outcome(False, None, f"cannot run the action: {e.strerror or e}")
+
+
+def _record_action(
     spec: CertificateSpec,
     record: TableRecord,
+    done: actions.Outcome | None,
     now: Callable[[], dt.datetime],
-    run_action: Callable[[CertificateSpec], actions.Outcome | None],
+    *,
+    shared: int,
 ) -> None:
-    done = run_action(spec)
     action = (record.get("action") or {}).copy()
     action["at"] = wire.iso(now())
     if done is None or done.ok:
         action.update({"pending": False, "failures": 0, "ok": True})
         action["exit"] = done.exit if done else None
         action["output"] = done.output if done else ""
-        log.info("certificate_action_ran", name=spec.name, kind=spec.action.kind)
+        log.info("certificate_action_ran", name=spec.name, kind=spec.action.kind, tables=shared)
     else:
         action.update({"pending": True, "ok": False, "exit": done.exit, "output": done.output})
         action["failures"] = int(action.get("failures") or 0) + 1
