@@ -12,7 +12,7 @@ from join_agent.errors import JoinAgentError
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from join_agent.config.model import Config
 
@@ -56,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _VERBS[args.verb](args)
     except JoinAgentError as e:
-        return _fail(str(e), args.debug, failed if failed != 1 else e.exit_code, nagios=nagios)
+        code = failed if failed != 1 else exit_code(args.verb, e, os.environ)
+        return _fail(str(e), args.debug, code, nagios=nagios)
     except KeyboardInterrupt:
         return 130
     except OSError as e:
@@ -69,6 +70,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed,
             nagios=nagios,
         )
+
+
+def exit_code(verb: str, e: JoinAgentError, environ: Mapping[str, str]) -> int:
+    """The exit status for ``e`` (pure). ``run`` under SMF (svc.startd sets SMF_FMRI for
+    the method it execs us from) says "configuration error" for what no restart can fix:
+    the config, or a path the trust rule refuses. Under systemd there is no such status:
+    the unit restarts every RestartSec, which picks up a config or credential that
+    provisioning writes late (docs/install.md)."""
+    from join_agent.errors import ConfigError
+    from join_agent.storage.guard import UnsafePath
+
+    if verb == "run" and environ.get("SMF_FMRI") and isinstance(e, ConfigError | UnsafePath):
+        from join_agent.host import platform
+
+        return platform.SMF_EXIT_ERR_CONFIG
+    return e.exit_code
 
 
 def _quick_status(words: Sequence[str]) -> int | None:

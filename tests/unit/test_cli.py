@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gc
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from join_agent import cli, usage
+from join_agent.errors import ConfigError, JoinAgentError
 
 
 @pytest.mark.parametrize(
@@ -105,3 +107,49 @@ def test_the_collector_is_off_for_verbs_that_run_once_and_on_for_those_that_stay
         gc.enable()
         gc.unfreeze()
     assert seen == [("run", True), ("wait", True), ("check", False), ("worker", True)]
+
+
+def test_run_under_smf_says_configuration_error_for_what_no_restart_fixes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 96 (SMF_EXIT_ERR_CONFIG) puts the service into maintenance at once with the
+    reason; exit 1 would have it restarted until "restarting too quickly"."""
+    bad = tmp_path / "config.toml"
+    bad.write_text("[signer]\nkind = 'nonsense'\n")
+    monkeypatch.delenv("SMF_FMRI", raising=False)
+    assert cli.main(["--config", str(bad), "run"]) == 1
+    monkeypatch.setenv("SMF_FMRI", "svc:/system/kubernetes/join-agent:default")
+    assert cli.main(["--config", str(bad), "run"]) == 96
+    assert "signer.kind" in capsys.readouterr().err
+    bad.chmod(0o666)  # refused by the trust rule: no restart makes it root's
+    assert cli.main(["--config", str(bad), "run"]) == 96
+    # Only `run`, and only for what restarting cannot fix.
+    assert cli.main(["--config", str(bad), "check"]) == 1
+    assert cli.exit_code("run", JoinAgentError("already running"), {"SMF_FMRI": "x"}) == 1
+    assert cli.exit_code("run", ConfigError("bad"), {}) == 1
+
+
+def test_operator_hints_name_the_service_manager_of_the_platform(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On illumos a hint says svcadm, never systemctl."""
+    from join_agent.config import loading
+    from join_agent.host import platform, preflight
+    from join_agent.storage import state
+    from join_agent.verbs import reset
+
+    cfssl = {"urls": ["http://10.0.0.2:8888"], "ca_pins": ["sha256:" + "ab" * 32]}
+    cfg = loading.parse(
+        {"cluster": {"server": "https://10.0.0.1:6443"}, "signer": {"cfssl": cfssl}}
+    )
+    monkeypatch.setattr(preflight, "require_directories", lambda cfg: None)
+    monkeypatch.setattr(state, "running_agent", lambda state_dir: 4242)
+    said = {}
+    for name, defaults in (("linux", platform.LINUX), ("illumos", platform.ILLUMOS)):
+        monkeypatch.setattr(platform, "current", lambda d=defaults: d)
+        with pytest.raises(JoinAgentError) as e:
+            reset.reset(cfg)
+        said[name] = str(e.value)
+    assert "(systemctl stop join-agent)" in said["linux"]
+    assert "(svcadm disable -t join-agent)" in said["illumos"]
+    assert "systemctl" not in said["illumos"]

@@ -316,6 +316,8 @@ def test_manifest_says_what_the_agent_relies_on() -> None:
     assert props["state_dir"] == str(platform.ILLUMOS.state_dir)
     startd = {p.get("name"): p.get("value") for p in groups["startd"].findall("propval")}
     assert startd["duration"] == "child"
+    # A worker's or an action's crash is not the service failing (smf_method(7)).
+    assert set((startd["ignore_error"] or "").split(",")) == {"core", "signal"}
 
     assert svc.find("stability") is not None
     assert (svc.findtext("template/common_name/loctext") or "").strip()

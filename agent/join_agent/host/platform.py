@@ -12,6 +12,11 @@ import sys
 
 CONFIG_ENV = "JOIN_AGENT_CONFIG"  # names the config file where --config does not
 
+# smf_method(7): a method that exits 96 puts the service into maintenance at once, with
+# "configuration error" in `svcs -x`; any other failure is restarted, and a config that
+# fails every start reaches maintenance only as "restarting too quickly".
+SMF_EXIT_ERR_CONFIG = 96
+
 
 class PlatformDefaults:
     """Default paths and behaviour of one operating system family."""
@@ -29,6 +34,7 @@ class PlatformDefaults:
         kubelet_command: tuple[str, ...],
         examples: str,
         restart_command: str,
+        stop_command: str,
         fingerprint_files: tuple[str, ...],
     ) -> None:
         self.config_file = config_file
@@ -41,6 +47,7 @@ class PlatformDefaults:
         self.kubelet_command = kubelet_command
         self.examples = examples  # where the packages install the example configs
         self.restart_command = restart_command  # how an operator restarts the agent's service
+        self.stop_command = stop_command  # … and stops it (until the next boot, on illumos)
         self.fingerprint_files = fingerprint_files  # [node] fingerprint_files (host/machine.py)
 
 
@@ -55,6 +62,7 @@ LINUX = PlatformDefaults(
     kubelet_command=("/usr/bin/kubelet", "--config=/var/lib/kubelet/config.yaml"),
     examples="/usr/share/doc/join-agent/examples",
     restart_command="systemctl restart join-agent",
+    stop_command="systemctl stop join-agent",
     # machine-id(5), and the firmware's UUID (readable by root only), which a hypervisor
     # changes on a clone even where the image kept its machine-id.
     fingerprint_files=("/etc/machine-id", "/sys/class/dmi/id/product_uuid"),
@@ -73,6 +81,7 @@ ILLUMOS = PlatformDefaults(
     kubelet_command=("/opt/ooce/bin/kubelet",),
     examples="/opt/ooce/join-agent/share/doc/join-agent/examples",
     restart_command="svcadm restart join-agent",
+    stop_command="svcadm disable -t join-agent",
     fingerprint_files=("/etc/hostid",),  # the host id, which x86 illumos keeps there
 )
 

@@ -25,9 +25,11 @@ def reset(cfg: Config, *, for_image: bool = False) -> list[str]:
     preflight.require_directories(cfg)
     pid = state.running_agent(cfg.paths.state_dir)
     if pid is not None:
+        from join_agent.host import platform
+
         raise JoinAgentError(
             f"join-agent run is running (pid {pid}): stop the service first "
-            "(systemctl stop join-agent), then reset"
+            f"({platform.current().stop_command}), then reset"
         )
     done: list[str] = []
     pidfile = cfg.paths.state_dir / names.KUBELET_PIDFILE
