@@ -141,6 +141,9 @@ def test_the_record_goes_with_the_daemon(tmp_path: Path, ca: CfsslCA) -> None:
     try:
         n.wait_status(lambda d: d["state"] == "valid")
         assert record.stat().st_mode & 0o777 == 0o644 and record.stat().st_uid == 0
+        # One line, as the SMF refresh method reads it (`grep '"pid": PID[,}]'`).
+        assert re.search(rf'"pid": {agent.pid}[,}}]', record.read_text())
+        assert record.read_text().count("\n") == 1
         assert oct(record.parent.stat().st_mode & 0o777) == "0o755"
     finally:
         stop(agent)

@@ -10,6 +10,7 @@ and the method script's refresh runs for real against live processes.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ import pytest
 
 from join_agent.host import platform
 from join_agent.signers import credentials
+from join_agent.storage import runtime
 from tests.conftest import need
 
 REPO = Path(__file__).resolve().parents[2]
@@ -383,11 +385,27 @@ class Smf:
     def pidfile(self) -> Path:
         return self.state_dir / "agent.pid"
 
+    @property
+    def start_pid(self) -> Path:
+        """What the stub svcprop answers for restarter/start_pid (none while missing)."""
+        return self.tmp / "start_pid"
+
+    @property
+    def runtime_dir(self) -> Path:
+        return self.tmp / "run"
+
+    def records(self, config: Path, pid: int) -> None:
+        """The agent ``pid`` runs with ``config``: its record, as storage/runtime.py writes it."""
+        path = runtime.record_path(str(self.runtime_dir), str(config))
+        assert path is not None
+        Path(path).write_text(json.dumps({"config": str(config), "pid": pid}, sort_keys=True))
+
     def method(self, verb: str) -> subprocess.CompletedProcess[str]:
         env = {
             "PATH": f"{self.tmp / 'bin'}:/usr/bin:/bin",
             "SMF_FMRI": f"{FMRI}:default",
             "JOIN_AGENT_SMF_INCLUDE": str(self.tmp / "smf_include.sh"),
+            "JOIN_AGENT_SMF_RUNTIME_DIR": str(self.runtime_dir),
             "LC_ALL": "C",
         }
         # sh is dash on Debian: a strict POSIX shell, as illumos' ksh93 is a superset of it.
@@ -398,6 +416,7 @@ class Smf:
 def smf(tmp_path: Path) -> Smf:
     s = Smf(tmp_path, tmp_path / "state", tmp_path / "config.toml", tmp_path / "svcprop.calls")
     s.state_dir.mkdir()
+    s.runtime_dir.mkdir()
     (tmp_path / "bin").mkdir()
     (tmp_path / "smf_include.sh").write_text(
         "".join(f"SMF_EXIT_{k}={v}\n" for k, v in SMF_EXIT.items())
@@ -406,6 +425,10 @@ def smf(tmp_path: Path) -> Smf:
     svcprop.write_text(
         "#!/bin/sh\n"
         f'echo "$*" >>{s.calls}\n'
+        f'if [ "$*" = "-p restarter/start_pid {FMRI}:default" ]; then\n'
+        f"  cat {s.start_pid} 2>/dev/null && exit 0\n"
+        '  echo "svcprop: Couldn\'t find property" >&2; exit 1\n'
+        "fi\n"
         f'[ "$1 $2 $4" = "-c -p {FMRI}:default" ] || {{ echo "svcprop: usage" >&2; exit 2; }}\n'
         'case "$3" in\n'
         f"config/file) echo {s.config_file} ;;\n"
@@ -414,6 +437,9 @@ def smf(tmp_path: Path) -> Smf:
         "esac\n"
     )
     svcprop.chmod(0o755)
+    svcadm = tmp_path / "bin" / "svcadm"
+    svcadm.write_text(f'#!/bin/sh\necho "svcadm $*" >>{s.calls}\n')
+    svcadm.chmod(0o755)
     return s
 
 
@@ -470,6 +496,7 @@ def test_refresh_sends_sighup_to_the_agent_alone(smf: Smf, spawn: Spawn) -> None
     # `:kill -HUP` would be hit): it must get nothing.
     other, other_marker = spawn("kubelet", "kubelet", "--kubeconfig=/etc/opt/ooce/join-agent/x")
     smf.pidfile.write_text(f"{agent.pid} -\n")
+    smf.records(smf.config_file, agent.pid)
 
     r = smf.method("refresh")
 
@@ -481,6 +508,37 @@ def test_refresh_sends_sighup_to_the_agent_alone(smf: Smf, spawn: Spawn) -> None
     assert agent.poll() is None
     assert other.poll() is None
     assert f"-c -p config/state_dir {FMRI}:default" in smf.calls.read_text()
+
+
+def test_refresh_finds_the_agent_by_its_restarter_whatever_state_dir_says(
+    smf: Smf, spawn: Spawn
+) -> None:
+    """restarter/start_pid is the agent (start execs it): a config/state_dir that differs
+    from the TOML's [paths] state_dir (no pidfile where the property points) no longer
+    leaves the agent unsignalled."""
+    agent, marker = spawn("agent", "/opt/ooce/join-agent/bin/join-agent", "run")
+    smf.start_pid.write_text(f"{agent.pid}\n")
+    smf.records(smf.config_file, agent.pid)
+    assert not smf.pidfile.exists()
+    r = smf.method("refresh")
+    assert r.returncode == 0, r.stderr
+    assert wait_for(marker) == "HUP\n"
+    assert f"sent SIGHUP to pid {agent.pid}: it re-reads {smf.config_file}" in r.stdout
+
+
+def test_refresh_to_another_config_file_restarts_the_service(smf: Smf, spawn: Spawn) -> None:
+    """`svccfg setprop config/file` + `svcadm refresh`: a SIGHUP would re-read the old file,
+    so the method restarts the service, which starts the agent with the new one."""
+    agent, marker = spawn("agent", "/opt/ooce/join-agent/bin/join-agent", "run")
+    smf.start_pid.write_text(f"{agent.pid}\n")
+    smf.records(smf.tmp / "old.toml", agent.pid)  # what the agent runs with
+    smf.records(smf.config_file, agent.pid + 100000)  # a record of another agent's, stale
+    r = smf.method("refresh")
+    assert r.returncode == 0, r.stderr
+    assert f"config/file is {smf.config_file}, which the agent (pid {agent.pid})" in r.stdout
+    assert f"svcadm restart {FMRI}:default" in smf.calls.read_text()
+    time.sleep(0.3)
+    assert marker.read_text() == ""  # no SIGHUP: it would have re-read old.toml
 
 
 def test_refresh_with_a_stale_pidfile_signals_nobody(smf: Smf, spawn: Spawn) -> None:
@@ -533,6 +591,8 @@ def test_start_execs_the_agent_in_the_foreground() -> None:
     # The exec itself needs the installed package (illumos); its command line is this one.
     text = METHOD.read_text()
     assert "\nAGENT=/opt/ooce/join-agent/bin/join-agent\n" in text
+    # Where the agent leaves its record of the config it runs with (storage/runtime.py).
+    assert f"RUNTIME_DIR=${{JOIN_AGENT_SMF_RUNTIME_DIR:-{platform.ILLUMOS.runtime_dir}}}" in text
     assert '\n    exec "$AGENT" --config "$file" run\n' in text
 
 

@@ -246,6 +246,7 @@ class RuntimeRecord(TypedDict):
 
     schema: int
     version: str
+    pid: int  # the daemon's: the SMF refresh method tells by it which config it runs
     config: str
     stamp: ConfigStamp
     settings: StatusSettings

@@ -28,7 +28,7 @@ def announce(cfg: Config) -> None:
 def record_settings(cfg: Config) -> None:
     """Record ``cfg``'s settings for ``status`` (at start, after an accepted reload). Only
     a speed-up: when it cannot be written, ``status`` loads the config as before."""
-    record = runtime.record_of(cfg, __version__)
+    record = runtime.record_of(cfg, __version__, os.getpid())
     if record is None:
         return
     try:

@@ -92,14 +92,15 @@ def settings_of(cfg: Config) -> StatusSettings:
     }
 
 
-def record_of(cfg: Config, version: str) -> RuntimeRecord | None:
-    """The record a daemon running ``cfg`` writes; None when the config was not read from a
-    file (pure)."""
+def record_of(cfg: Config, version: str, pid: int) -> RuntimeRecord | None:
+    """The record the daemon ``pid`` running ``cfg`` writes; None when the config was not
+    read from a file (pure)."""
     if cfg.stamp is None:
         return None
     return {
         "schema": SCHEMA,
         "version": version,
+        "pid": pid,
         "config": str(cfg.source),
         "stamp": cfg.stamp,
         "settings": settings_of(cfg),
