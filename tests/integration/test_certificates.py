@@ -21,12 +21,13 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from join_agent.config import loading, model
+from join_agent.host import platform
 from join_agent.net import transport
 from join_agent.pki import compat
 from join_agent.signers import credentials
 from join_agent.signers.cfssl import CfsslSigner
 from join_agent.storage import trust
-from join_agent.worker import certificates
+from join_agent.worker import certificates, passes
 from tests.conftest import Node, need
 from tests.lab import toml
 from tests.lab.cfssl_ca import CfsslCA, seed_config
@@ -40,6 +41,7 @@ def _profiles(auth_key_hex: str) -> dict[str, Any]:
 
     doc["signing"]["profiles"].update({
         "front-proxy": profile("1h", ["signing", "key encipherment", "client auth"]),
+        "apiserver-kubelet-client": profile("1h", ["signing", "key encipherment", "client auth"]),
         "etcd-peer": profile("2h", ["signing", "key encipherment", "client auth", "server auth"]),
         "server-only": profile("1h", ["signing", "key encipherment", "server auth"]),
     })  # fmt: skip
@@ -353,3 +355,61 @@ def test_one_broken_table_does_not_stop_the_others(host: Node) -> None:
     assert reports["broken"]["state"] in ("none", "failing")
     assert "no-such-user-here" in reports["broken"]["last_error"]["message"]
     assert reports["front-proxy"]["state"] == reports["etcd-peer"]["state"] == "valid"
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "control-plane.toml"
+SHOW_ADDR = Path(__file__).resolve().parents[1] / "data" / "ipadm-show-addr.txt"
+
+
+def test_the_control_plane_example_on_illumos_acts_once_a_pass(
+    host: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """examples/control-plane.toml with the platform forced to illumos: all three tables
+    are issued, the etcd peer certificate carries the addresses ipadm reports (a stand-in
+    ipadm printing tests/data/ipadm-show-addr.txt; no netlink is asked), and each service
+    is acted on once a pass, after all its certificates are in place: kube-apiserver
+    restarted once for two tables, etcd refreshed once. Its paths are moved into this
+    test's directory, its CA is the lab's, and its group is root (no etcd user here)."""
+    out, bin_dir = host.root / "out", host.root / "bin"
+    bin_dir.mkdir()
+    fakes = {
+        "ipadm": f"#!/bin/sh\ncat {SHOW_ADDR}\n",  # what OmniOS prints (test_ipadm.py)
+        "svcadm": '#!/bin/sh\necho "$*" >>$0.log\n',
+    }
+    for name, text in fakes.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    tables = EXAMPLE.read_text().split("[[certificate]]", 1)[1]
+    tables = tables.replace("/etc/opt/ooce/", f"{out}/").replace('group = "etcd"', 'group = "root"')
+    doc = host.base_config()
+    doc["node"] = {"name": "cp-1"}  # no [node] addresses: discovered
+    host.config.write_text(toml.document(doc) + "[[certificate]]" + tables)
+    real_tool = platform.tool
+    monkeypatch.setattr(platform, "current", lambda: platform.ILLUMOS)
+    monkeypatch.setattr(
+        platform, "tool", lambda n: str(bin_dir / n) if n in fakes else real_tool(n)
+    )
+    cfg = loading.load(host.config)
+    assert [t.name for t in cfg.certificates] == [
+        "front-proxy-client", "apiserver-kubelet-client", "etcd-peer"
+    ]  # fmt: skip
+
+    reports = passes.certificates_once(cfg, {})
+
+    assert {r["name"]: r["state"] for r in reports} == dict.fromkeys(
+        ("front-proxy-client", "apiserver-kubelet-client", "etcd-peer"), "valid"
+    )
+    svcadm_log = bin_dir / "svcadm.log"
+    assert svcadm_log.read_text().splitlines() == [
+        "restart svc:/system/kubernetes/kube-apiserver:default",
+        "refresh svc:/database/etcd:default",
+    ]
+    peer = _cert(out / "etcd" / "pki" / "peer.crt")
+    sans = peer.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sorted(str(a) for a in sans.get_values_for_type(x509.IPAddress)) == [
+        "10.0.2.15", "172.16.111.5", "192.168.1.20", "2001:db8:1:2::20"
+    ]  # fmt: skip
+    assert sans.get_values_for_type(x509.DNSName) == ["cp-1", "cp-1.example.org"]
+    # The next pass has nothing due: no restart, no refresh.
+    passes.certificates_once(cfg, {})
+    assert len(svcadm_log.read_text().splitlines()) == 2

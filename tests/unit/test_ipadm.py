@@ -18,22 +18,10 @@ import pytest
 from join_agent.config.model import DEFAULT_EXCLUDE_INTERFACES
 from join_agent.host import identity, ipadm
 
-# An OmniOS node: static and DHCP IPv4, addrconf IPv6 (link-local, a stable and a
-# temporary address), a tunnel, an address that is down, one still in duplicate address
-# detection, and a DHCP address not bound yet.
-SHOW_ADDR = r"""lo0/v4:ok:U:127.0.0.1/8
-vioif0/v4:ok:U:192.168.1.20/24
-vioif0/dhcp:ok:U:10.0.2.15/24
-lo0/v6:ok:U:\:\:1/128
-vioif0/v6:ok:U:fe80\:\:8\:20ff\:fe3a\:1b2c/10
-vioif0/v6a:ok:U:2001\:db8\:1\:2\:\:20/64
-vioif0/v6:ok:Ut:2001\:db8\:1\:2\:a1b2\:c3d4\:e5f6\:789/64
-vioif0/v6:ok:Ud:2001\:db8\:1\:2\:8\:20ff\:fe3a\:1b2c/64
-vioif1/v4:down::198.51.100.7/24
-vioif0/v4b:tentative:U:192.168.1.21/24
-vioif2/dhcp:ok::?
-iptun0/v4:ok:U:172.16.111.5->172.16.223.75
-"""
+# An OmniOS node (tests/data/ipadm-show-addr.txt): static and DHCP IPv4, addrconf IPv6
+# (link-local, a stable and a temporary address), a tunnel, an address that is down, one
+# still in duplicate address detection, and a DHCP address not bound yet.
+SHOW_ADDR = (Path(__file__).parents[1] / "data" / "ipadm-show-addr.txt").read_text()
 
 
 def test_fields_are_split_with_their_escapes_undone() -> None:

@@ -76,13 +76,14 @@ def name_of(node: NodeConfig, hostname: Callable[[], str] = socket.gethostname) 
 
 
 def _discovery() -> Callable[[], list[InterfaceAddress]]:
-    """How this system lists its addresses: netlink on Linux, ipadm on illumos."""
-    if hasattr(socket, "AF_NETLINK"):
+    """How this system lists its addresses (platform.py): netlink on Linux, ipadm on
+    illumos."""
+    from join_agent.host import platform
+
+    if platform.current().addresses_from == "netlink":
         from join_agent.host.netlink import interface_addresses
 
         return interface_addresses
-    from join_agent.host import platform
-
     tool = platform.tool("ipadm")
     if tool is None:
         raise IdentityError(

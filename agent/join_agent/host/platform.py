@@ -36,6 +36,7 @@ class PlatformDefaults:
         restart_command: str,
         stop_command: str,
         fingerprint_files: tuple[str, ...],
+        addresses_from: str,
     ) -> None:
         self.config_file = config_file
         self.pki_dir = pki_dir
@@ -49,6 +50,7 @@ class PlatformDefaults:
         self.restart_command = restart_command  # how an operator restarts the agent's service
         self.stop_command = stop_command  # … and stops it (until the next boot, on illumos)
         self.fingerprint_files = fingerprint_files  # [node] fingerprint_files (host/machine.py)
+        self.addresses_from = addresses_from  # "netlink" or "ipadm" (host/identity.py)
 
 
 LINUX = PlatformDefaults(
@@ -66,6 +68,7 @@ LINUX = PlatformDefaults(
     # machine-id(5), and the firmware's UUID (readable by root only), which a hypervisor
     # changes on a clone even where the image kept its machine-id.
     fingerprint_files=("/etc/machine-id", "/sys/class/dmi/id/product_uuid"),
+    addresses_from="netlink",
 )
 
 # OmniOS-extra layout (/etc/opt/ooce, /var/opt/ooce). The upstream kubelet does not run on
@@ -83,6 +86,7 @@ ILLUMOS = PlatformDefaults(
     restart_command="svcadm restart join-agent",
     stop_command="svcadm disable -t join-agent",
     fingerprint_files=("/etc/hostid",),  # the host id, which x86 illumos keeps there
+    addresses_from="ipadm",  # no netlink: what `ipadm show-addr` reports (host/ipadm.py)
 )
 
 
