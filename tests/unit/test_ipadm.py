@@ -75,3 +75,32 @@ def test_a_failing_tool_is_one_sentence(tmp_path: Path) -> None:
     tool = stand_in(tmp_path, "echo 'ipadm: cannot get address information' >&2\nexit 1\n")
     with pytest.raises(OSError, match="show-addr failed: ipadm: cannot get address information"):
         ipadm.interface_addresses(tool)
+
+
+def test_check_says_what_an_enrollment_would_find(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`join-agent check` resolves the node's identity as the worker does: an illumos host
+    without ipadm (or without [node] addresses) hears it before an enrollment fails."""
+    from join_agent.config import loading
+    from join_agent.host import platform
+    from join_agent.verbs import check_node
+
+    cfssl = {"urls": ["http://10.0.0.2:8888"], "ca_pins": ["sha256:" + "ab" * 32]}
+    doc = {"cluster": {"server": "https://10.0.0.1:6443"}, "signer": {"cfssl": cfssl}}
+    cfg = loading.parse({**doc, "node": {"name": "cp-1"}})
+    monkeypatch.setattr(platform, "current", lambda: platform.ILLUMOS)
+    monkeypatch.setattr(platform, "tool", lambda name: None)
+    (line,) = check_node.identity(cfg)
+    assert (line.level, line.name) == ("FAIL", "identity")
+    assert "neither netlink nor /usr/sbin/ipadm" in line.message
+    assert "set [node] addresses" in line.message
+    recorded = Path(__file__).parents[1] / "data" / "ipadm-show-addr.txt"
+    ipadm_stand_in = tmp_path / "ipadm"
+    ipadm_stand_in.write_text(f"#!/bin/sh\ncat {recorded}\n")
+    ipadm_stand_in.chmod(0o755)
+    monkeypatch.setattr(platform, "tool", lambda name: str(ipadm_stand_in))
+    (line,) = check_node.identity(cfg)
+    assert line.level == "PASS"
+    want = "enrolls as cp-1 (10.0.2.15, 172.16.111.5, 192.168.1.20, 2001:db8:1:2::20)"
+    assert line.message == want

@@ -124,6 +124,7 @@ def run(
     else:
         results.append(Result("SKIP", "kernel", f"no kernel checks for {sys.platform} yet"))
     results += _kubelet(cfg)
+    results += check_node.identity(cfg)
     results += check_node.made_here(cfg)
     if cfg.signer_kind == "kubernetes":
         results += check_node.registered(cfg, environ)

@@ -1,6 +1,7 @@
-"""`join-agent check`'s look at the machine: whether the credentials on disk were made on
-this one (host/machine.py), and, with the Kubernetes signer, whether the cluster's Node of
-this name is this machine's (docs/install.md, "Building a node image")."""
+"""`join-agent check`'s look at the machine: the name and addresses it enrolls with,
+whether the credentials on disk were made on this one (host/machine.py), and, with the
+Kubernetes signer, whether the cluster's Node of this name is this machine's
+(docs/install.md, "Building a node image")."""
 
 from __future__ import annotations
 
@@ -10,6 +11,20 @@ from join_agent.config.model import Config
 from join_agent.errors import JoinAgentError
 from join_agent.host import machine
 from join_agent.verbs.check_result import Result
+
+
+def identity(cfg: Config) -> list[Result]:
+    """The name and addresses an enrollment puts in the certificate (and a table with
+    ``node_addresses = true`` in its own), found as the worker finds them: netlink on
+    Linux, ipadm on illumos, or ``[node] addresses``."""
+    from join_agent.host import identity as node
+
+    try:
+        found = node.resolve(cfg.node)
+    except JoinAgentError as e:
+        return [Result("FAIL", "identity", str(e))]
+    addresses = ", ".join(str(a) for a in found.addresses)
+    return [Result("PASS", "identity", f"enrolls as {found.name} ({addresses})")]
 
 
 def made_here(cfg: Config) -> list[Result]:  # noqa: PLR0911 - one verdict per case, in order
