@@ -310,6 +310,10 @@ def test_manifest_says_what_the_agent_relies_on() -> None:
     cred = svc.find("method_context/method_credential")
     assert cred is not None
     assert cred.get("user") == "root"
+    assert cred.get("privileges") == cred.get("limit_privileges")  # children get no more
+    context = svc.find("method_context")
+    assert context is not None
+    assert {"aslr", "forbidnullmap"} <= set((context.get("security_flags") or "").split(","))
 
     groups = {g.get("name"): g for g in svc.findall("property_group")}
     assert groups["config"].get("type") == "application"
@@ -327,6 +331,40 @@ def test_manifest_says_what_the_agent_relies_on() -> None:
     assert man is not None
     assert (man.get("title"), man.get("section")) == ("join-agent", "8")
     assert svc.find("template/documentation/doc_link") is not None
+
+
+# What the agent's code does that basic privileges do not allow, by the os call that does
+# it (privileges(7)): a call added without its privilege would fail on illumos alone.
+PRIVILEGED_CALLS = {
+    "chown": "file_chown", "fchown": "file_chown", "lchown": "file_chown",
+    "kill": "proc_owner", "killpg": "proc_owner",
+}  # fmt: skip
+
+
+def test_the_manifest_grants_the_privileges_the_code_uses() -> None:
+    import ast
+
+    used: dict[str, set[str]] = {}
+    for path in sorted((REPO / "agent" / "join_agent").rglob("*.py")):
+        if path.name == "faults.py":
+            continue  # the crash points kill the process itself, in tests only
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "os"
+                and node.func.attr in PRIVILEGED_CALLS
+            ):
+                used.setdefault(PRIVILEGED_CALLS[node.func.attr], set()).add(path.name)
+    assert set(used) == {"file_chown", "proc_owner"}, used  # the list must see them
+    cred = ET.parse(MANIFEST).getroot().find("service/method_context/method_credential")  # noqa: S314
+    assert cred is not None
+    granted = set((cred.get("privileges") or "").split(","))
+    assert "basic" in granted
+    assert set(used) <= granted, f"the code needs {set(used) - granted}: {used}"
+    # and nothing it does not use: no file_dac_*, no "all"
+    assert granted == {"basic", *used}
 
 
 # --- shell scripts ---------------------------------------------------------------------
