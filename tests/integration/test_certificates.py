@@ -375,6 +375,7 @@ def test_the_control_plane_example_on_illumos_acts_once_a_pass(
     fakes = {
         "ipadm": f"#!/bin/sh\ncat {SHOW_ADDR}\n",  # what OmniOS prints (test_ipadm.py)
         "svcadm": '#!/bin/sh\necho "$*" >>$0.log\n',
+        "svcs": "#!/bin/sh\necho online\n",  # each service came back (actions._came_back)
     }
     for name, text in fakes.items():
         (bin_dir / name).write_text(text)

@@ -95,6 +95,7 @@ ILLUMOS = PlatformDefaults(
 TOOLS: dict[str, tuple[str, ...]] = {
     "systemctl": ("/usr/bin/systemctl", "/bin/systemctl"),
     "svcadm": ("/usr/sbin/svcadm",),
+    "svcs": ("/usr/bin/svcs",),  # whether an action's service came back (worker/actions.py)
     "ps": ("/usr/bin/ps", "/bin/ps"),
     "sh": ("/bin/sh", "/usr/bin/sh"),
     "ipadm": ("/usr/sbin/ipadm",),  # illumos: the node's addresses (host/ipadm.py)

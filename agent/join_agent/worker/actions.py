@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from join_agent.storage import guard
 
 SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_OUTPUT = 2000  # characters of the action's output kept for status
+POLL = 0.5  # seconds between looks at a restarted service (tests shorten it)
 
 
 @dataclass(frozen=True)
@@ -95,10 +97,18 @@ def run(spec: CertificateSpec, *, environ: Mapping[str, str] | None = None) -> O
     unsafe = guard.command_problems(argv, f"the action of [[certificate]] {spec.name}")
     if unsafe:
         return Outcome(False, None, "not run: " + "; ".join(unsafe))
+    deadline = time.monotonic() + action.timeout.total_seconds()
+    outcome = _command(argv, action, environment(spec) if environ is None else environ)
+    if outcome.ok and action.kind in SERVICE_KINDS:
+        return _came_back(action, outcome, deadline)
+    return outcome
+
+
+def _command(argv: list[str], action: Action, environ: Mapping[str, str]) -> Outcome:
     try:
         done = subprocess.run(
             argv,
-            env=dict(environ) if environ is not None else environment(spec),
+            env=dict(environ),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=action.timeout.total_seconds(),
@@ -111,6 +121,37 @@ def run(spec: CertificateSpec, *, environ: Mapping[str, str] | None = None) -> O
     except OSError as e:
         return Outcome(False, None, f"cannot run {argv[0]}: {e.strerror or e}")
     return Outcome(done.returncode == 0, done.returncode, _text(done.stdout + done.stderr))
+
+
+# `svcadm restart` and `refresh` only ask svc.startd, and return before anything happened;
+# `systemctl reload-or-restart` waits for its job, which may still leave the unit failed.
+# An action counts as done once its service is running again, or it is retried.
+SERVICE_KINDS = ("smf_restart", "smf_refresh", "systemd_reload")
+
+
+def _came_back(action: Action, ran: Outcome, deadline: float) -> Outcome:
+    """``ran`` once the action's service is online (SMF) or active (systemd) again; a
+    failed outcome naming its state when it is not by ``deadline``."""
+    target = action.argv[0]
+    if action.kind == "systemd_reload":
+        argv, want = [_tool("systemctl"), "is-active", target], "active"
+    else:
+        argv, want = [_tool("svcs"), "-H", "-o", "state", target], "online"
+    state = "unknown"
+    while True:
+        try:
+            state = children.run_tool(argv).stdout.strip() or "unknown"
+        except OSError as e:
+            state = f"unknown ({e})"
+        if state == want:
+            return ran
+        # maintenance and failed stay so until someone acts: no use waiting for them
+        if state in ("maintenance", "failed") or time.monotonic() >= deadline:
+            break
+        time.sleep(POLL)
+    asked = argv_for(action, _tool)
+    said = f"{target} is {state}, not {want}, after {os.path.basename(asked[0])} {asked[1]}"
+    return Outcome(False, None, _text(f"{said}; {ran.output}".rstrip("; ").encode()))
 
 
 def _signal(action: Action) -> Outcome:
