@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,15 @@ def test_operator_hints_name_the_service_manager_of_the_platform(
     assert "(systemctl stop join-agent)" in said["linux"]
     assert "(svcadm disable -t join-agent)" in said["illumos"]
     assert "systemctl" not in said["illumos"]
+    # A renewal the daemon did not report in time: where its log is.
+    from join_agent.verbs import renew
+
+    monkeypatch.setattr(renew, "WAIT_SECONDS", 0.3)
+    monkeypatch.setattr(os, "kill", lambda pid, sig: None)  # no daemon to ask here
+    monkeypatch.setattr(state, "read", lambda state_dir: None)
+    for name, defaults in (("linux", platform.LINUX), ("illumos", platform.ILLUMOS)):
+        monkeypatch.setattr(platform, "current", lambda d=defaults: d)
+        ok, said[name] = renew.renew(cfg, {})
+        assert not ok
+    assert said["linux"].endswith("see its log (journalctl -u join-agent)")
+    assert said["illumos"].endswith('see its log (tail "$(svcs -L join-agent)")')

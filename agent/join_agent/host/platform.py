@@ -35,6 +35,7 @@ class PlatformDefaults:
         examples: str,
         restart_command: str,
         stop_command: str,
+        log_command: str,
         fingerprint_files: tuple[str, ...],
         addresses_from: str,
     ) -> None:
@@ -49,6 +50,7 @@ class PlatformDefaults:
         self.examples = examples  # where the packages install the example configs
         self.restart_command = restart_command  # how an operator restarts the agent's service
         self.stop_command = stop_command  # … and stops it (until the next boot, on illumos)
+        self.log_command = log_command  # … and reads its log
         self.fingerprint_files = fingerprint_files  # [node] fingerprint_files (host/machine.py)
         self.addresses_from = addresses_from  # "netlink" or "ipadm" (host/identity.py)
 
@@ -65,6 +67,7 @@ LINUX = PlatformDefaults(
     examples="/usr/share/doc/join-agent/examples",
     restart_command="systemctl restart join-agent",
     stop_command="systemctl stop join-agent",
+    log_command="journalctl -u join-agent",
     # machine-id(5), and the firmware's UUID (readable by root only), which a hypervisor
     # changes on a clone even where the image kept its machine-id.
     fingerprint_files=("/etc/machine-id", "/sys/class/dmi/id/product_uuid"),
@@ -85,6 +88,7 @@ ILLUMOS = PlatformDefaults(
     examples="/opt/ooce/join-agent/share/doc/join-agent/examples",
     restart_command="svcadm restart join-agent",
     stop_command="svcadm disable -t join-agent",
+    log_command='tail "$(svcs -L join-agent)"',
     fingerprint_files=("/etc/hostid",),  # the host id, which x86 illumos keeps there
     addresses_from="ipadm",  # no netlink: what `ipadm show-addr` reports (host/ipadm.py)
 )

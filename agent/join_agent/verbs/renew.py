@@ -55,7 +55,9 @@ def renew(cfg: Config, environ: Mapping[str, str]) -> tuple[bool, str]:
             err = doc.get("last_error")
             message = err.get("message", "unknown error") if err else "unknown error"
             return False, f"join-agent: the renewal failed: {message}"
+    from join_agent.host import platform
+
     return False, (
         f"join-agent: the daemon (pid {pid}) did not report a renewal within "
-        f"{WAIT_SECONDS:g}s: see its log (journalctl -u join-agent)"
+        f"{WAIT_SECONDS:g}s: see its log ({platform.current().log_command})"
     )
