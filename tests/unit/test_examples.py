@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from join_agent.config import loading, model
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "config.toml"
@@ -49,3 +51,35 @@ def test_control_plane_example_loads() -> None:
     assert cfg.certificates[0].action.kind == "smf_restart"
     assert cfg.certificates[2].node_addresses
     assert not cfg.kubelet.manage
+
+
+def test_on_illumos_the_example_finds_its_secrets_in_the_omnios_layout(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The example copied onto an OmniOS host, its [paths] and [kubelet] deleted as
+    docs/install.md says: every default is the OmniOS one, the secrets' too."""
+    from join_agent.host import platform
+
+    def copied(example: Path) -> Path:
+        path = tmp_path / example.name
+        path.write_text(_without(example.read_text(), "[paths]", "[kubelet]"))
+        return path
+
+    monkeypatch.setattr(platform, "current", lambda: platform.ILLUMOS)
+    cfg = loading.load(copied(EXAMPLE))
+    assert cfg.cfssl.auth_key_file == Path("/etc/opt/ooce/join-agent/cfssl-auth-key")
+    assert cfg.paths.state_dir == Path("/var/opt/ooce/join-agent")
+    assert not cfg.kubelet.manage
+    token = loading.load(copied(EXAMPLE.parent / "config-kubernetes.toml"))
+    assert token.kubernetes.bootstrap_token_file == Path("/etc/opt/ooce/join-agent/bootstrap-token")
+
+
+def _without(text: str, *tables: str) -> str:
+    """``text`` without these top-level tables (each up to the next table header)."""
+    out, skipping = [], False
+    for line in text.splitlines():
+        if line.startswith("["):
+            skipping = line.strip() in tables
+        if not skipping:
+            out.append(line)
+    return "\n".join(out)

@@ -200,7 +200,9 @@ def _cfssl(r: Reader, t: _Tables, source: Path) -> CfsslConfig:
         urls=tuple(r.url_list(cf, "signer.cfssl.urls", required=(t.kind == "cfssl"))),
         profile=r.string(cf, "signer.cfssl.profile", "kubelet"),
         label=r.string(cf, "signer.cfssl.label", ""),
-        auth_key_file=r.path(cf, "signer.cfssl.auth_key_file", "/etc/join-agent/cfssl-auth-key"),
+        auth_key_file=r.path(
+            cf, "signer.cfssl.auth_key_file", f"{platform.current().secrets_dir}/cfssl-auth-key"
+        ),
         ca_pins=r.pins(cf, "signer.cfssl.ca_pins"),
         insecure_skip_ca_pin=r.boolean(cf, "signer.cfssl.insecure_skip_ca_pin", False),
     )
@@ -222,7 +224,9 @@ def _kubernetes(r: Reader, t: _Tables, source: Path) -> KubernetesSignerConfig:
     kb = t.kubernetes
     kubernetes = KubernetesSignerConfig(
         bootstrap_token_file=r.path(
-            kb, "signer.kubernetes.bootstrap_token_file", "/etc/join-agent/bootstrap-token"
+            kb,
+            "signer.kubernetes.bootstrap_token_file",
+            f"{platform.current().secrets_dir}/bootstrap-token",
         ),
         ca_pins=r.pins(kb, "signer.kubernetes.ca_pins"),
         discovery_file=t.discovery_file,

@@ -30,6 +30,7 @@ class PlatformDefaults:
         ca_file: str,
         state_dir: str,
         runtime_dir: str,
+        secrets_dir: str,
         manage_kubelet: bool,
         kubelet_command: tuple[str, ...],
         examples: str,
@@ -44,6 +45,7 @@ class PlatformDefaults:
         self.kubeconfig = kubeconfig
         self.ca_file = ca_file
         self.state_dir = state_dir
+        self.secrets_dir = secrets_dir  # cfssl-auth-key and bootstrap-token, by default
         self.runtime_dir = runtime_dir  # a running daemon's record for `status` (runtime.py)
         self.manage_kubelet = manage_kubelet
         self.kubelet_command = kubelet_command
@@ -62,6 +64,7 @@ LINUX = PlatformDefaults(
     ca_file="/etc/kubernetes/pki/ca.crt",
     state_dir="/var/lib/join-agent",
     runtime_dir="/run/join-agent",
+    secrets_dir="/etc/join-agent",
     manage_kubelet=True,
     kubelet_command=("/usr/bin/kubelet", "--config=/var/lib/kubelet/config.yaml"),
     examples="/usr/share/doc/join-agent/examples",
@@ -83,6 +86,7 @@ ILLUMOS = PlatformDefaults(
     ca_file="/etc/opt/ooce/join-agent/ca.crt",
     state_dir="/var/opt/ooce/join-agent",
     runtime_dir="/var/run/join-agent",
+    secrets_dir="/etc/opt/ooce/join-agent",
     manage_kubelet=False,
     kubelet_command=("/opt/ooce/bin/kubelet",),
     examples="/opt/ooce/join-agent/share/doc/join-agent/examples",
