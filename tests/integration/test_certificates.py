@@ -361,19 +361,15 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "control-plane.toml
 SHOW_ADDR = Path(__file__).resolve().parents[1] / "data" / "ipadm-show-addr.txt"
 
 
-def test_the_control_plane_example_on_illumos_acts_once_a_pass(
-    host: Node, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """examples/control-plane.toml with the platform forced to illumos: all three tables
-    are issued, the etcd peer certificate carries the addresses ipadm reports (a stand-in
-    ipadm printing tests/data/ipadm-show-addr.txt; no netlink is asked), and each service
-    is acted on once a pass, after all its certificates are in place: kube-apiserver
-    restarted once for two tables, etcd refreshed once. Its paths are moved into this
-    test's directory, its CA is the lab's, and its group is root (no etcd user here)."""
+def _on_illumos(
+    host: Node, monkeypatch: pytest.MonkeyPatch, ipadm: str
+) -> tuple[model.Config, Path, Path]:
+    """examples/control-plane.toml on a host forced to be illumos, with stand-ins for
+    ipadm (``ipadm``: its script), svcadm (logging) and svcs (online); (config, out, bin)."""
     out, bin_dir = host.root / "out", host.root / "bin"
     bin_dir.mkdir()
     fakes = {
-        "ipadm": f"#!/bin/sh\ncat {SHOW_ADDR}\n",  # what OmniOS prints (test_ipadm.py)
+        "ipadm": ipadm,
         "svcadm": '#!/bin/sh\necho "$*" >>$0.log\n',
         "svcs": "#!/bin/sh\necho online\n",  # each service came back (actions._came_back)
     }
@@ -395,6 +391,20 @@ def test_the_control_plane_example_on_illumos_acts_once_a_pass(
         "front-proxy-client", "apiserver-kubelet-client", "etcd-peer"
     ]  # fmt: skip
 
+    return cfg, out, bin_dir
+
+
+def test_the_control_plane_example_on_illumos_acts_once_a_pass(
+    host: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """examples/control-plane.toml with the platform forced to illumos: all three tables
+    are issued, the etcd peer certificate carries the addresses ipadm reports (a stand-in
+    ipadm printing tests/data/ipadm-show-addr.txt; no netlink is asked), and each service
+    is acted on once a pass, after all its certificates are in place: kube-apiserver
+    restarted once for two tables, etcd refreshed once. Its paths are moved into this
+    test's directory, its CA is the lab's, and its group is root (no etcd user here)."""
+    ipadm = f"#!/bin/sh\ncat {SHOW_ADDR}\n"  # what OmniOS prints (test_ipadm.py)
+    cfg, out, bin_dir = _on_illumos(host, monkeypatch, ipadm)
     reports = passes.certificates_once(cfg, {})
 
     assert {r["name"]: r["state"] for r in reports} == dict.fromkeys(
@@ -414,3 +424,24 @@ def test_the_control_plane_example_on_illumos_acts_once_a_pass(
     # The next pass has nothing due: no restart, no refresh.
     passes.certificates_once(cfg, {})
     assert len(svcadm_log.read_text().splitlines()) == 2
+
+
+def test_addresses_that_cannot_be_found_fail_only_the_table_that_wants_them(
+    host: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ipadm fails: the etcd peer table (node_addresses = true) fails with ipadm's own
+    sentence; the apiserver's two are issued all the same (one pass used to resolve the
+    addresses for all, and fail them all)."""
+    ipadm = '#!/bin/sh\necho "ipadm: cannot connect to ipmgmtd" >&2\nexit 1\n'
+    cfg, _out, bin_dir = _on_illumos(host, monkeypatch, ipadm)
+    reports = {r["name"]: r for r in passes.certificates_once(cfg, {})}
+    assert reports["front-proxy-client"]["state"] == "valid"
+    assert reports["apiserver-kubelet-client"]["state"] == "valid"
+    assert reports["etcd-peer"]["state"] == "failing"
+    error = reports["etcd-peer"].get("last_error")
+    said = error["message"] if error else ""
+    assert said.startswith("[[certificate]] etcd-peer wants the node's addresses: cannot list")
+    assert "ipadm: cannot connect to ipmgmtd" in said and "set [node] addresses" in said
+    assert (bin_dir / "svcadm.log").read_text().splitlines() == [
+        "restart svc:/system/kubernetes/kube-apiserver:default"
+    ]

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 
 from join_agent.config.model import CertificateSpec, Config, IPAddress
 from join_agent.core import tables, wire
-from join_agent.errors import CertificateRejected, JoinAgentError, StoreError
+from join_agent.errors import CertificateRejected, IdentityError, JoinAgentError, StoreError
 from join_agent.log import get_logger
 from join_agent.pki import checks, compat, facts, keys
 from join_agent.signers.cfssl import CfsslSigner
@@ -37,7 +37,12 @@ log = get_logger("join_agent.worker.certificates")
 DIRECTORY = names.CERTIFICATES_DIR
 
 
-def request_for(spec: CertificateSpec, node_addresses: Sequence[IPAddress]) -> keys.Request:
+# The node's addresses, or why they could not be found: only the tables that ask for them
+# (node_addresses = true) fail for it; the others go on.
+NodeAddresses = Sequence[IPAddress] | IdentityError
+
+
+def request_for(spec: CertificateSpec, node_addresses: NodeAddresses) -> keys.Request:
     """What the table asks for (pure): its hosts split into names and addresses."""
     names: list[str] = []
     addresses: list[IPAddress] = []
@@ -47,6 +52,10 @@ def request_for(spec: CertificateSpec, node_addresses: Sequence[IPAddress]) -> k
         except ValueError:
             names.append(host)
     if spec.node_addresses:
+        if isinstance(node_addresses, IdentityError):
+            raise IdentityError(
+                f"[[certificate]] {spec.name} wants the node's addresses: {node_addresses}"
+            )
         addresses += node_addresses
     return keys.Request(
         common_name=spec.common_name,
@@ -61,7 +70,7 @@ def request_for(spec: CertificateSpec, node_addresses: Sequence[IPAddress]) -> k
 def run_due(
     cfg: Config,
     signer: CfsslSigner,
-    node_addresses: Sequence[IPAddress],
+    node_addresses: NodeAddresses,
     *,
     now: Callable[[], dt.datetime],
     run_action: Callable[[CertificateSpec], actions.Outcome | None] = actions.run,
@@ -129,7 +138,7 @@ def _one(
     cfg: Config,
     signer: CfsslSigner,
     spec: CertificateSpec,
-    node_addresses: Sequence[IPAddress],
+    node_addresses: NodeAddresses,
     *,
     now: Callable[[], dt.datetime],
 ) -> _Table:

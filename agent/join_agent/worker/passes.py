@@ -16,7 +16,7 @@ from join_agent.config.model import Config
 from join_agent.core import wire
 from join_agent.core.protocol import CredentialFacts, WorkerResult
 from join_agent.core.wire import WORKER_SCHEMA
-from join_agent.errors import ClockError, JoinAgentError
+from join_agent.errors import ClockError, IdentityError, JoinAgentError
 from join_agent.host import identity
 from join_agent.net import transport
 from join_agent.signers import factory
@@ -107,8 +107,12 @@ def certificates_once(cfg: Config, environ: Mapping[str, str]) -> list[TableRepo
 
     if not cfg.certificates:
         return certificate_files.orphans(cfg)
-    wanted = any(spec.node_addresses for spec in cfg.certificates)
-    addresses = identity.resolve(cfg.node).addresses if wanted else ()
+    addresses: certificates.NodeAddresses = ()
+    if any(spec.node_addresses for spec in cfg.certificates):
+        try:
+            addresses = identity.resolve(cfg.node).addresses
+        except IdentityError as e:
+            addresses = e  # the tables that want them fail; the others are issued
     with (
         store.state_lock(cfg.paths.state_dir),
         factory.build(cfg, environ, transport.Limits()) as setup,
