@@ -80,3 +80,32 @@ def test_a_worker_document_of_another_version_is_a_failed_attempt() -> None:
     assert "protocol version 2, this daemon 1" in newer["error"]
     nothing = protocol.worker_result(None, 1)
     assert nothing["ok"] is False and "exited with status 1 and no result" in nothing["error"]
+
+
+def test_renew_sees_a_renewal_that_ends_in_the_second_the_last_one_did() -> None:
+    """`renew` waits for what a finished renewal changes. The time of the last success is
+    to the second: a renewal asked for right after the join ended in the same second, and
+    `renew` waited its whole timeout (a flaky system test found it). The serial tells."""
+    from join_agent.core.records import StatusRecord
+    from join_agent.verbs import renew
+
+    at, until = "2026-12-06T17:05:49Z", "2027-12-06T17:05:49Z"
+
+    def doc(serial: str, failures: int, *, busy: bool = False, error: str = "") -> StatusRecord:
+        return {
+            "renewal": {"last_success": at, "failures": failures, "in_progress": busy},
+            "credentials": {"credentials": "/p", "serial": serial, "not_after": until},
+            "last_error": {"message": error, "at": at, "kind": "TransportError"} if error else None,
+        }
+
+    before = renew._marks(doc("aa", 0))
+    assert renew.outcome(before, doc("aa", 0), 7) is None
+    assert renew.outcome(before, doc("bb", 0, busy=True), 7) is None  # not finished yet
+    assert renew.outcome(before, doc("bb", 0), 7) == (
+        True, f"renewed by the running daemon (pid 7): serial bb, valid until {until}"
+    )  # fmt: skip
+    # A failure in that same second: the count of failures moved.
+    said = "the CA at http://ca:8888 did not answer"
+    assert renew.outcome(before, doc("aa", 1, error=said), 7) == (
+        False, f"join-agent: the renewal failed: {said}"
+    )  # fmt: skip
