@@ -644,3 +644,22 @@ def test_method_outside_smf_refuses(smf: Smf) -> None:
     env = {"PATH": "/usr/bin:/bin", "JOIN_AGENT_SMF_INCLUDE": str(smf.tmp / "smf_include.sh")}
     r = run(["sh", str(METHOD), "start"], env=env)
     assert r.returncode == SMF_EXIT["ERR_NOSMF"]
+
+
+def test_what_the_illumos_files_say_is_true_of_illumos() -> None:
+    """Words an OmniOS operator acts on: no FMRI that does not exist (NTP is network/ntp),
+    no start timeout claimed for a child service (svc.startd applies none), no purge (IPS
+    has none), and the rebuild before an OmniOS upgrade, whose Python the package pins."""
+    manifest = MANIFEST.read_text()
+    assert "system/ntp" not in manifest
+    assert "no start timeout applies" in " ".join(manifest.split())
+    page = (REPO / "docs" / "join-agent.8").read_text()
+    illumos = page[page.index("On illumos the SMF service is") :][:1200]
+    assert "IPS has no purge" in illumos and "purging it" not in illumos.split("On Linux")[0]
+    install = (REPO / "docs" / "install.md").read_text()
+    omnios = install[install.index("## OmniOS") : install.index("## Building a node image")]
+    assert "Before you upgrade OmniOS itself" in omnios
+    assert "packaging/ips/build" in omnios.split("Before you upgrade OmniOS itself")[1]
+    assert "journalctl" not in omnios and "systemctl" not in omnios.replace(
+        "`systemctl reload`", ""
+    )
