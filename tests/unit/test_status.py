@@ -346,3 +346,18 @@ def test_render_text_of_a_certificate_not_valid_yet_says_so_alone(ca: CA, node_k
     assert report.state == "not-yet-valid"
     assert "VALID:" not in text and "renews in" not in text
     assert "(NOT VALID YET: from " in text
+
+
+def test_in_its_last_second_a_valid_certificate_is_shown_valid(ca: CA, node_key: Any) -> None:
+    """Half a second before expiry the verdict is valid: the text says so (1 s left), not
+    "valid, degraded" beside "EXPIRED 0s ago"."""
+    snap = healthy(ca, node_key, not_before=NOW - 30 * DAY, not_after=NOW + dt.timedelta(seconds=1))
+    report = inspection.assess(snap, server=SERVER, now=NOW + dt.timedelta(milliseconds=500))
+    assert report.state == "valid"
+    assert report.doc["certificate"]["seconds_left"] == 1
+    text = status_text.render_text(report)
+    assert "EXPIRED" not in text and "(VALID: 1s" in text
+    expired = inspection.assess(
+        snap, server=SERVER, now=NOW + dt.timedelta(seconds=1, milliseconds=500)
+    )
+    assert expired.state == "expired" and expired.doc["certificate"]["seconds_left"] == 0

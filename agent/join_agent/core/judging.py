@@ -7,6 +7,7 @@ report's JSON keys are an API (docs/status.md): add keys, never rename them.
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 from join_agent import TYPE_CHECKING
 from join_agent.core import schedule
@@ -101,7 +102,9 @@ def _judge_certificate(  # noqa: PLR0911 - one verdict per rule, checked in orde
     if not f.get("present"):
         return "not-joined", [f"no certificate at {creds}: run `join-agent join`"], doc
     nb, na = parse_iso(f["not_before"]), parse_iso(f["not_after"])
-    doc = _certificate_part(f, int((na - now).total_seconds()))
+    # Rounded up: in its last second a valid certificate has 1 s left, never "0s" beside
+    # a verdict of valid; 0 and less is exactly when it counts as expired (now >= na).
+    doc = _certificate_part(f, math.ceil((na - now).total_seconds()))
     foreign = f.get("foreign")
     if foreign:
         return "mismatched", [f"{foreign} (or run `join-agent join`)"], doc
