@@ -50,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = usage.parser(usage.verb_of(words)).parse_args(words)
     if args.verb == "run":
         log.defer_asyncio()  # the resident daemon never uses it (before structlog loads)
-    log.setup(debug=args.debug, quiet=args.verb != "run")
+    # The daemon and its worker children log what they do; the other verbs report on
+    # standard output and log warnings only.
+    log.setup(debug=args.debug, quiet=args.verb not in ("run", "worker"))
     failed = STATUS_UNKNOWN if args.verb == "status" else 1
     nagios = bool(getattr(args, "nagios", False))
     try:
@@ -265,7 +267,10 @@ def _check(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     import json
 
+    from join_agent import log
+
     gc.enable()  # a pass may wait on a watch for many minutes (see script)
+    log.tag(worker=args.mode, pid=os.getpid())  # its lines are in the daemon's stream
 
     if args.mode == "kubelet":  # the kubelet's settings only: no cryptography, no httpx
         from join_agent.kubelet import settings

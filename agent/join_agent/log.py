@@ -83,6 +83,21 @@ class _Settings:
     level = INFO
     stream: TextIO | None = None
     configured = False
+    tags: dict[str, object] = {}  # noqa: RUF012 - one process, one set of tags
+
+
+def tag(**fields: object) -> None:
+    """Fields every line of this process carries from now on: a worker child's lines go
+    to the daemon's stream (its stderr, journald) and say whose they are."""
+    _Settings.tags.update(fields)
+
+
+def _tagged(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in _Settings.tags.items():
+        event.setdefault(key, value)
+    return event
 
 
 class _Deferred(ModuleType):
@@ -150,6 +165,7 @@ def _configure() -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _tagged,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -325,6 +325,15 @@ def test_the_daemon_keeps_the_tables_and_reloads_them(host: Node) -> None:
         daemon.terminate()
         daemon.wait(timeout=20)
     assert sorted(r.split()[0] for r in _runs(script)) == ["etcd-peer", "front-proxy"]
+    # The worker child's lines are in the daemon's log, each rotation and action, tagged.
+    assert daemon.stderr is not None
+    lines = [json.loads(ln) for ln in daemon.stderr.read().splitlines() if ln.startswith("{")]
+    by_worker = [ln for ln in lines if ln.get("worker") == "certificates"]
+    for event in ("certificate_rotated", "certificate_action_ran"):
+        assert {ln["name"] for ln in by_worker if ln["event"] == event} >= {
+            "front-proxy", "etcd-peer"
+        }, event  # fmt: skip
+    assert all(ln["pid"] != daemon.pid for ln in by_worker)
 
 
 def test_a_rotation_whose_record_was_lost_is_finished_not_repeated(host: Node) -> None:
