@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 
 from join_agent.config import loading, model
-from join_agent.core import judging
+from join_agent.core import daemon_view, judging
+from join_agent.core.wire import parse_iso
 from join_agent.storage import store
 from join_agent.worker import inspection, kubeconfig
 from tests.lab.certs import CA, NOW, authority, cert_pem, ec_key, key_pem, node_subject
@@ -255,7 +256,7 @@ def overlay(
     healthz: str | None = None,
     now: dt.datetime = NOW,
 ) -> judging.Report:
-    return judging.overlay(
+    return daemon_view.overlay(
         judge(f, now=now),
         # Records by hand, as a daemon of any version (or a person) may have left them.
         recorded=cast("StatusRecord | None", recorded),
@@ -265,6 +266,8 @@ def overlay(
         overdue_after=OVERDUE_AFTER,
         now=now,
         facts=f,
+        start_hint="systemctl start join-agent",
+        log_hint="journalctl -u join-agent",
     )
 
 
@@ -371,7 +374,7 @@ def test_overlay_unmanaged_kubelet_is_not_judged(healthy: CredentialFacts) -> No
 
 
 def test_overlay_renewal_overdue_is_degraded(healthy: CredentialFacts) -> None:
-    deadline = judging.renew_at(healthy)
+    deadline = daemon_view.renew_at(healthy)
     assert deadline is not None
     late = deadline + OVERDUE_AFTER + dt.timedelta(seconds=1)
     report = overlay(healthy, recorded={"renewal": {"last_ok": True}}, now=late)
@@ -389,3 +392,36 @@ def test_overlay_never_makes_a_broken_node_better(healthy: CredentialFacts) -> N
     assert report.state == "expired"
     assert report.exit_code == judging.EXIT_BROKEN
     assert report.doc["health"] == "broken"
+
+
+def test_an_expired_certificate_is_advised_by_who_renews_it(healthy: CredentialFacts) -> None:
+    """While the daemon runs it is renewing already: `join` would race it, and "start the
+    service" is wrong. Without one, the old advice stands, and the service's start."""
+    later = parse_iso(healthy["not_after"]) + dt.timedelta(hours=2)
+    retrying = {
+        "renewal": {"last_ok": False, "failures": 3, "next_attempt": "2030-01-01T00:00:00Z"}
+    }
+    running = overlay(healthy, recorded=retrying, now=later)
+    assert running.state == "expired"
+    assert running.problems[0] == (
+        "the certificate expired 2h 0m ago; join-agent run is renewing it (3 failed "
+        "attempts, next at 2030-01-01T00:00:00Z): see its log (journalctl -u join-agent)"
+    )
+    assert not any("join-agent join" in p or "start the" in p for p in running.problems)
+    stopped = overlay(healthy, recorded=retrying, agent_running=False, now=later)
+    assert stopped.problems[0] == (
+        "the certificate expired 2h 0m ago: run `join-agent join` (or start the join-agent service)"
+    )
+    assert "start the service (systemctl start join-agent)" in " ".join(stopped.problems)
+
+
+def test_the_service_advice_names_the_platform_s_service_manager(
+    healthy: CredentialFacts,
+) -> None:
+    report = daemon_view.overlay(
+        judge(healthy), recorded=None, agent_running=False, manage_kubelet=False, healthz=None,
+        overdue_after=OVERDUE_AFTER, now=NOW, facts=healthy,
+        start_hint="svcadm enable join-agent", log_hint='tail "$(svcs -L join-agent)"',
+    )  # fmt: skip
+    said = " ".join(report.problems)
+    assert "start the service (svcadm enable join-agent)" in said and "systemctl" not in said

@@ -36,6 +36,7 @@ class PlatformDefaults:
         examples: str,
         restart_command: str,
         stop_command: str,
+        start_command: str,
         log_command: str,
         fingerprint_files: tuple[str, ...],
         addresses_from: str,
@@ -52,6 +53,7 @@ class PlatformDefaults:
         self.examples = examples  # where the packages install the example configs
         self.restart_command = restart_command  # how an operator restarts the agent's service
         self.stop_command = stop_command  # … and stops it (until the next boot, on illumos)
+        self.start_command = start_command  # … starts it
         self.log_command = log_command  # … and reads its log
         self.fingerprint_files = fingerprint_files  # [node] fingerprint_files (host/machine.py)
         self.addresses_from = addresses_from  # "netlink" or "ipadm" (host/identity.py)
@@ -70,6 +72,7 @@ LINUX = PlatformDefaults(
     examples="/usr/share/doc/join-agent/examples",
     restart_command="systemctl restart join-agent",
     stop_command="systemctl stop join-agent",
+    start_command="systemctl start join-agent",
     log_command="journalctl -u join-agent",
     # machine-id(5), and the firmware's UUID (readable by root only), which a hypervisor
     # changes on a clone even where the image kept its machine-id.
@@ -92,6 +95,7 @@ ILLUMOS = PlatformDefaults(
     examples="/opt/ooce/join-agent/share/doc/join-agent/examples",
     restart_command="svcadm restart join-agent",
     stop_command="svcadm disable -t join-agent",
+    start_command="svcadm enable join-agent",
     log_command='tail "$(svcs -L join-agent)"',
     fingerprint_files=("/etc/hostid",),  # the host id, which x86 illumos keeps there
     addresses_from="ipadm",  # no netlink: what `ipadm show-addr` reports (host/ipadm.py)

@@ -19,7 +19,7 @@ import datetime as dt
 import os
 
 from join_agent import TYPE_CHECKING
-from join_agent.core import judging
+from join_agent.core import daemon_view, judging
 from join_agent.errors import StoreError
 from join_agent.storage import names, state
 
@@ -48,6 +48,9 @@ def gather_for(
 ) -> judging.Report:
     """The whole status: recorded facts when they are fresh, the files otherwise (read
     with the config that ``config`` returns)."""
+    from join_agent.host import platform
+
+    defaults = platform.current()
     credentials = os.path.join(s["pki_dir"], names.CLIENT_CURRENT)
     recorded, damage = state.read_checked(s["state_dir"])
     try:
@@ -80,7 +83,7 @@ def gather_for(
     kubelet_state = ((recorded or {}).get("kubelet") or {}).get("state")
     if probe and s["manage_kubelet"] and agent_running and kubelet_state in ("starting", "running"):
         healthz = probe_healthz(s["healthz"])
-    report = judging.overlay(
+    report = daemon_view.overlay(
         base,
         recorded=recorded,
         agent_running=agent_running,
@@ -89,6 +92,8 @@ def gather_for(
         overdue_after=dt.timedelta(seconds=s["overdue_after"]),
         now=now,
         facts=f,
+        start_hint=defaults.start_command,
+        log_hint=defaults.log_command,
     )
     report.doc["source"] = source
     if damage is not None:
