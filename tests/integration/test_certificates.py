@@ -29,7 +29,7 @@ from join_agent.signers.cfssl import CfsslSigner
 from join_agent.storage import trust
 from join_agent.worker import certificates, passes
 from tests.conftest import Node, need
-from tests.lab import toml
+from tests.lab import status_keys, toml
 from tests.lab.cfssl_ca import CfsslCA, seed_config
 
 
@@ -321,6 +321,7 @@ def test_the_daemon_keeps_the_tables_and_reloads_them(host: Node) -> None:
         )  # fmt: skip
         assert (host.root / "out" / "etcd-peer.crt").exists()  # left on disk
         assert "removed" in _named(doc)["etcd-peer"]["message"]
+        assert status_keys.undocumented(doc) == set()  # docs/status.md lists every key
     finally:
         daemon.terminate()
         daemon.wait(timeout=20)

@@ -24,6 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from join_agent.pki import compat
 from tests.conftest import KubeNode, kubectl_view, stop
+from tests.lab import status_keys
 from tests.standins.kube_apiserver import CSR_PATH, StandinApiServer
 
 TOKEN = "abcdef.0123456789abcdef"
@@ -366,6 +367,7 @@ def test_run_installs_the_serving_certificate_once_someone_approves_it(tmp_path:
             name = doc["serving"]["name"]
             api.approve(name)
             doc = n.wait_status(lambda d: (d.get("serving") or {}).get("state") == "current")
+            assert status_keys.undocumented(doc) == set()  # docs/status.md lists every key
         finally:
             stop(daemon)
         assert doc["serving"]["present"] is True

@@ -18,6 +18,7 @@ import pytest
 from join_agent.host import platform
 from join_agent.storage import runtime
 from tests.conftest import Node, stop
+from tests.lab import status_keys
 from tests.lab.cfssl_ca import CfsslCA, free_port
 from tests.standins import kubelet_command
 
@@ -95,6 +96,8 @@ def test_the_fast_path_prints_what_the_usual_path_prints(
     if not output:
         assert "State:        valid, healthy" in quick.stdout
         assert "healthz ok" in quick.stdout  # the kubelet was asked, as on the usual path
+    if output == ("--json",):  # every key it prints is in docs/status.md's table
+        assert status_keys.undocumented(json.loads(quick.stdout)) == set()
 
 
 def test_the_fast_path_imports_none_of_what_it_avoids(running: Node) -> None:

@@ -425,3 +425,13 @@ def test_the_service_advice_names_the_platform_s_service_manager(
     )  # fmt: skip
     said = " ".join(report.problems)
     assert "start the service (svcadm enable join-agent)" in said and "systemctl" not in said
+
+
+def test_the_kubelet_s_drawn_restart_delay_is_in_the_report(healthy: CredentialFacts) -> None:
+    """docs/status.md lists kubelet.restart_delay; the daemon records it: the report has it."""
+    backoff = {"state": "backoff", "restart_delay": 2.75, "next_start": "2026-01-01T00:00:03Z"}
+    report = overlay(healthy, recorded={"kubelet": backoff}, manage_kubelet=True)
+    assert report.doc["kubelet"]["restart_delay"] == 2.75
+    assert (
+        overlay(healthy, recorded=None, agent_running=False).doc["kubelet"]["restart_delay"] is None
+    )

@@ -120,6 +120,7 @@ def _kubelet_part(k: KubeletRecord, healthz: str | None, *, managed: bool) -> Ku
         "last_exit": k.get("last_exit"),
         "last_error": k.get("last_error"),
         "next_start": k.get("next_start"),
+        "restart_delay": k.get("restart_delay"),
         "healthz": healthz,
     }
 

@@ -314,6 +314,7 @@ class KubeletPart(TypedDict):
     last_exit: int | None
     last_error: str | None
     next_start: str | None
+    restart_delay: float | None
     healthz: str | None
 
 
