@@ -226,3 +226,26 @@ def test_an_action_script_others_can_write_is_not_run(tmp_path: Path) -> None:
     script.chmod(0o755)
     done = actions.run(spec)
     assert done is not None and done.ok and ran.exists()
+
+
+def test_a_table_rotates_within_a_second_of_its_drawn_point() -> None:
+    """The next pass is due at the drawn renewal point, which has a fraction of a second.
+    Written down to the second it came a fraction early: that pass found nothing due, and
+    the rotation waited for the next, retry_min later. Rounded up, the pass the daemon
+    starts at the time the report says finds it due."""
+    from join_agent.core import wire
+    from join_agent.worker import certificate_files
+
+    (spec,) = loading.parse(_doc(), Path("/c.toml")).certificates
+    record: TableRecord = {
+        "serial": "ab", "not_before": "2026-11-22T00:00:00Z", "not_after": "2026-11-23T00:00:00Z",
+        "failures": 0, "last_success": "2026-11-22T00:00:00Z",
+    }  # fmt: skip
+    draw = 0.123456789
+    plan = tables.decide(record, "", now=NOW, retry_min=MIN, retry_max=MAX, draw=draw)
+    assert plan.issue == "" and plan.next_attempt.microsecond  # the drawn point, exact
+    said = certificate_files.report(spec, record, plan.next_attempt, NOW)["next_attempt"]
+    woken = wire.parse_iso(said)  # when the daemon starts the next pass
+    assert dt.timedelta(0) <= woken - plan.next_attempt < dt.timedelta(seconds=1)
+    then = tables.decide(record, "", now=woken, retry_min=MIN, retry_max=MAX, draw=draw)
+    assert then.issue == "renewal deadline"

@@ -18,6 +18,16 @@ def iso(t: dt.datetime) -> str:
     return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def iso_due(t: dt.datetime) -> str:
+    """``iso()`` of a time something falls due, rounded up to the second: read back, it
+    is never earlier than ``t``, so a pass started then finds the thing due, not a fraction
+    of a second early (and then nothing to do until its next retry)."""
+    t = t.astimezone(dt.timezone.utc)
+    if t.microsecond:
+        t = t.replace(microsecond=0) + dt.timedelta(seconds=1)
+    return iso(t)
+
+
 def parse_iso(text: str) -> dt.datetime:
     """Read back ``iso()``'s "YYYY-MM-DDTHH:MM:SSZ" (no strptime: it costs an import)."""
     if len(text) != 20 or text[10] != "T" or text[19] != "Z":

@@ -82,7 +82,7 @@ def report(
         "serial": record.get("serial"),
         "subject": record.get("subject"),
         "not_after": record.get("not_after"),
-        "next_attempt": wire.iso(next_attempt),
+        "next_attempt": wire.iso_due(next_attempt),
         "failures": int(record.get("failures") or 0),
         "last_error": record.get("last_error"),
         "rotations": int(record.get("rotations") or 0),

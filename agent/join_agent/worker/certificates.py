@@ -189,7 +189,7 @@ def _one(
 
 def _finish(cfg: Config, table: _Table, now: Callable[[], dt.datetime]) -> TableReport:
     after = table.plan_for("")
-    table.record["next_attempt"] = wire.iso(after.next_attempt)  # for status without the daemon
+    table.record["next_attempt"] = wire.iso_due(after.next_attempt)  # status without the daemon
     certificate_files.write_record(cfg, table.spec, table.record)
     return certificate_files.report(table.spec, table.record, after.next_attempt, now())
 
