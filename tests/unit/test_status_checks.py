@@ -368,6 +368,22 @@ def test_overlay_managed_kubelet_failing_healthz_is_degraded(healthy: Credential
     assert bad.problems == ("the kubelet's healthz check failed: HTTP 500",)
 
 
+def test_overlay_a_starting_kubelet_not_answering_yet_is_not_degraded(
+    healthy: CredentialFacts,
+) -> None:
+    # A kubelet takes a moment to bind its healthz port; until it has run for
+    # stable_after, a failed probe is that moment, not a fault (a CI race showed it).
+    recorded = {"kubelet": {"state": "starting"}}
+    refused = "http://127.0.0.1:10248/healthz: Connection refused"
+    report = overlay(healthy, recorded=recorded, manage_kubelet=True, healthz=refused)
+    assert report.exit_code == judging.EXIT_HEALTHY, report.problems
+    assert report.doc["kubelet"]["healthz"] == refused  # still shown as it is
+    running = overlay(
+        healthy, recorded={"kubelet": {"state": "running"}}, manage_kubelet=True, healthz=refused
+    )
+    assert running.exit_code == judging.EXIT_DEGRADED
+
+
 def test_overlay_unmanaged_kubelet_is_not_judged(healthy: CredentialFacts) -> None:
     report = overlay(healthy, recorded={"kubelet": {"state": "exited"}}, manage_kubelet=False)
     assert report.exit_code == judging.EXIT_HEALTHY

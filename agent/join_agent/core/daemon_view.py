@@ -184,7 +184,9 @@ def _degradations(
     if manage_kubelet and agent_running and report.state == "valid":
         if kubelet["state"] not in ("starting", "running") or kubelet["consecutive_failures"]:
             degraded.append(_kubelet_trouble(kubelet))
-        elif healthz is not None and healthz != "ok":
+        elif healthz is not None and healthz != "ok" and kubelet["state"] == "running":
+            # While "starting" the kubelet may not have bound its port yet: only one that
+            # has stayed up for stable_after and still fails the probe is at fault.
             degraded.append(f"the kubelet's healthz check failed: {healthz}")
     return degraded
 
