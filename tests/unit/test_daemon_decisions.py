@@ -445,3 +445,33 @@ def test_a_joined_nodes_clock_may_not_be_earlier_than_its_certificate(tmp_path: 
     assert d.clock_behind is None
     d.decide(NOW - dt.timedelta(days=2))
     assert d.clock_behind == NOW - dt.timedelta(days=1, minutes=2)
+
+
+def test_an_expired_node_is_not_running_and_starts_no_kubelet(tmp_path: Path) -> None:
+    """Stopped, left until its certificate expired, started with the CA down: the state
+    is read (READY=1, the boot is not held), but the node is not "running", its STATUS
+    line says the certificate expired and why it is not renewed, and no kubelet starts on
+    credentials the API server refuses. Once renewed, the kubelet starts."""
+    notes, fake = Recording(), FakeKubelet()
+    d, _ = make(tmp_path, notes, fake_kubelet=fake,
+                kubelet={"manage": True, "command": ["/usr/bin/kubelet"]})  # fmt: skip
+    expired = creds(["192.0.2.10"], days=1)  # not_before a day ago: expired right now
+    joined(d, expired)
+    down: WorkerResult = {
+        "ok": False,
+        "error": "no CFSSL server answered",
+        "kind": "TransportError",
+    }
+    d.on_result(NOW, "enroll", down)
+    d.decide(NOW)
+    assert fake.calls == []  # nothing started on expired credentials
+    d.publish(NOW)
+    (ready,) = [n for n in notes.sent if "READY=1" in n]
+    assert "cert EXPIRED 0s ago" in ready and "no CFSSL server answered" in ready
+    doc = d.status_document(NOW)
+    assert doc["agent"]["state"] == "starting"
+    assert doc["waiting_for"] is not None  # not "null: working"
+    d.on_result(NOW, "enroll", {"ok": True, "credentials": creds(["192.0.2.10"])})
+    d.decide(NOW)
+    assert fake.calls == ["start"]
+    assert d.status_document(NOW)["agent"]["state"] == "running"

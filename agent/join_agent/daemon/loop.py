@@ -154,8 +154,7 @@ class Daemon:
         if self.creds is None or self.worker.busy:
             return
         if self._files_changed():
-            # Someone else wrote the credentials (`join-agent join`, an operator): read
-            # them again rather than renew on the strength of stale facts.
+            # Written by someone else (`join`, an operator): read, not renewed on stale facts.
             log.info("credentials_changed_on_disk")
             self._spawn_worker("inspect")
             return
@@ -167,7 +166,7 @@ class Daemon:
         if now >= self.renewal.next_attempt(now, held) and self.clock_behind is None:
             self._spawn_worker("enroll")
             return
-        if self._joined() and self.cfg.kubelet.manage:
+        if self._usable(now) and self.cfg.kubelet.manage:
             self.kubelet.ensure_started(self.cfg, str((self.creds or {}).get("node", "")), now)
         # Never before the kubelet: it runs with its self-signed certificate meanwhile.
         mode = self.side.due(
@@ -179,9 +178,7 @@ class Daemon:
 
     def _files_changed(self) -> bool:
         ids = (self.creds or {}).get("ids")
-        if not isinstance(ids, dict):
-            return False
-        return ids.get("credentials") != state.file_identity(self.current)
+        return isinstance(ids, dict) and ids.get("credentials") != state.file_identity(self.current)
 
     def _look_at_clock(self, now: dt.datetime, floor: dt.datetime) -> None:
         """Wait for time sync, without counting failures, while the clock is obviously wrong."""
@@ -339,23 +336,25 @@ class Daemon:
     def publish(self, now: dt.datetime, *, final: bool = False) -> None:
         """status.json, STATUS= and READY=1, the metrics: what the daemon knows now."""
         # A kubelet in backoff does not make a working node "starting" again.
-        self.worked = self.worked or self._working()
+        self.worked = self.worked or self._working(now)
         doc = self.status_document(now, final=final)
-        self.reporter.publish(doc, now, up=self._up(), final=final)
+        self.reporter.publish(doc, now, up=self._up(now), final=final)
         self.metrics.update(doc)
 
-    def _up(self) -> bool:
-        """READY=1 for the service manager: the agent has read the node's state and acted on
-        it (the kubelet started when the node is joined). Not "joined": systemd counts a
-        boot as finished only when no start job is left, so a unit that waited for a CA
-        would keep `is-system-running` at "starting" for as long as the CA is away. What
-        needs a joined node orders itself after join-agent-wait.service (`join-agent
-        wait`) instead: docs/install.md, "What the service does"."""
-        return self.creds is not None and (not self._joined() or self._working())
+    def _up(self, now: dt.datetime) -> bool:
+        """READY=1: the node's state was read and acted on (the kubelet started on valid
+        credentials). Not "joined": a start job that waited for a CA would hold the boot;
+        what needs a joined node orders itself after join-agent-wait (docs/install.md)."""
+        return self.creds is not None and (not self._usable(now) or self._working(now))
 
-    def _working(self) -> bool:
-        """Joined, with the kubelet started when it is ours to run."""
-        if not self._joined():
+    def _usable(self, now: dt.datetime) -> bool:
+        """Joined, with a certificate valid now: the kubelet is started on nothing less."""
+        held = schedule.held(self.creds) if self._joined() else None
+        return held is not None and now < held.not_after
+
+    def _working(self, now: dt.datetime) -> bool:
+        """Usable credentials, with the kubelet started when it is ours to run."""
+        if not self._usable(now):
             return False
         if not self.cfg.kubelet.manage:
             return True
@@ -365,11 +364,12 @@ class Daemon:
         """status.json (docs/status.md): what the daemon knows now."""
         creds = self.creds or {"present": False, "credentials": str(self.current)}
         error = self.renewal.last_error
-        agent_state = "running" if self._working() or self.worked else "starting"
+        usable = self._usable(now)  # an expired node is "starting" again, kubelet or not
+        agent_state = "running" if self._working(now) or (self.worked and usable) else "starting"
         if self.stopping or final:
             agent_state = "stopped" if final else "stopping"
-        read, joined, behind = self.creds is not None, self._joined(), self.clock_behind
-        waiting = waiting_for(now, self.renewal, read=read, joined=joined, clock_behind=behind)
+        read, behind = self.creds is not None, self.clock_behind
+        waiting = waiting_for(now, self.renewal, read=read, joined=usable, clock_behind=behind)
         return {
             "schema": wire.SCHEMA,
             "written_at": iso(now),
@@ -395,6 +395,6 @@ class Daemon:
             "last_error": None if error is None else error.to_json(),
             "serving": self.side.serving if self._serving_wanted() else None,
             "certificates": self.side.extras,
-            "waiting_for": None if self._working() else waiting,
+            "waiting_for": None if self._working(now) else waiting,
             "reload": self.reloads,
         }
