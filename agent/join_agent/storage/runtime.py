@@ -18,7 +18,7 @@ import json
 import os
 
 from join_agent import TYPE_CHECKING
-from join_agent.storage import guard
+from join_agent.storage import guard, state
 
 if TYPE_CHECKING:
     from join_agent.config.model import Config
@@ -146,33 +146,24 @@ def settings_for(runtime_dir: str, config: str, version: str) -> StatusSettings 
     return record["settings"]
 
 
-_Shape = dict[str, "type | tuple[type, ...]"]
-_SETTINGS_KEYS: _Shape = {
-    "state_dir": str, "pki_dir": str, "kubeconfig": str, "ca_file": str, "signer_kind": str,
-    "server": str, "node_name": (str, type(None)), "clock_skew": (int, float),
-    "overdue_after": (int, float), "manage_kubelet": bool, "healthz": (dict, type(None)),
-    "serving": bool, "certificates": bool,
+# The record's shape in storage/state.py's notation: written by root, but read as any
+# file is. (A key marked "!" must be there.)
+_N = type(None)
+_SHAPE: dict[str, object] = {
+    "schema!": int, "version!": str, "config!": str, "pid": int, "stamp!": (dict, _N),
+    "settings!": {
+        "state_dir!": str, "pki_dir!": str, "kubeconfig!": str, "ca_file!": str,
+        "signer_kind!": str, "server!": str, "node_name!": (str, _N),
+        "clock_skew!": (int, float), "overdue_after!": (int, float), "manage_kubelet!": bool,
+        "healthz!": (_N, {"url!": str, "host!": str, "port!": int, "path!": str}),
+        "serving!": bool, "certificates!": bool,
+    },
 }  # fmt: skip
-_HEALTHZ_KEYS: _Shape = {"url": str, "host": str, "port": int, "path": str}
 
 
 def _usable(doc: object, config: str, version: str) -> bool:
     """Whether ``doc`` is a record of this version for ``config``, every key in its shape
-    (pure): the record is written by root, but read as any file is."""
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+    (pure)."""
+    if state.shape_problem(doc, _SHAPE) is not None or not isinstance(doc, dict):
         return False
-    if doc.get("version") != version or doc.get("config") != config:
-        return False
-    settings = doc.get("settings")
-    if not isinstance(settings, dict) or not _fits(settings, _SETTINGS_KEYS):
-        return False
-    healthz = settings["healthz"]
-    return healthz is None or _fits(healthz, _HEALTHZ_KEYS)
-
-
-def _fits(d: dict[str, object], shape: _Shape) -> bool:
-    # true and false are ints to isinstance, never numbers here.
-    return all(
-        k in d and isinstance(d[k], t) and (t is bool or not isinstance(d[k], bool))
-        for k, t in shape.items()
-    )
+    return bool(doc["schema"] == SCHEMA and doc["version"] == version and doc["config"] == config)
