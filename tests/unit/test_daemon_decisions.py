@@ -19,6 +19,7 @@ import pytest
 from join_agent.config import loading
 from join_agent.core import renewal, wire
 from join_agent.core.protocol import CredentialFacts, WorkerResult
+from join_agent.daemon import identity_watch as watch
 from join_agent.daemon import loop, reloading, reporting
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
@@ -130,6 +131,86 @@ def test_a_changed_address_set_requests_an_early_renewal(tmp_path: Path) -> None
     d.check_identity()
     assert "192.0.2.10" in renewal_doc(d)["reason"]
     assert renewal_doc(d)["next_attempt"] == wire.iso(NOW)  # not the deadline months away
+
+
+def test_a_wake_up_just_short_of_the_minute_looks(tmp_path: Path) -> None:
+    """The watchdog's tick and the minute's look fell into step, and every other tick
+    skipped the look (1 m 47 s to notice a change, measured): a tick a hair early looks."""
+    d, mono = make(tmp_path)
+    joined(d, creds(["192.0.2.10"]))
+    d.check_identity()
+    d.on_result(NOW, "inspect", {"ok": True, "credentials": creds(["192.0.2.99"])})
+    mono.now += 59.99
+    d.check_identity()
+    assert "192.0.2.10" in renewal_doc(d)["reason"]
+
+
+def test_a_notified_change_is_looked_at_once_the_burst_settles(tmp_path: Path) -> None:
+    """The kernel's notifications (Linux): the loop wakes QUIET_SECONDS after the last of
+    a burst, never later than BURST_SECONDS after its first, and looks; with nothing
+    notified, the look is no reason to wake (the renewal deadline is, months away)."""
+    d, mono = make(tmp_path)
+    d.identity.polls = False  # a feed is open: the minute's look wakes nothing
+    joined(d, creds(["192.0.2.10"]))
+    d.check_identity()
+    deadline = d.next_wake(NOW)
+    assert deadline is not None and deadline > NOW + dt.timedelta(days=100)
+    d.on_result(NOW, "inspect", {"ok": True, "credentials": creds(["192.0.2.99"])})
+    start = mono.now
+    for _ in range(12):  # a notification a second: renumbering that goes on and on
+        d.identity.notified()
+        assert d.next_wake(NOW) == NOW + dt.timedelta(
+            seconds=min(watch.QUIET_SECONDS, start + watch.BURST_SECONDS - mono.now)
+        )
+        d.check_identity()
+        if renewal_doc(d)["reason"]:
+            break
+        mono.now += 1
+    assert mono.now - start == watch.BURST_SECONDS
+    assert "192.0.2.10" in renewal_doc(d)["reason"]
+
+
+def test_a_single_notification_is_looked_at_after_the_quiet_time(tmp_path: Path) -> None:
+    d, mono = make(tmp_path)
+    d.identity.polls = False
+    joined(d, creds(["192.0.2.10"]))
+    d.check_identity()
+    d.on_result(NOW, "inspect", {"ok": True, "credentials": creds(["192.0.2.99"])})
+    d.identity.notified()
+    mono.now += watch.QUIET_SECONDS - 0.1
+    d.check_identity()
+    assert renewal_doc(d)["reason"] is None
+    mono.now += 0.1
+    d.check_identity()
+    assert "192.0.2.10" in renewal_doc(d)["reason"]
+
+
+def test_where_nothing_notifies_the_loop_wakes_for_the_minutes_look(tmp_path: Path) -> None:
+    """illumos (and a Linux kernel that refuses the socket): a bounded poll."""
+    d, mono = make(tmp_path)
+    assert d.identity.polls  # no feed opened
+    joined(d, creds(["192.0.2.10"]))
+    d.check_identity()
+    assert d.next_wake(NOW) == NOW + dt.timedelta(seconds=watch.EVERY_SECONDS)
+    mono.now += 30
+    assert d.next_wake(NOW) == NOW + dt.timedelta(seconds=watch.EVERY_SECONDS - 30)
+
+
+def test_nothing_wakes_the_loop_for_a_look_that_cannot_happen(tmp_path: Path) -> None:
+    """A renewal already asked for (and failing, the CA down): a notification is moot (the
+    enrollment looks at the node itself), and a look due long ago must not spin the loop."""
+    d, mono = make(tmp_path)
+    d.identity.polls = False
+    joined(d, creds(["192.0.2.10"]))
+    d.renewal.request("requested (SIGUSR1 / join-agent renew)")
+    d.on_result(NOW, "enroll", FAILED)
+    retry = d.next_wake(NOW)
+    assert retry is not None and retry > NOW
+    d.identity.notified()
+    mono.now += 60
+    assert d.next_wake(NOW) == retry
+    d.check_identity()
+    assert d.identity.settled is None
 
 
 def test_a_renamed_node_requests_a_renewal(tmp_path: Path) -> None:

@@ -376,6 +376,58 @@ def test_malformed_link_raises_value_error() -> None:
         parse([no_name + done()], [done()])
 
 
+# --- notifications -------------------------------------------------------------------
+
+RTM_DELLINK = 17
+RTM_DELADDR = 21
+RTM_NEWROUTE = 24
+IFF_RUNNING = 0x40
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
+
+
+def told(mtype: int, body: bytes) -> bytes:
+    """A notification as the kernel multicasts it: no request flags, sequence 0."""
+    return nlmsg(mtype, body, flags=0, seq=0)
+
+
+def ifaddr(mtype: int, family: int, scope: int, raw: bytes) -> bytes:
+    return told(mtype, struct.pack("=BBBBI", family, 24, 0, scope, 2) + rta(IFA_ADDRESS, raw))
+
+
+def iflink(mtype: int, change: int, flags: int = IFF_UP) -> bytes:
+    body = struct.pack("=BxHiII", socket.AF_UNSPEC, 1, 2, flags, change)
+    return told(mtype, body + rta(IFLA_IFNAME, b"eth0\0"))
+
+
+@pytest.mark.parametrize(
+    ("datagram", "change"),
+    [
+        pytest.param(ifaddr(RTM_NEWADDR, socket.AF_INET, RT_SCOPE_UNIVERSE, ip4("10.0.0.5")),
+                     True, id="ipv4-added"),
+        pytest.param(ifaddr(RTM_DELADDR, socket.AF_INET6, RT_SCOPE_UNIVERSE, ip6("fd00::5")),
+                     True, id="ipv6-removed"),
+        pytest.param(ifaddr(RTM_NEWADDR, socket.AF_INET6, RT_SCOPE_LINK, ip6("fe80::1")),
+                     False, id="link-local"),
+        pytest.param(ifaddr(RTM_NEWADDR, socket.AF_INET, RT_SCOPE_HOST, ip4("127.0.0.1")),
+                     False, id="loopback"),
+        pytest.param(ifaddr(RTM_NEWADDR, socket.AF_INET6, RT_SCOPE_LINK, ip6("fe80::1"))
+                     + ifaddr(RTM_NEWADDR, socket.AF_INET6, 0, ip6("fd00::5")),
+                     True, id="a-global-one-after-a-link-local-one"),
+        pytest.param(iflink(RTM_NEWLINK, IFF_UP), True, id="link-up-or-down"),
+        pytest.param(iflink(RTM_NEWLINK, 0xFFFFFFFF), True, id="new-link"),
+        pytest.param(iflink(RTM_NEWLINK, 0), False, id="mtu-or-statistics"),
+        pytest.param(iflink(RTM_NEWLINK, IFF_RUNNING), False, id="carrier"),
+        pytest.param(iflink(RTM_DELLINK, 0), True, id="link-removed"),
+        pytest.param(told(RTM_NEWROUTE, b"\0" * 12), False, id="a-route"),
+        pytest.param(b"\x01\x02", True, id="truncated-header"),
+        pytest.param(told(RTM_NEWADDR, b"\0" * 4), True, id="truncated-ifaddrmsg"),
+        pytest.param(told(RTM_NEWLINK, b"\0" * 8), True, id="truncated-ifinfomsg"),
+    ],
+)  # fmt: skip
+def test_which_notifications_may_change_the_addresses(datagram: bytes, change: bool) -> None:
+    assert netlink.notices_change(datagram) is change
+
+
 # --- real kernel ---------------------------------------------------------------------
 
 AGENT_DIR = Path(__file__).resolve().parents[2] / "agent"
@@ -514,3 +566,52 @@ def test_real_kernel_namespace(netns: str) -> None:
         time.sleep(0.1)
         got = sorted(_discover(netns), key=_key)
     assert got == want
+
+
+# Subscribes, then for each line on stdin (a number of seconds): waits that long, or until
+# a change is told, and prints whether one was.
+FEED = """
+import json, select, sys, time
+from join_agent.host import netlink
+sock = netlink.subscribe()
+print("ready", flush=True)
+for line in sys.stdin:
+    end, told = time.monotonic() + float(line), False
+    while not told and time.monotonic() < end:
+        if select.select([sock], [], [], max(0.0, end - time.monotonic()))[0]:
+            told = netlink.changed(sock)
+    print(json.dumps(told), flush=True)
+"""
+
+
+@pytest.mark.root
+def test_the_kernel_tells_of_address_and_link_changes(netns: str) -> None:
+    ip = ("ip", "-n", netns)
+    _add_dummy(netns, "d0")
+    _check(*ip, "link", "set", "d0", "addrgenmode", "none")  # no link-local of its own
+    child = subprocess.Popen(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", FEED],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(AGENT_DIR)},
+    )  # fmt: skip
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline() == "ready\n"
+
+        def after(*change: str, wait: float = 1.0) -> bool:
+            _check(*ip, *change)
+            child.stdin.write(f"{wait}\n")  # type: ignore[union-attr]
+            child.stdin.flush()  # type: ignore[union-attr]
+            told: bool = json.loads(child.stdout.readline())  # type: ignore[union-attr]
+            return told
+
+        assert not after("link", "set", "d0", "mtu", "1400")
+        assert not after("addr", "add", "fe80::77/64", "dev", "d0")
+        assert after("addr", "add", "10.77.0.5/24", "dev", "d0", wait=5)
+        assert after("link", "set", "d0", "up", wait=5)
+        assert after("addr", "add", "fd00:77::5/64", "dev", "d0", "nodad", wait=5)
+        assert after("addr", "del", "10.77.0.5/24", "dev", "d0", wait=5)
+        assert after("link", "set", "d0", "down", wait=5)
+    finally:
+        child.kill()
+        child.wait()

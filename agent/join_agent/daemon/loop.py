@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from join_agent import __version__
-from join_agent.config import loading
 from join_agent.config.model import Config
 from join_agent.core import schedule, wire
 from join_agent.core.durations import format_duration
@@ -32,7 +31,7 @@ from join_agent.daemon.kubelet_ctl import KubeletControl, KubeletFactory
 from join_agent.daemon.reporting import Reporter, renewal_doc, signer_facts, waiting_for
 from join_agent.daemon.sidejobs import SideJobs
 from join_agent.daemon.wakeups import Wakeups
-from join_agent.errors import ConfigError, JoinAgentError
+from join_agent.errors import JoinAgentError
 from join_agent.host import platform, proc
 from join_agent.host.notify import Notifier
 from join_agent.log import get_logger
@@ -99,6 +98,8 @@ class Daemon:
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the exit code."""
         self.wakeups.install()
+        where = platform.current().addresses_from
+        self.identity.listen(where, self.wakeups.watch_addresses, self.wakeups.forget)
         presence.announce(self.cfg)
         # A status.json temp file of a killed predecessor would otherwise stay forever.
         for leftover in files.sweep(self.cfg.paths.state_dir):
@@ -111,6 +112,7 @@ class Daemon:
             while not self._turn():
                 pass
         finally:
+            self.identity.close()
             self.wakeups.restore()
             presence.withdraw(self.cfg)
         self.publish(self.clock(), final=True)
@@ -134,7 +136,8 @@ class Daemon:
             self.reporter.watchdog()
             due = self.reporter.watchdog_due_in()
             timeout = timeout if due is None else min(timeout, due)
-        self.wakeups.wait(timeout)
+        if "addresses" in self.wakeups.wait(timeout):
+            self.identity.heard()
         return False
 
     def on_signal(self, now: dt.datetime, sig: int) -> None:
@@ -197,16 +200,16 @@ class Daemon:
 
     def check_identity(self) -> None:
         """Renew early when the node's name or addresses no longer match the certificate."""
-        c = self.creds
-        if not c or not c.get("present") or c.get("foreign") or self.renewal.requested:
-            return
-        seen = self.identity.look(c, self.cfg)
-        if seen is None:
-            return
-        if seen.addresses_changed:
+        seen = self.identity.look(self.creds if self._may_look() else None, self.cfg)
+        if seen and seen.addresses_changed:
             self.side.addresses_changed()
-        if seen.mismatch is not None:
+        if seen and seen.mismatch is not None:
             self.renewal.request(seen.mismatch)
+
+    def _may_look(self) -> bool:
+        """Our own credentials and no renewal asked for yet: a look may ask for one."""
+        c = self.creds or {}
+        return bool(c.get("present") and not c.get("foreign") and not self.renewal.requested)
 
     # ------------------------------------------------------------------ the worker child
 
@@ -287,26 +290,21 @@ class Daemon:
     def _reload(self, now: dt.datetime) -> None:
         self.reporter.reloading()
         try:
-            new = loading.load(self.cfg.source)
-            refusal = reloading.reload_refusal(self.cfg, new) or reloading.unsafe_commands(new)
-            if refusal:
-                raise ConfigError(refusal)
+            r = reloading.read(self.cfg)
         except JoinAgentError as e:
             log.error("reload_refused", error=str(e), msg="keeping the running config")
             self._reloaded(now, str(e))
             return
-        changed = reloading.identity_of(new) != reloading.identity_of(self.cfg)
-        kubelet_changed = new.kubelet != self.cfg.kubelet
-        if new.certificates != self.cfg.certificates:
+        if r.tables:
             self.side.tables_changed()
-        self.cfg = new
+        self.cfg = new = r.new
         presence.record_settings(new)
-        r = new.renewal
-        self.renewal.configure(r.retry_min, r.retry_max, r.join_retry_max)
-        log.info("reloaded", config=str(new.source), renew=changed)
-        if changed:
+        self.renewal.configure(new.renewal.retry_min, new.renewal.retry_max,
+                               new.renewal.join_retry_max)  # fmt: skip
+        log.info("reloaded", config=str(new.source), renew=r.renew)
+        if r.renew:
             self.renewal.request("the config changed")
-        if kubelet_changed:
+        if r.kubelet:
             self.kubelet.ask_settings(new, self.environ)
             self.kubelet.replace(now)
         self._reloaded(now, None)
@@ -323,6 +321,8 @@ class Daemon:
         if self.creds is not None and not self.worker.busy and not self.stopping:
             due = self.renewal.next_attempt(now, schedule.held(self.creds))
             times.append(max(due, now + schedule.CLOCK_POLL) if self.clock_behind else due)
+            # (The clock read anew, as the watch reads its monotonic: never a wake too early.)
+            times += self.identity.wake_at(self.clock()) if self._may_look() else []
         if self.kubelet.next is not None:
             times.append(self.kubelet.next)
         deadline = self.worker.deadline(self.cfg)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from join_agent.config import loading
 from join_agent.config.model import Config
 from join_agent.core.wire import iso
+from join_agent.errors import ConfigError
 from join_agent.host import platform
 
 if TYPE_CHECKING:
@@ -26,6 +29,31 @@ _RESTART_ONLY: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("metrics.listen", lambda c: c.metrics_listen),
     ("metrics.textfile", lambda c: c.metrics_textfile),
 )
+
+
+@dataclass(frozen=True)
+class Reload:
+    """A config a SIGHUP may apply, and what it changes for the running agent."""
+
+    new: Config
+    renew: bool  # the node's identity: a new certificate
+    kubelet: bool  # the kubelet's settings: restart it with them
+    tables: bool  # the [[certificate]] tables
+
+
+def read(old: Config) -> Reload:
+    """Load the config file ``old`` came from; ConfigError (or the loader's error) when a
+    running agent may not apply it."""
+    new = loading.load(old.source)
+    refusal = reload_refusal(old, new) or unsafe_commands(new)
+    if refusal:
+        raise ConfigError(refusal)
+    return Reload(
+        new,
+        renew=identity_of(new) != identity_of(old),
+        kubelet=new.kubelet != old.kubelet,
+        tables=new.certificates != old.certificates,
+    )
 
 
 def reload_refusal(old: Config, new: Config) -> str | None:

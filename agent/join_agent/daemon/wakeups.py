@@ -1,12 +1,18 @@
-"""What wakes the loop: a signal (through the wake-up fd), a worker's output, or the time
-it asked for. One selector; the loop sleeps in ``wait`` and nowhere else."""
+"""What wakes the loop: a signal (through the wake-up fd), a worker's output, the kernel's
+address notifications, or the time it asked for. One selector; the loop sleeps in
+``wait`` and nowhere else."""
 
 from __future__ import annotations
 
 import os
 import selectors
 import signal
-from typing import IO
+from typing import IO, Protocol
+
+
+class HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
 
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
 
@@ -44,8 +50,12 @@ class Wakeups:
     def watch(self, stream: IO[bytes]) -> None:
         self.selector.register(stream, selectors.EVENT_READ, "worker")
 
-    def forget(self, stream: IO[bytes]) -> None:
+    def forget(self, stream: IO[bytes] | HasFileno) -> None:
         self.selector.unregister(stream)
 
-    def wait(self, seconds: float) -> None:
-        self.selector.select(seconds)
+    def watch_addresses(self, feed: HasFileno) -> None:
+        self.selector.register(feed, selectors.EVENT_READ, "addresses")
+
+    def wait(self, seconds: float) -> set[str]:
+        """Sleep until something happens or ``seconds`` pass; what became readable."""
+        return {key.data for key, _ in self.selector.select(seconds)}

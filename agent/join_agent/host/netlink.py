@@ -1,8 +1,10 @@
-"""Interface-address discovery over rtnetlink (Linux only, stdlib only).
+"""Interface addresses over rtnetlink (Linux only, stdlib only): a dump of them, and the
+kernel's notifications of their changes.
 
-The socket I/O (``interface_addresses``) is kept apart from the parsing
-(``_collect_dump``, ``_parse_links``, ``_parse_addresses``, ``_join``), which
-works on plain bytes so it can be tested with hand-built messages.
+The socket I/O (``interface_addresses``, ``subscribe``, ``changed``) is kept apart from
+the parsing (``_collect_dump``, ``_parse_links``, ``_parse_addresses``,
+``notices_change``), which works on plain bytes so it can be tested with hand-built
+messages.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["InterfaceAddress", "interface_addresses"]
+__all__ = ["InterfaceAddress", "changed", "interface_addresses", "notices_change", "subscribe"]
 
 # Netlink is host byte order, hence "=" (native order, standard sizes, no padding).
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
@@ -28,9 +30,18 @@ _U32 = struct.Struct("=I")
 _NLMSG_ERROR = 2
 _NLMSG_DONE = 3
 _RTM_NEWLINK = 16
+_RTM_DELLINK = 17
 _RTM_GETLINK = 18
 _RTM_NEWADDR = 20
+_RTM_DELADDR = 21
 _RTM_GETADDR = 22
+
+# Multicast groups (bit masks for the bind address): links, and IPv4/IPv6 addresses.
+_RTMGRP_LINK = 0x1
+_RTMGRP_IPV4_IFADDR = 0x10
+_RTMGRP_IPV6_IFADDR = 0x100
+# Scopes at or above this are link-local or host addresses, never the node's.
+_RT_SCOPE_LINK = 253
 
 _NLM_F_REQUEST = 0x01
 _NLM_F_MULTI = 0x02
@@ -57,6 +68,9 @@ _SOCKET_TIMEOUT = 5.0
 # A dump that races with address/link changes is flagged NLM_F_DUMP_INTR; retry a few
 # times, then accept the last (possibly slightly stale) view rather than fail discovery.
 _DUMP_ATTEMPTS = 3
+# Notifications read in one go at most: a flood (thousands of pods' veths) is read on the
+# next wake-up rather than keep the loop from everything else.
+_DRAIN_MAX = 256
 
 _ADDR_LEN = {socket.AF_INET: 4, socket.AF_INET6: 16}
 
@@ -269,3 +283,58 @@ def interface_addresses() -> list[InterfaceAddress]:
             if not (link_intr or addr_intr):
                 break
         return result
+
+
+def notices_change(datagram: bytes) -> bool:
+    """Whether a notification datagram may change the node's addresses (pure): an address
+    that is not link-local or the host's added, changed or removed, a link gone, or one
+    gone up or down. A datagram that cannot be read may have said so: it counts."""
+    try:
+        return any(_may_change(msg) for msg in list(_split_messages(datagram)))
+    except ValueError:
+        return True
+
+
+def _may_change(msg: _Message) -> bool:
+    if msg.type in (_RTM_NEWADDR, _RTM_DELADDR):
+        if len(msg.payload) < _IFADDRMSG.size:
+            raise ValueError("truncated ifaddrmsg")
+        return bool(_IFADDRMSG.unpack_from(msg.payload)[3] < _RT_SCOPE_LINK)
+    if msg.type == _RTM_NEWLINK:
+        # ifi_change holds the flags that changed (all ones for a new link); a link's
+        # other news (its MTU, its carrier, its statistics) leaves the addresses alone.
+        if len(msg.payload) < _IFINFOMSG.size:
+            raise ValueError("truncated ifinfomsg")
+        return bool(_IFINFOMSG.unpack_from(msg.payload)[4] & _IFF_UP)
+    return msg.type == _RTM_DELLINK
+
+
+def subscribe() -> socket.socket:
+    """A non-blocking socket on which the kernel tells of every address and link change in
+    this network namespace (OSError where it cannot be had)."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    try:
+        sock.setblocking(False)
+        sock.bind((0, _RTMGRP_LINK | _RTMGRP_IPV4_IFADDR | _RTMGRP_IPV6_IFADDR))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def changed(sock: socket.socket) -> bool:
+    """Read what the kernel has sent on ``sock`` (``subscribe``): whether any of it may
+    change the node's addresses. ENOBUFS says notifications were lost: they may have."""
+    seen = False
+    for _ in range(_DRAIN_MAX):
+        try:
+            data = sock.recv(_RECV_BUFSIZE)
+        except BlockingIOError:
+            break
+        except OSError as e:
+            if e.errno != errno.ENOBUFS:
+                raise
+            seen = True
+            continue
+        seen = seen or notices_change(data)
+    return seen
