@@ -219,6 +219,58 @@ def test_a_reboot_with_valid_credentials_and_no_ca_comes_up_with_its_kubelet(
     assert node.status()[0] == 0
 
 
+def test_an_expired_node_with_its_ca_down_is_active_but_runs_no_kubelet_until_renewed(
+    system_node: SystemNode,
+) -> None:
+    """A node left off past its certificate's end, its CA down (docs/install.md): the unit
+    is active (READY=1 once the state is read, so the boot is not held), STATUS= says the
+    certificate expired and why it is not renewed, the agent is "starting", no kubelet
+    runs on credentials the API server would refuse, and join-agent-wait holds what needs
+    a joined node. Once the CA answers, the agent renews and starts the kubelet."""
+    import datetime as dt
+
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from join_agent.storage import store
+    from tests.lab import certs
+
+    node, m = system_node, system_node.machine
+    set_up_and_joined(node)
+    m.run("systemctl", "stop", "join-agent", timeout=60)
+    node.stop_ca()
+    # Its certificate, as it would be after months switched off.
+    ca = certs.CA.from_files(node.ca.ca_pem, node.ca.ca_key)
+    key = certs.ec_key()
+    long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=200)
+    expired = ca.issue(
+        key.public_key(), subject=certs.node_subject(node.name), dns=(), ips=(),
+        eku=(ExtendedKeyUsageOID.CLIENT_AUTH,), key_usage=None, is_ca=None,
+        not_before=long_ago, not_after=long_ago + dt.timedelta(days=90),
+    )  # fmt: skip
+    pki = m.root / Path(CLIENT).parent.relative_to("/")
+    store.PairStore(pki, "kubelet-client").install([expired], certs.key_pem(key), long_ago)
+    starts = len(node.kubelet_starts())
+
+    m.run("systemctl", "start", "join-agent", timeout=60)  # blocking: READY=1 came
+    assert node.unit()["ActiveState"] == "active"
+    text = node.wait_status_text(
+        "the failed renewal", f"joined as {node.name}; cert EXPIRED", contains="renewal failed"
+    )
+    assert "kubelet not started" in text, text
+    code, doc = node.status()
+    assert (code, doc["state"], doc["agent"]["state"]) == (2, "expired", "starting"), doc
+    m.run("systemctl", "start", "--no-block", "join-agent-wait")
+    time.sleep(3)  # join-agent wait looks every 2 s: it has looked, and waits on
+    assert node.unit("join-agent-wait")["ActiveState"] == "activating"
+    assert len(node.kubelet_starts()) == starts  # none on expired credentials
+
+    node.start_ca()
+    node.wait_active("join-agent-wait")
+    node.wait_status_text("the renewed node", f"joined as {node.name}; cert expires in")
+    m.wait("the kubelet started", lambda: len(node.kubelet_starts()) > starts, 30)
+    assert node.status()[1]["agent"]["state"] == "running"
+
+
 def test_journald_gets_each_line_at_its_priority_as_one_json_object(
     system_node: SystemNode,
 ) -> None:
