@@ -159,9 +159,9 @@ def test_a_notified_change_is_looked_at_once_the_burst_settles(tmp_path: Path) -
     start = mono.now
     for _ in range(12):  # a notification a second: renumbering that goes on and on
         d.identity.notified()
-        assert d.next_wake(NOW) == NOW + dt.timedelta(
-            seconds=min(watch.QUIET_SECONDS, start + watch.BURST_SECONDS - mono.now)
-        )
+        left = min(watch.QUIET_SECONDS, start + watch.BURST_SECONDS - mono.now)
+        # (Due right now, before decide() has looked: a second, as for any look not taken.)
+        assert d.next_wake(NOW) == NOW + dt.timedelta(seconds=left or watch.EARLY_SECONDS)
         d.check_identity()
         if renewal_doc(d)["reason"]:
             break
@@ -211,6 +211,26 @@ def test_nothing_wakes_the_loop_for_a_look_that_cannot_happen(tmp_path: Path) ->
     assert d.next_wake(NOW) == retry
     d.check_identity()
     assert d.identity.settled is None
+
+
+def test_a_look_that_is_due_but_cannot_run_does_not_spin_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Credentials changed on disk, and the worker that would read them cannot be started
+    (out of processes): decide() returns before it looks. The overdue look must not make
+    the loop wake at once, turn after turn, while fork keeps failing."""
+    d, mono = make(tmp_path)
+    joined(d, creds(["192.0.2.10"]))
+    d.check_identity()
+    d.identity.notified()
+    mono.now += 61
+    monkeypatch.setattr(d, "_files_changed", lambda: True)
+    monkeypatch.setattr(d.worker, "start", lambda *_: {"ok": False, "error": "EAGAIN",
+                                                       "kind": "OSError"})  # fmt: skip
+    d.decide(NOW)
+    assert d.identity.settled is not None  # not looked at
+    wake = d.next_wake(NOW)
+    assert wake is not None and wake >= NOW + dt.timedelta(seconds=watch.EARLY_SECONDS)
 
 
 def test_a_renamed_node_requests_a_renewal(tmp_path: Path) -> None:

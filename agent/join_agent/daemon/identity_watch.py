@@ -103,7 +103,10 @@ class IdentityWatch:
             times.append(self.checked + EVERY_SECONDS)
         if not times:
             return []
-        return [now + dt.timedelta(seconds=max(0.0, min(times) - self.monotonic()))]
+        delay = min(times) - self.monotonic()
+        # Due, and still not looked at: the loop had to do something first (a worker that
+        # could not be started, say). A second's wait, then, never a spin.
+        return [now + dt.timedelta(seconds=delay if delay > 0 else EARLY_SECONDS)]
 
     def due(self, now: float) -> bool:
         settled = self.settled is not None and now >= self.settled
