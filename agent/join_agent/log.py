@@ -83,21 +83,16 @@ class _Settings:
     level = INFO
     stream: TextIO | None = None
     configured = False
-    tags: dict[str, object] = {}  # noqa: RUF012 - one process, one set of tags
 
 
 def tag(**fields: object) -> None:
     """Fields every line of this process carries from now on: a worker child's lines go
-    to the daemon's stream (its stderr, journald) and say whose they are."""
-    _Settings.tags.update(fields)
+    to the daemon's stream (its stderr, journald) and say whose they are. (structlog's
+    context variables, which ``merge_contextvars`` adds to each line without overriding
+    the line's own keys.)"""
+    import structlog.contextvars
 
-
-def _tagged(
-    _logger: Any, _method: str, event: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    for key, value in _Settings.tags.items():
-        event.setdefault(key, value)
-    return event
+    structlog.contextvars.bind_contextvars(**fields)
 
 
 class _Deferred(ModuleType):
@@ -165,7 +160,6 @@ def _configure() -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            _tagged,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
