@@ -54,32 +54,38 @@ class IdentityWatch:
     addresses: list[str] | None = None  # what the last look found
     burst: float | None = None  # the first notification since the last look
     settled: float | None = None  # when the burst will have been quiet long enough
-    feed: AddressFeed | None = None
+    feed: socket.socket | None = None  # the kernel's notifications (host/netlink.py)
     forget: Callable[[HasFileno], None] | None = None
 
     def listen(
         self, addresses_from: str, watch: Callable[[HasFileno], None],
         forget: Callable[[HasFileno], None],
     ) -> None:  # fmt: skip
-        """Take the kernel's notifications where there are any, and poll where not."""
-        self.feed, self.forget = AddressFeed.open(addresses_from), forget
-        self.polls = self.feed is None
-        if self.feed is not None:
-            watch(self.feed)
+        """Take the kernel's notifications where there are any; poll where there are none
+        (illumos, or a kernel that refuses the socket)."""
+        if addresses_from != "netlink":
+            return
+        from join_agent.host import netlink
+
+        try:
+            self.feed = netlink.subscribe()
+        except OSError as e:
+            _polling_instead("address_notifications_unavailable", e)
+            return
+        self.polls, self.forget = False, forget
+        watch(self.feed)
 
     def heard(self) -> None:
         """The feed is readable: read it, and look soon if it told of a change."""
         if self.feed is None:
             return
+        from join_agent.host import netlink
+
         try:
-            if self.feed.changed():
+            if netlink.changed(self.feed):
                 self.notified()
         except OSError as e:
-            log.warning(
-                "address_notifications_lost",
-                error=e.strerror or str(e),
-                msg=f"looking at the addresses every {EVERY_SECONDS:.0f} s instead",
-            )
+            _polling_instead("address_notifications_lost", e)
             self.close()
             self.notified()  # what was lost may have been a change
 
@@ -145,39 +151,9 @@ class IdentityWatch:
         return Seen(mismatch=why, addresses_changed=changed)
 
 
-class AddressFeed:
-    """The kernel's address notifications (host/netlink.py), as a file descriptor for the
-    loop's selector. ``open`` returns None where there are none (illumos, or a kernel
-    that refuses the socket): the loop polls then."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    @classmethod
-    def open(cls, addresses_from: str) -> AddressFeed | None:
-        if addresses_from != "netlink":
-            return None
-        from join_agent.host import netlink
-
-        try:
-            return cls(netlink.subscribe())
-        except OSError as e:
-            log.warning(
-                "address_notifications_unavailable",
-                error=e.strerror or str(e),
-                msg=f"looking at the addresses every {EVERY_SECONDS:.0f} s instead",
-            )
-            return None
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def changed(self) -> bool:
-        """Whether what the kernel sent since the last call may change the addresses
-        (OSError: the feed is broken; close it and poll)."""
-        from join_agent.host import netlink
-
-        return netlink.changed(self.sock)
-
-    def close(self) -> None:
-        self.sock.close()
+def _polling_instead(event: str, e: OSError) -> None:
+    log.warning(
+        event,
+        error=e.strerror or str(e),
+        msg=f"looking at the addresses every {EVERY_SECONDS:.0f} s instead",
+    )
