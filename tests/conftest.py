@@ -252,7 +252,7 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def stop(p: subprocess.Popen[str]) -> None:
+def stop(p: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
     """SIGTERM, then SIGKILL if it does not exit in 20 s."""
     if p.poll() is None:
         p.terminate()

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from join_agent.daemon import identity_watch
-from tests.conftest import Node
+from tests.conftest import Node, stop
 from tests.lab.cfssl_ca import CfsslCA, cfssl_binary
 
 pytestmark = pytest.mark.root
@@ -131,13 +131,7 @@ class Agent:
         return out
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
 
 
 def ips(doc: dict[str, Any]) -> list[str]:
