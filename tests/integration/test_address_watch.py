@@ -28,7 +28,7 @@ import pytest
 
 from join_agent.daemon import identity_watch
 from tests.conftest import Node, stop
-from tests.lab.cfssl_ca import CfsslCA, cfssl_binary
+from tests.lab.cfssl_ca import CfsslCA
 
 pytestmark = pytest.mark.root
 
@@ -74,25 +74,12 @@ def ca_in(netns: str, tmp_path: Path) -> Iterator[CfsslCA]:
     ca.port = CA_PORT
     with ca.log_file.open("ab") as log:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", netns, cfssl_binary(), "serve", "-address=127.0.0.1",
-             f"-port={CA_PORT}", f"-ca={ca.ca_pem}", f"-ca-key={ca.ca_key}",
-             f"-config={ca.config_file}"],
+            ["ip", "netns", "exec", netns, *ca.serve_argv()],
             stdout=log, stderr=log, start_new_session=True,
         )  # fmt: skip
     try:
-        probe = (
-            "import sys, urllib.request\n"
-            "req = urllib.request.Request(sys.argv[1] + '/api/v1/cfssl/info', data=b'{}')\n"
-            "urllib.request.urlopen(req, timeout=1)\n"
-        )
         deadline = time.monotonic() + 20
-        while True:
-            r = subprocess.run(
-                ["ip", "netns", "exec", netns, sys.executable, "-c", probe, ca.url],
-                capture_output=True, timeout=10, check=False,
-            )  # fmt: skip
-            if r.returncode == 0:
-                break
+        while not ca.answers_from(netns, ca.url):
             assert proc.poll() is None, ca.log_file.read_text()[-2000:]
             assert time.monotonic() < deadline, "cfssl serve did not answer in the namespace"
             time.sleep(0.2)

@@ -16,12 +16,20 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+# /api/v1/cfssl/info from wherever it runs (``answers_from``: inside a namespace).
+_PROBE = (
+    "import sys, urllib.request\n"
+    "req = urllib.request.Request(sys.argv[1] + '/api/v1/cfssl/info', data=b'{}')\n"
+    "urllib.request.urlopen(req, timeout=1)\n"
+)
 
 
 def cfssl_binary() -> str:
@@ -120,14 +128,18 @@ class CfsslCA:
         path.chmod(0o600)
         return path
 
+    def serve_argv(self, address: str = "127.0.0.1") -> list[str]:
+        """``cfssl serve`` of this CA on ``address``:``self.port``."""
+        return [
+            cfssl_binary(), "serve", f"-address={address}", f"-port={self.port}",
+            f"-ca={self.ca_pem}", f"-ca-key={self.ca_key}", f"-config={self.config_file}",
+        ]  # fmt: skip
+
     def start(self, port: int = 0) -> None:
         self.port = port or free_port()
         log = self.log_file.open("ab")
         self.proc = subprocess.Popen(
-            [
-                cfssl_binary(), "serve", "-address=127.0.0.1", f"-port={self.port}",
-                f"-ca={self.ca_pem}", f"-ca-key={self.ca_key}", f"-config={self.config_file}",
-            ],
+            self.serve_argv(),
             stdout=log,
             stderr=log,
             start_new_session=True,
@@ -151,6 +163,14 @@ class CfsslCA:
                 return bool(r.status == 200)
         except (urllib.error.URLError, OSError):
             return False
+
+    def answers_from(self, netns: str, url: str) -> bool:
+        """Whether the CA at ``url`` answers a client in network namespace ``netns``."""
+        r = subprocess.run(
+            ["ip", "netns", "exec", netns, sys.executable, "-c", _PROBE, url],
+            capture_output=True, timeout=10, check=False,
+        )  # fmt: skip
+        return r.returncode == 0
 
     def stop(self) -> None:
         if self.proc is None:
